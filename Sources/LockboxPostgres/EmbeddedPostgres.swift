@@ -1,0 +1,171 @@
+import Foundation
+import Logging
+import Subprocess
+
+/// A private PostgreSQL cluster in a directory of its own, reachable only on a
+/// Unix socket in that directory (no TCP), run with the system's `initdb` and
+/// `pg_ctl`. When the current user is root, the server runs as the unprivileged
+/// `postgres` user (initdb refuses root) and the directory is handed to it.
+public struct EmbeddedPostgres: Sendable {
+    /// Why the cluster could not be created, started or stopped.
+    public struct Failure: Error, Sendable, CustomStringConvertible {
+        public var message: String
+        public var description: String { message }
+    }
+
+    /// The cluster's root directory: `data/` holds the cluster, the socket and `server.log` sit beside it.
+    public let directory: String
+    /// Whether the server syncs to disk (`fsync`, `synchronous_commit`); off only for throwaway test clusters.
+    public let durable: Bool
+    /// The superuser the server was initialised with.
+    public let superuser = "postgres"
+
+    public var dataDirectory: String { directory + "/data" }
+    public var logFile: String { directory + "/server.log" }
+    /// The libpq conninfo for `database` over the cluster's socket.
+    public func conninfo(database: String = "postgres") -> String {
+        "host=\(conninfoQuote(directory)) port=5432 user=\(superuser) dbname=\(conninfoQuote(database))"
+    }
+
+    public init(directory: String, durable: Bool) {
+        self.directory = directory
+        self.durable = durable
+    }
+
+    /// Creates the cluster if `data/` does not exist yet, then starts it unless it already runs.
+    public func start(logger: Logger = Logger(label: "lockbox.embedded-postgres")) async throws {
+        let fileManager = FileManager.default
+        let bin = try Self.binDirectory()
+        try fileManager.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        if Self.runningAsRoot {
+            try await Self.exec("/bin/chown", ["postgres:postgres", directory], asServer: false)
+        }
+        try fileManager.setAttributes([.posixPermissions: 0o755], ofItemAtPath: directory)
+        if !fileManager.fileExists(atPath: dataDirectory + "/PG_VERSION") {
+            logger.debug("creating PostgreSQL cluster", metadata: ["directory": "\(directory)"])
+            var arguments = ["-D", dataDirectory, "-U", superuser, "--auth=trust", "-E", "UTF8", "--no-locale"]
+            if !durable { arguments.append("--no-sync") }
+            try await Self.exec(bin + "/initdb", arguments, asServer: true)
+            let settings = """
+
+                # lockbox: private cluster, Unix socket only
+                listen_addresses = ''
+                unix_socket_directories = '\(directory.replacingOccurrences(of: "'", with: "''"))'
+                port = 5432
+                max_connections = 300
+                shared_buffers = 128MB
+                fsync = \(durable ? "on" : "off")
+                synchronous_commit = \(durable ? "on" : "off")
+                full_page_writes = \(durable ? "on" : "off")
+
+                """
+            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: dataDirectory + "/postgresql.conf"))
+            try handle.seekToEnd()
+            try handle.write(contentsOf: Data(settings.utf8))
+            try handle.close()
+        }
+        if try await isRunning() { return }
+        logger.debug("starting PostgreSQL", metadata: ["directory": "\(directory)"])
+        try await Self.exec(
+            bin + "/pg_ctl", ["-D", dataDirectory, "-l", logFile, "-w", "-t", "60", "start"], asServer: true)
+    }
+
+    /// True when the server of this cluster answers.
+    public func isRunning() async throws -> Bool {
+        guard FileManager.default.fileExists(atPath: dataDirectory + "/PG_VERSION") else { return false }
+        let bin = try Self.binDirectory()
+        let result = try await Self.run(bin + "/pg_ctl", ["-D", dataDirectory, "status"], asServer: true)
+        return result.status == 0
+    }
+
+    /// Stops the server (fast shutdown). Does nothing if it is not running.
+    public func stop() async throws {
+        guard try await isRunning() else { return }
+        let bin = try Self.binDirectory()
+        try await Self.exec(bin + "/pg_ctl", ["-D", dataDirectory, "-m", "fast", "-w", "stop"], asServer: true)
+    }
+
+    /// Stops the server and removes the directory.
+    public func destroy() async throws {
+        try? await stop()
+        try FileManager.default.removeItem(atPath: directory)
+    }
+
+    /// Starts a detached watchdog that stops the server and removes the directory
+    /// once process `pid` has exited, so a crashed test run leaves nothing behind.
+    public func removeWhenProcessExits(_ pid: Int32) async throws {
+        let bin = try Self.binDirectory()
+        let pgctl = bin + "/pg_ctl"
+        let stopCommand =
+            Self.runningAsRoot
+            ? "runuser -u postgres -- \(shellQuote(pgctl)) -D \(shellQuote(dataDirectory)) -m immediate stop"
+            : "\(shellQuote(pgctl)) -D \(shellQuote(dataDirectory)) -m immediate stop"
+        let script =
+            "( while kill -0 \(pid) 2>/dev/null; do sleep 1; done; \(stopCommand); rm -rf \(shellQuote(directory)) )"
+            + " >/dev/null 2>&1 </dev/null &"
+        _ = try await Self.run("/bin/sh", ["-c", script], asServer: false)
+    }
+
+    // MARK: Processes
+
+    static var runningAsRoot: Bool { geteuid() == 0 }
+
+    /// The directory holding `initdb` and `pg_ctl`: `LOCKBOX_PG_BIN`, else `pg_config --bindir`'s
+    /// sibling server directory, else the newest `/usr/lib/postgresql/*/bin`, else `PATH`.
+    public static func binDirectory() throws -> String {
+        let fileManager = FileManager.default
+        var candidates: [String] = []
+        if let explicit = ProcessInfo.processInfo.environment["LOCKBOX_PG_BIN"] { candidates.append(explicit) }
+        if let versions = try? fileManager.contentsOfDirectory(atPath: "/usr/lib/postgresql") {
+            let sorted = versions.sorted { (Int($0) ?? 0) > (Int($1) ?? 0) }
+            candidates += sorted.map { "/usr/lib/postgresql/\($0)/bin" }
+        }
+        for path in (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":") {
+            candidates.append(String(path))
+        }
+        for candidate in candidates where fileManager.isExecutableFile(atPath: candidate + "/initdb") {
+            return candidate
+        }
+        throw Failure(
+            message: "PostgreSQL server programs (initdb, pg_ctl) not found: install the `postgresql` package "
+                + "or set LOCKBOX_PG_BIN to their directory")
+    }
+
+    private static func exec(_ program: String, _ arguments: [String], asServer: Bool) async throws {
+        let result = try await run(program, arguments, asServer: asServer)
+        guard result.status == 0 else {
+            let name = (program as NSString).lastPathComponent
+            throw Failure(
+                message: "\(name) failed (exit \(result.status)): "
+                    + result.output.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+    }
+
+    private static func run(_ program: String, _ arguments: [String], asServer: Bool) async throws -> (
+        status: Int32, output: String
+    ) {
+        var executable = program
+        var fullArguments = arguments
+        if asServer && runningAsRoot {
+            executable = "/usr/sbin/runuser"
+            fullArguments = ["-u", "postgres", "--", program] + arguments
+        }
+        let result = try await Subprocess.run(
+            .path(.init(executable)),
+            arguments: .init(fullArguments),
+            workingDirectory: "/",
+            output: .string(limit: 1 << 20),
+            error: .string(limit: 1 << 20)
+        )
+        let status: Int32
+        switch result.terminationStatus {
+        case .exited(let code): status = Int32(code)
+        case .signaled(let signal): status = 128 + Int32(signal)
+        }
+        return (status, result.standardOutput + result.standardError)
+    }
+}
+
+func shellQuote(_ value: String) -> String {
+    "'" + value.replacingOccurrences(of: "'", with: "'\\''") + "'"
+}

@@ -1,0 +1,363 @@
+import CLibPQ
+import Dispatch
+import Foundation
+import Logging
+
+/// One libpq connection.
+///
+/// Every libpq call runs on the connection's own serial dispatch queue, never on
+/// Swift's cooperative thread pool; the async methods suspend until it is done.
+/// A connection serves one caller at a time: lease it from a ``PGPool`` or keep
+/// it to yourself.
+public final class PGConnection: @unchecked Sendable {
+    // All mutable state below is touched only on `queue`.
+    private let queue: DispatchQueue
+    private var handle: OpaquePointer?
+    private var preparedStatements: [String: String] = [:]
+    private let logger: Logger
+
+    /// Session settings every connection gets, so text results decode the same way.
+    static let sessionSettings =
+        "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'; "
+        + "SET extra_float_digits = 3"
+
+    private init(handle: OpaquePointer, logger: Logger) {
+        self.handle = handle
+        self.logger = logger
+        self.queue = DispatchQueue(label: "lockbox.pg.connection")
+    }
+
+    deinit {
+        if let handle { PQfinish(handle) }
+    }
+
+    /// Opens a connection.
+    ///
+    /// - Parameter conninfo: a `key=value` conninfo string or a `postgresql://` URL.
+    ///   When nil or empty, libpq's environment (`PGHOST`, `PGDATABASE`, `.pgpass`, …)
+    ///   applies, as it does for psql.
+    /// - Throws: ``PostgresError`` of kind `.connection` with libpq's message.
+    /// - Parameter database: when set, overrides the database named by `conninfo`.
+    public static func connect(
+        _ conninfo: String? = nil, database: String? = nil, logger: Logger = Logger(label: "lockbox.postgres")
+    ) async throws -> PGConnection {
+        try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async {
+                continuation.resume(with: Result { try connectBlocking(conninfo, database: database, logger: logger) })
+            }
+        }
+    }
+
+    static func connectBlocking(_ conninfo: String?, database: String?, logger: Logger) throws -> PGConnection {
+        var keys: [String] = []
+        var values: [String] = []
+        if let conninfo, !conninfo.isEmpty {
+            keys.append("dbname")
+            values.append(conninfo)
+        }
+        if let database {
+            keys.append("dbname")
+            values.append(database)
+        }
+        keys.append("fallback_application_name")
+        values.append("lockbox")
+        let handle: OpaquePointer? = withCStringArray(keys) { keyPointers in
+            withCStringArray(values) { valuePointers in
+                PQconnectdbParams(keyPointers, valuePointers, 1)
+            }
+        }
+        guard let handle else {
+            throw PostgresError(kind: .connection, message: "libpq could not allocate a connection")
+        }
+        guard PQstatus(handle) == CONNECTION_OK else {
+            let message = String(cString: PQerrorMessage(handle)).trimmingCharacters(in: .whitespacesAndNewlines)
+            PQfinish(handle)
+            throw PostgresError(kind: .connection, message: "cannot connect to PostgreSQL: \(message)")
+        }
+        PQsetNoticeProcessor(handle, { _, _ in }, nil)
+        let connection = PGConnection(handle: handle, logger: logger)
+        try connection.execBlocking(PGQuery(stringLiteral: sessionSettings), simple: true)
+        return connection
+    }
+
+    /// Closes the connection. Further calls fail with a connection error.
+    public func close() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            queue.async {
+                if let handle = self.handle { PQfinish(handle) }
+                self.handle = nil
+                continuation.resume()
+            }
+        }
+    }
+
+    /// False once the connection is closed or libpq reports it broken.
+    public var isUsable: Bool {
+        queue.sync { handle.map { PQstatus($0) == CONNECTION_OK } ?? false }
+    }
+
+    /// The server's process id for this connection (useful to terminate it in tests).
+    public var backendPID: Int32 {
+        queue.sync { handle.map { PQbackendPID($0) } ?? 0 }
+    }
+
+    // MARK: Queries
+
+    /// Runs one parameterised statement and returns its rows.
+    ///
+    /// - Parameter prepared: when true, the statement is prepared once on this
+    ///   connection (named after its SQL) and executed by name afterwards.
+    @discardableResult
+    public func query(_ query: PGQuery, prepared: Bool = false) async throws -> PGRows {
+        try await onQueue { try self.execBlocking(query, prepared: prepared) }
+    }
+
+    /// Runs SQL without parameters, possibly several statements separated by `;`
+    /// (simple query protocol). Used for migrations and session set-up.
+    public func execute(script: String) async throws {
+        try await onQueue { _ = try self.execBlocking(PGQuery(stringLiteral: script), simple: true) }
+    }
+
+    /// Sends all the statements in one round trip (libpq pipeline mode) and
+    /// returns one result per statement. Statements after a failed one are
+    /// reported as failed with the first error (the server skips them), so a
+    /// caller knows exactly which ones ran.
+    public func pipeline(_ queries: [PGQuery], prepared: Bool = false) async throws -> [Result<PGRows, PostgresError>] {
+        try await onQueue { try self.pipelineBlocking(queries, prepared: prepared) }
+    }
+
+    /// Runs `body` in a transaction: COMMIT when it returns, ROLLBACK when it throws.
+    @discardableResult
+    public func withTransaction<T: Sendable>(
+        isolation: String = "READ COMMITTED",
+        _ body: (PGConnection) async throws -> T
+    ) async throws -> T {
+        try await execute(script: "BEGIN ISOLATION LEVEL \(isolation)")
+        let value: T
+        do {
+            value = try await body(self)
+        } catch {
+            try? await execute(script: "ROLLBACK")
+            throw error
+        }
+        try await execute(script: "COMMIT")
+        return value
+    }
+
+    // MARK: Blocking core (runs on `queue`)
+
+    private func onQueue<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            queue.async { continuation.resume(with: Result { try work() }) }
+        }
+    }
+
+    private func liveHandle() throws -> OpaquePointer {
+        guard let handle else { throw PostgresError(kind: .connection, message: "connection is closed") }
+        return handle
+    }
+
+    @discardableResult
+    func execBlocking(_ query: PGQuery, prepared: Bool = false, simple: Bool = false) throws -> PGRows {
+        let handle = try liveHandle()
+        let result: OpaquePointer?
+        if simple {
+            result = PQexec(handle, query.sql)
+        } else if prepared {
+            let name = try prepareIfNeeded(query, handle: handle)
+            result = Self.withParameters(query.binds) { _, values, lengths, formats in
+                PQexecPrepared(handle, name, Int32(query.binds.count), values, lengths, formats, 0)
+            }
+        } else {
+            result = Self.withParameters(query.binds) { types, values, lengths, formats in
+                PQexecParams(handle, query.sql, Int32(query.binds.count), types, values, lengths, formats, 0)
+            }
+        }
+        return try consume(result, handle: handle)
+    }
+
+    private func prepareIfNeeded(_ query: PGQuery, handle: OpaquePointer) throws -> String {
+        if let name = preparedStatements[query.sql] { return name }
+        let name = "lockbox_\(preparedStatements.count + 1)"
+        let types = query.binds.map { Oid($0.type) }
+        let result = types.withUnsafeBufferPointer { typePointer in
+            PQprepare(handle, name, query.sql, Int32(types.count), typePointer.baseAddress)
+        }
+        _ = try consume(result, handle: handle)
+        preparedStatements[query.sql] = name
+        return name
+    }
+
+    private func pipelineBlocking(_ queries: [PGQuery], prepared: Bool) throws -> [Result<PGRows, PostgresError>] {
+        let handle = try liveHandle()
+        var names: [String?] = []
+        for query in queries {
+            names.append(prepared ? try prepareIfNeeded(query, handle: handle) : nil)
+        }
+        guard PQenterPipelineMode(handle) == 1 else { throw connectionError(handle, "cannot enter pipeline mode") }
+        defer { PQexitPipelineMode(handle) }
+        for (query, name) in zip(queries, names) {
+            let sent = Self.withParameters(query.binds) { types, values, lengths, formats in
+                if let name {
+                    PQsendQueryPrepared(handle, name, Int32(query.binds.count), values, lengths, formats, 0)
+                } else {
+                    PQsendQueryParams(handle, query.sql, Int32(query.binds.count), types, values, lengths, formats, 0)
+                }
+            }
+            guard sent == 1 else { throw connectionError(handle, "cannot send pipelined statement") }
+        }
+        guard PQpipelineSync(handle) == 1 else { throw connectionError(handle, "cannot sync pipeline") }
+        var results: [Result<PGRows, PostgresError>] = []
+        var firstError: PostgresError?
+        for _ in queries {
+            guard let result = PQgetResult(handle) else { throw connectionError(handle, "pipeline ended early") }
+            let status = PQresultStatus(result)
+            if status == PGRES_PIPELINE_ABORTED {
+                PQclear(result)
+                results.append(.failure(firstError ?? PostgresError(kind: .server, message: "pipeline aborted")))
+            } else {
+                do {
+                    results.append(.success(try rows(from: result, handle: handle)))
+                } catch let error as PostgresError {
+                    firstError = firstError ?? error
+                    results.append(.failure(error))
+                }
+                PQclear(result)
+            }
+            // Each statement's results end with a NULL.
+            while let extra = PQgetResult(handle) { PQclear(extra) }
+        }
+        // The sync point.
+        while let result = PQgetResult(handle) {
+            let status = PQresultStatus(result)
+            PQclear(result)
+            if status == PGRES_PIPELINE_SYNC { break }
+        }
+        return results
+    }
+
+    private func consume(_ result: OpaquePointer?, handle: OpaquePointer) throws -> PGRows {
+        guard let result else { throw connectionError(handle, "no result") }
+        defer { PQclear(result) }
+        return try rows(from: result, handle: handle)
+    }
+
+    private func rows(from result: OpaquePointer, handle: OpaquePointer) throws -> PGRows {
+        switch PQresultStatus(result) {
+        case PGRES_TUPLES_OK, PGRES_COMMAND_OK, PGRES_SINGLE_TUPLE, PGRES_EMPTY_QUERY:
+            let rowCount = Int(PQntuples(result))
+            let columnCount = Int(PQnfields(result))
+            let columns = (0..<columnCount).map { String(cString: PQfname(result, Int32($0))) }
+            var values: [[String?]] = []
+            values.reserveCapacity(rowCount)
+            for row in 0..<rowCount {
+                var rowValues: [String?] = []
+                rowValues.reserveCapacity(columnCount)
+                for column in 0..<columnCount {
+                    if PQgetisnull(result, Int32(row), Int32(column)) == 1 {
+                        rowValues.append(nil)
+                    } else {
+                        rowValues.append(String(cString: PQgetvalue(result, Int32(row), Int32(column))))
+                    }
+                }
+                values.append(rowValues)
+            }
+            let affected = Int(String(cString: PQcmdTuples(result))) ?? 0
+            return PGRows(columns: columns, values: values, affectedRows: affected)
+        default:
+            throw serverError(result, handle: handle)
+        }
+    }
+
+    private func serverError(_ result: OpaquePointer, handle: OpaquePointer) -> PostgresError {
+        func field(_ code: Character) -> String? {
+            guard let pointer = PQresultErrorField(result, Int32(code.asciiValue!)) else { return nil }
+            return String(cString: pointer)
+        }
+        let sqlState = field("C")
+        let message =
+            field("M") ?? String(cString: PQresultErrorMessage(result)).trimmingCharacters(in: .whitespacesAndNewlines)
+        let broken = PQstatus(handle) != CONNECTION_OK
+        return PostgresError(
+            kind: broken || sqlState == nil ? .connection : .server,
+            message: message.isEmpty ? String(cString: PQerrorMessage(handle)) : message,
+            sqlState: sqlState,
+            detail: field("D"),
+            hint: field("H"),
+            constraint: field("n"),
+            table: field("t"),
+            column: field("c")
+        )
+    }
+
+    private func connectionError(_ handle: OpaquePointer, _ context: String) -> PostgresError {
+        let message = String(cString: PQerrorMessage(handle)).trimmingCharacters(in: .whitespacesAndNewlines)
+        return PostgresError(kind: .connection, message: message.isEmpty ? context : "\(context): \(message)")
+    }
+
+    /// Lays out parameters as the C arrays libpq wants, valid during `body`.
+    private static func withParameters<R>(
+        _ binds: [PGBind],
+        _ body: (
+            UnsafePointer<Oid>?, UnsafePointer<UnsafePointer<CChar>?>?, UnsafePointer<Int32>?, UnsafePointer<Int32>?
+        ) -> R
+    ) -> R {
+        var types: [Oid] = []
+        var lengths: [Int32] = []
+        var formats: [Int32] = []
+        var buffers: [UnsafeMutablePointer<CChar>?] = []
+        types.reserveCapacity(binds.count)
+        for bind in binds {
+            types.append(Oid(bind.type))
+            switch bind.value {
+            case .null:
+                buffers.append(nil)
+                lengths.append(0)
+                formats.append(0)
+            case .text(let text):
+                buffers.append(strdup(text))
+                lengths.append(0)
+                formats.append(0)
+            case .binary(let bytes):
+                let buffer = UnsafeMutablePointer<CChar>.allocate(capacity: max(bytes.count, 1))
+                bytes.withUnsafeBufferPointer { source in
+                    source.withMemoryRebound(to: CChar.self) { chars in
+                        if let base = chars.baseAddress { buffer.initialize(from: base, count: bytes.count) }
+                    }
+                }
+                buffers.append(buffer)
+                lengths.append(Int32(bytes.count))
+                formats.append(1)
+            }
+        }
+        defer {
+            for (buffer, bind) in zip(buffers, binds) {
+                guard let buffer else { continue }
+                if case .binary = bind.value { buffer.deallocate() } else { free(buffer) }
+            }
+        }
+        let values = buffers.map { UnsafePointer($0) }
+        return types.withUnsafeBufferPointer { typePointer in
+            values.withUnsafeBufferPointer { valuePointer in
+                lengths.withUnsafeBufferPointer { lengthPointer in
+                    formats.withUnsafeBufferPointer { formatPointer in
+                        body(
+                            typePointer.baseAddress, valuePointer.baseAddress, lengthPointer.baseAddress,
+                            formatPointer.baseAddress)
+                    }
+                }
+            }
+        }
+    }
+}
+
+private func withCStringArray<R>(_ strings: [String], _ body: (UnsafePointer<UnsafePointer<CChar>?>) -> R) -> R {
+    let pointers = strings.map { UnsafePointer(strdup($0)) } + [nil]
+    defer { for pointer in pointers { free(UnsafeMutablePointer(mutating: pointer)) } }
+    return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
+}
+
+/// Quotes a value for a libpq conninfo string (`key='value'`).
+public func conninfoQuote(_ value: String) -> String {
+    "'" + value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "'", with: "\\'") + "'"
+}

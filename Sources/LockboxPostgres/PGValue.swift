@@ -1,0 +1,437 @@
+import Foundation
+
+/// PostgreSQL type OIDs used when binding parameters.
+public enum PGType {
+    public static let unknown: UInt32 = 0
+    public static let bool: UInt32 = 16
+    public static let bytea: UInt32 = 17
+    public static let int8: UInt32 = 20
+    public static let int4: UInt32 = 23
+    public static let text: UInt32 = 25
+    public static let float8: UInt32 = 701
+    public static let inet: UInt32 = 869
+    public static let timestamptz: UInt32 = 1184
+    public static let interval: UInt32 = 1186
+    public static let uuid: UInt32 = 2950
+    public static let jsonb: UInt32 = 3802
+}
+
+/// One bound parameter as it is sent to the server.
+public struct PGBind: Sendable, Hashable {
+    /// Text-format value, binary value, or SQL NULL.
+    public enum Value: Sendable, Hashable {
+        case text(String)
+        case binary([UInt8])
+        case null
+    }
+    public var value: Value
+    public var type: UInt32
+
+    public init(_ value: Value, type: UInt32) {
+        self.value = value
+        self.type = type
+    }
+}
+
+/// A Swift value that can be sent as a query parameter.
+public protocol PGEncodable: Sendable {
+    /// The parameter as sent to the server.
+    var pgBind: PGBind { get }
+}
+
+/// A Swift value that can be read from a result column (text format).
+public protocol PGDecodable: Sendable {
+    /// Decodes the column's text; `nil` is SQL NULL. Throws a message on failure.
+    static func pgDecode(_ text: String?) throws(PGDecodeFailure) -> Self
+    /// The PostgreSQL type name shown in decoding errors.
+    static var pgTypeName: String { get }
+}
+
+/// Why a column's text could not become the requested Swift type.
+public struct PGDecodeFailure: Error, Sendable {
+    public var reason: String
+    public init(_ reason: String) { self.reason = reason }
+    static let unexpectedNull = PGDecodeFailure("unexpected NULL")
+}
+
+extension PGDecodable {
+    static func nonNull(_ text: String?) throws(PGDecodeFailure) -> String {
+        guard let text else { throw .unexpectedNull }
+        return text
+    }
+}
+
+// MARK: - Optional
+
+extension Optional: PGEncodable where Wrapped: PGEncodable {
+    public var pgBind: PGBind {
+        switch self {
+        case .some(let value): value.pgBind
+        case .none: PGBind(.null, type: PGType.unknown)
+        }
+    }
+}
+
+extension Optional: PGDecodable where Wrapped: PGDecodable {
+    public static func pgDecode(_ text: String?) throws(PGDecodeFailure) -> Wrapped? {
+        guard let text else { return nil }
+        return try Wrapped.pgDecode(text)
+    }
+    public static var pgTypeName: String { Wrapped.pgTypeName + "?" }
+}
+
+// MARK: - Numbers, booleans, text
+
+extension Int: PGEncodable, PGDecodable {
+    public var pgBind: PGBind { PGBind(.text(String(self)), type: PGType.int8) }
+    public static func pgDecode(_ text: String?) throws(PGDecodeFailure) -> Int {
+        let text = try nonNull(text)
+        guard let value = Int(text) else { throw PGDecodeFailure("not an integer: \(text.prefix(40))") }
+        return value
+    }
+    public static var pgTypeName: String { "Int" }
+}
+
+extension Int64: PGEncodable, PGDecodable {
+    public var pgBind: PGBind { PGBind(.text(String(self)), type: PGType.int8) }
+    public static func pgDecode(_ text: String?) throws(PGDecodeFailure) -> Int64 {
+        let text = try nonNull(text)
+        guard let value = Int64(text) else { throw PGDecodeFailure("not an integer: \(text.prefix(40))") }
+        return value
+    }
+    public static var pgTypeName: String { "Int64" }
+}
+
+extension Int32: PGEncodable, PGDecodable {
+    public var pgBind: PGBind { PGBind(.text(String(self)), type: PGType.int4) }
+    public static func pgDecode(_ text: String?) throws(PGDecodeFailure) -> Int32 {
+        let text = try nonNull(text)
+        guard let value = Int32(text) else { throw PGDecodeFailure("not a 32-bit integer: \(text.prefix(40))") }
+        return value
+    }
+    public static var pgTypeName: String { "Int32" }
+}
+
+extension Bool: PGEncodable, PGDecodable {
+    public var pgBind: PGBind { PGBind(.text(self ? "t" : "f"), type: PGType.bool) }
+    public static func pgDecode(_ text: String?) throws(PGDecodeFailure) -> Bool {
+        switch try nonNull(text) {
+        case "t", "true": return true
+        case "f", "false": return false
+        case let other: throw PGDecodeFailure("not a boolean: \(other.prefix(40))")
+        }
+    }
+    public static var pgTypeName: String { "Bool" }
+}
+
+extension Double: PGEncodable, PGDecodable {
+    public var pgBind: PGBind {
+        let text: String
+        if isNaN { text = "NaN" } else if self == .infinity { text = "Infinity" } else if self == -.infinity {
+            text = "-Infinity"
+        } else { text = "\(self)" }
+        return PGBind(.text(text), type: PGType.float8)
+    }
+    public static func pgDecode(_ text: String?) throws(PGDecodeFailure) -> Double {
+        let text = try nonNull(text)
+        switch text {
+        case "NaN": return .nan
+        case "Infinity": return .infinity
+        case "-Infinity": return -.infinity
+        default:
+            guard let value = Double(text) else { throw PGDecodeFailure("not a number: \(text.prefix(40))") }
+            return value
+        }
+    }
+    public static var pgTypeName: String { "Double" }
+}
+
+extension String: PGEncodable, PGDecodable {
+    /// Strings are sent untyped so the server can coerce them to the column's type (text, inet, …).
+    public var pgBind: PGBind { PGBind(.text(self), type: PGType.unknown) }
+    public static func pgDecode(_ text: String?) throws(PGDecodeFailure) -> String { try nonNull(text) }
+    public static var pgTypeName: String { "String" }
+}
+
+extension UUID: PGEncodable, PGDecodable {
+    public var pgBind: PGBind { PGBind(.text(uuidString.lowercased()), type: PGType.uuid) }
+    public static func pgDecode(_ text: String?) throws(PGDecodeFailure) -> UUID {
+        let text = try nonNull(text)
+        guard let value = UUID(uuidString: text) else { throw PGDecodeFailure("not a UUID: \(text.prefix(40))") }
+        return value
+    }
+    public static var pgTypeName: String { "UUID" }
+}
+
+// MARK: - bytea
+
+extension Data: PGEncodable, PGDecodable {
+    public var pgBind: PGBind { PGBind(.binary([UInt8](self)), type: PGType.bytea) }
+    public static func pgDecode(_ text: String?) throws(PGDecodeFailure) -> Data {
+        let text = try nonNull(text)
+        guard text.hasPrefix("\\x") else { throw PGDecodeFailure("bytea not in hex format") }
+        let hex = text.utf8.dropFirst(2)
+        guard hex.count % 2 == 0 else { throw PGDecodeFailure("odd-length bytea hex") }
+        var bytes = [UInt8]()
+        bytes.reserveCapacity(hex.count / 2)
+        var high: UInt8? = nil
+        for char in hex {
+            let nibble: UInt8
+            switch char {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): nibble = char - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): nibble = char - UInt8(ascii: "a") + 10
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): nibble = char - UInt8(ascii: "A") + 10
+            default: throw PGDecodeFailure("invalid bytea hex digit")
+            }
+            if let h = high {
+                bytes.append(h << 4 | nibble)
+                high = nil
+            } else {
+                high = nibble
+            }
+        }
+        return Data(bytes)
+    }
+    public static var pgTypeName: String { "Data (bytea)" }
+}
+
+// MARK: - timestamptz
+
+extension Date: PGEncodable, PGDecodable {
+    /// Sent as UTC ISO 8601 with microseconds, so no precision is lost.
+    public var pgBind: PGBind { PGBind(.text(PGTimestamp.format(self)), type: PGType.timestamptz) }
+    public static func pgDecode(_ text: String?) throws(PGDecodeFailure) -> Date {
+        try PGTimestamp.parse(try nonNull(text))
+    }
+    public static var pgTypeName: String { "Date (timestamptz)" }
+}
+
+/// Conversions between `Date` and PostgreSQL's ISO timestamp text, exact to the microsecond.
+public enum PGTimestamp {
+    /// Whole microseconds since 1970-01-01 UTC, rounded to the nearest.
+    public static func microseconds(_ date: Date) -> Int64 {
+        Int64((date.timeIntervalSince1970 * 1_000_000).rounded())
+    }
+
+    /// The date at a whole number of microseconds since 1970-01-01 UTC.
+    public static func date(microseconds: Int64) -> Date {
+        Date(timeIntervalSince1970: Double(microseconds) / 1_000_000)
+    }
+
+    /// `2026-11-29 05:49:53.123456+00`.
+    public static func format(_ date: Date) -> String {
+        let micros = microseconds(date)
+        var seconds = micros / 1_000_000
+        var fraction = micros % 1_000_000
+        if fraction < 0 {
+            fraction += 1_000_000
+            seconds -= 1
+        }
+        var days = seconds / 86_400
+        var secondOfDay = seconds % 86_400
+        if secondOfDay < 0 {
+            secondOfDay += 86_400
+            days -= 1
+        }
+        let (year, month, day) = civil(fromDays: days)
+        let yearText: String
+        let era: String
+        if year <= 0 {
+            yearText = pad(Int64(1 - year), 4)
+            era = " BC"
+        } else {
+            yearText = pad(year, 4)
+            era = ""
+        }
+        return "\(yearText)-\(pad(month, 2))-\(pad(day, 2)) \(pad(secondOfDay / 3600, 2)):"
+            + "\(pad(secondOfDay % 3600 / 60, 2)):\(pad(secondOfDay % 60, 2)).\(pad(fraction, 6))+00\(era)"
+    }
+
+    /// Parses the server's ISO output (`DateStyle=ISO`), any UTC offset, optional fraction and ` BC`.
+    public static func parse(_ text: String) throws(PGDecodeFailure) -> Date {
+        switch text {
+        case "infinity": return .distantFuture
+        case "-infinity": return .distantPast
+        default: break
+        }
+        var bytes = Array(text.utf8)
+        var bc = false
+        if bytes.count > 3, bytes.suffix(3) == Array(" BC".utf8) {
+            bc = true
+            bytes.removeLast(3)
+        }
+        var index = 0
+        func number(_ minDigits: Int, _ maxDigits: Int) throws(PGDecodeFailure) -> Int64 {
+            var value: Int64 = 0
+            var count = 0
+            while index < bytes.count, count < maxDigits, bytes[index] >= 48, bytes[index] <= 57 {
+                value = value * 10 + Int64(bytes[index] - 48)
+                index += 1
+                count += 1
+            }
+            guard count >= minDigits else { throw PGDecodeFailure("not a timestamp: \(text.prefix(40))") }
+            return value
+        }
+        func expect(_ char: UInt8) throws(PGDecodeFailure) {
+            guard index < bytes.count, bytes[index] == char else {
+                throw PGDecodeFailure("not a timestamp: \(text.prefix(40))")
+            }
+            index += 1
+        }
+        var year = try number(4, 9)
+        if bc { year = 1 - year }
+        try expect(UInt8(ascii: "-"))
+        let month = try number(2, 2)
+        try expect(UInt8(ascii: "-"))
+        let day = try number(2, 2)
+        guard index < bytes.count, bytes[index] == UInt8(ascii: " ") || bytes[index] == UInt8(ascii: "T") else {
+            throw PGDecodeFailure("not a timestamp: \(text.prefix(40))")
+        }
+        index += 1
+        let hour = try number(2, 2)
+        try expect(UInt8(ascii: ":"))
+        let minute = try number(2, 2)
+        try expect(UInt8(ascii: ":"))
+        let second = try number(2, 2)
+        var micros: Int64 = 0
+        if index < bytes.count, bytes[index] == UInt8(ascii: ".") {
+            index += 1
+            let start = index
+            let digits = try number(1, 6)
+            micros = digits * Int64(pow(10.0, Double(6 - (index - start))))
+        }
+        var offsetSeconds: Int64 = 0
+        if index < bytes.count {
+            let sign: Int64 = bytes[index] == UInt8(ascii: "-") ? -1 : 1
+            guard bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-") else {
+                throw PGDecodeFailure("not a timestamp: \(text.prefix(40))")
+            }
+            index += 1
+            var offset = try number(2, 2) * 3600
+            if index < bytes.count, bytes[index] == UInt8(ascii: ":") {
+                index += 1
+                offset += try number(2, 2) * 60
+                if index < bytes.count, bytes[index] == UInt8(ascii: ":") {
+                    index += 1
+                    offset += try number(2, 2)
+                }
+            }
+            offsetSeconds = sign * offset
+        }
+        guard index == bytes.count else { throw PGDecodeFailure("not a timestamp: \(text.prefix(40))") }
+        let days = daysFromCivil(year: year, month: month, day: day)
+        let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offsetSeconds
+        return date(microseconds: seconds * 1_000_000 + micros)
+    }
+
+    private static func pad(_ value: Int64, _ width: Int) -> String {
+        let text = String(value)
+        return text.count >= width ? text : String(repeating: "0", count: width - text.count) + text
+    }
+
+    // Howard Hinnant's civil-from-days algorithms (proleptic Gregorian calendar).
+    private static func daysFromCivil(year: Int64, month: Int64, day: Int64) -> Int64 {
+        let y = month <= 2 ? year - 1 : year
+        let era = (y >= 0 ? y : y - 399) / 400
+        let yoe = y - era * 400
+        let mp = (month + 9) % 12
+        let doy = (153 * mp + 2) / 5 + day - 1
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
+        return era * 146_097 + doe - 719_468
+    }
+
+    private static func civil(fromDays days: Int64) -> (Int64, Int64, Int64) {
+        let z = days + 719_468
+        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let doe = z - era * 146_097
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
+        let mp = (5 * doy + 2) / 153
+        let day = doy - (153 * mp + 2) / 5 + 1
+        let month = mp < 10 ? mp + 3 : mp - 9
+        return (month <= 2 ? yoe + era * 400 + 1 : yoe + era * 400, month, day)
+    }
+}
+
+// MARK: - interval
+
+extension Duration: PGEncodable, PGDecodable {
+    /// Sent as a whole number of microseconds.
+    public var pgBind: PGBind {
+        let micros = components.seconds * 1_000_000 + components.attoseconds / 1_000_000_000_000
+        return PGBind(.text("\(micros) microseconds"), type: PGType.interval)
+    }
+    /// Reads `IntervalStyle=iso_8601` output (`PT4H`, `P1DT2H30M`, `PT-0.5S`); a day is 24 h.
+    /// Intervals with months or years are refused: they have no fixed length.
+    public static func pgDecode(_ text: String?) throws(PGDecodeFailure) -> Duration {
+        let text = try nonNull(text)
+        var micros: Int64 = 0
+        var inTime = false
+        var number = ""
+        guard text.hasPrefix("P") else { throw PGDecodeFailure("interval not in ISO 8601 style: \(text)") }
+        for char in text.dropFirst() {
+            switch char {
+            case "T": inTime = true
+            case "0"..."9", "-", ".": number.append(char)
+            default:
+                guard let value = Double(number) else { throw PGDecodeFailure("bad interval: \(text)") }
+                number = ""
+                switch (char, inTime) {
+                case ("D", false): micros += Int64((value * 86_400_000_000).rounded())
+                case ("W", false): micros += Int64((value * 7 * 86_400_000_000).rounded())
+                case ("H", true): micros += Int64((value * 3_600_000_000).rounded())
+                case ("M", true): micros += Int64((value * 60_000_000).rounded())
+                case ("S", true): micros += Int64((value * 1_000_000).rounded())
+                case ("Y", false), ("M", false):
+                    throw PGDecodeFailure("interval with months or years has no fixed length: \(text)")
+                default: throw PGDecodeFailure("bad interval: \(text)")
+                }
+            }
+        }
+        return .microseconds(micros)
+    }
+    public static var pgTypeName: String { "Duration (interval)" }
+}
+
+// MARK: - jsonb and inet
+
+/// A `jsonb` value, kept as its JSON text.
+public struct PGJSON: PGEncodable, PGDecodable, Hashable {
+    /// The JSON text.
+    public var text: String
+
+    /// Wraps JSON text as-is (it is validated by the server when bound).
+    public init(text: String) { self.text = text }
+
+    /// Encodes a value with sorted keys.
+    public init<T: Encodable>(encoding value: T) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        self.text = String(decoding: try encoder.encode(value), as: UTF8.self)
+    }
+
+    /// Decodes the JSON text into `type`.
+    public func decode<T: Decodable>(_ type: T.Type) throws -> T {
+        try JSONDecoder().decode(T.self, from: Data(text.utf8))
+    }
+
+    /// The value as Foundation objects (`[String: Any]`, arrays, numbers, strings, `NSNull`).
+    public func object() throws -> Any {
+        try JSONSerialization.jsonObject(with: Data(text.utf8), options: [.fragmentsAllowed])
+    }
+
+    public var pgBind: PGBind { PGBind(.text(text), type: PGType.jsonb) }
+    public static func pgDecode(_ text: String?) throws(PGDecodeFailure) -> PGJSON { PGJSON(text: try nonNull(text)) }
+    public static var pgTypeName: String { "PGJSON (jsonb)" }
+}
+
+/// An `inet` value (an IPv4 or IPv6 address, optionally with a prefix), as text.
+public struct PGInet: PGEncodable, PGDecodable, Hashable, CustomStringConvertible {
+    /// The address as the server prints it, e.g. `10.0.0.1` or `2001:db8::1`.
+    public var address: String
+    public init(_ address: String) { self.address = address }
+    public var description: String { address }
+    public var pgBind: PGBind { PGBind(.text(address), type: PGType.inet) }
+    public static func pgDecode(_ text: String?) throws(PGDecodeFailure) -> PGInet { PGInet(try nonNull(text)) }
+    public static var pgTypeName: String { "PGInet (inet)" }
+}

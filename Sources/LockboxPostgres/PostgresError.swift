@@ -1,0 +1,70 @@
+/// An error reported by PostgreSQL or by libpq.
+///
+/// `description` is one line a person can act on; the SQLSTATE, detail and
+/// constraint are kept as fields (and in `debugDescription`) so callers can
+/// branch on them, e.g. `23505` for a unique violation.
+public struct PostgresError: Error, Sendable, CustomStringConvertible, CustomDebugStringConvertible {
+    /// What went wrong, in broad terms.
+    public enum Kind: String, Sendable {
+        /// Could not connect, or the connection was lost.
+        case connection
+        /// The server rejected a statement.
+        case server
+        /// A result could not be decoded into the requested Swift type.
+        case decoding
+        /// The client was misused (e.g. a closed pool).
+        case client
+    }
+
+    public var kind: Kind
+    /// The primary message.
+    public var message: String
+    /// The five-character SQLSTATE, when the server sent one.
+    public var sqlState: String?
+    /// The server's DETAIL line.
+    public var detail: String?
+    /// The server's HINT line.
+    public var hint: String?
+    /// The constraint that was violated, for integrity errors.
+    public var constraint: String?
+    /// The table involved, when the server names it.
+    public var table: String?
+    /// The column involved, when the server names it.
+    public var column: String?
+
+    public init(
+        kind: Kind, message: String, sqlState: String? = nil, detail: String? = nil, hint: String? = nil,
+        constraint: String? = nil, table: String? = nil, column: String? = nil
+    ) {
+        self.kind = kind
+        self.message = message
+        self.sqlState = sqlState
+        self.detail = detail
+        self.hint = hint
+        self.constraint = constraint
+        self.table = table
+        self.column = column
+    }
+
+    /// True for SQLSTATE class 08 (connection exceptions) and libpq connection failures.
+    public var isConnectionFailure: Bool {
+        kind == .connection || (sqlState?.hasPrefix("08") ?? false) || sqlState == "57P01"
+    }
+
+    public var description: String {
+        var text = message
+        if let detail, !detail.isEmpty { text += " (\(detail))" }
+        return text
+    }
+
+    public var debugDescription: String {
+        var parts = ["PostgresError(\(kind.rawValue)", "message: \(message)"]
+        if let sqlState { parts.append("sqlstate: \(sqlState)") }
+        if let detail { parts.append("detail: \(detail)") }
+        if let hint { parts.append("hint: \(hint)") }
+        if let constraint { parts.append("constraint: \(constraint)") }
+        if let table { parts.append("table: \(table)") }
+        if let column { parts.append("column: \(column)") }
+        return parts.joined(separator: ", ") + ")"
+    }
+}

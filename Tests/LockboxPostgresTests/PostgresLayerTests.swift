@@ -1,0 +1,178 @@
+import Foundation
+import LockboxPostgres
+import LockboxTestSupport
+import Testing
+
+@Suite("libpq layer against a real server")
+struct PostgresLayerTests {
+    @Test("every supported type round-trips, NULLs included")
+    func roundTrips() async throws {
+        try await TestDatabase.with { db in
+            try await db.pool.query(
+                """
+                CREATE TABLE t (i bigint, i4 integer, b boolean, d double precision, s text, u uuid,
+                                ts timestamptz, bytes bytea, j jsonb, ip inet, dur interval)
+                """)
+            let uuid = UUID()
+            let when = PGTimestamp.date(microseconds: 1_796_000_000_123_456)
+            let before1970 = PGTimestamp.date(microseconds: -2_000_000_000_654_321)
+            let megabyte = Data((0..<1_048_576).map { UInt8(truncatingIfNeeded: $0 &* 31) })
+            let json = try PGJSON(encoding: ["name": "Zoë", "n": "1"])
+            let texts = ["", "Grüße, 東京 🚀", "'); DROP TABLE t; --"]
+            for (index, text) in texts.enumerated() {
+                try await db.pool.query(
+                    """
+                    INSERT INTO t VALUES (\(Int.max - index), \(Int32.min), \(true), \(3.25), \(text), \(uuid),
+                        \(index == 0 ? before1970 : when), \(megabyte), \(json), \(PGInet("2001:db8::1")),
+                        \(Duration.seconds(4 * 3600) + .microseconds(7)))
+                    """)
+            }
+            let rows = try await db.pool.query("SELECT * FROM t ORDER BY i DESC")
+            #expect(rows.count == 3)
+            for (index, row) in rows.enumerated() {
+                let (i, i4, b, d, s, u, ts, bytes, j, ip, dur) = try row.decode(
+                    (Int, Int32, Bool, Double, String, UUID, Date, Data, PGJSON, PGInet, Duration).self)
+                #expect(i == Int.max - index)
+                #expect(i4 == Int32.min)
+                #expect(b == true)
+                #expect(d == 3.25)
+                #expect(s == texts[index])
+                #expect(u == uuid)
+                #expect(PGTimestamp.microseconds(ts) == PGTimestamp.microseconds(index == 0 ? before1970 : when))
+                #expect(bytes == megabyte)
+                #expect(try j.decode([String: String].self) == ["name": "Zoë", "n": "1"])
+                #expect(ip.address == "2001:db8::1")
+                #expect(dur == .seconds(4 * 3600) + .microseconds(7))
+            }
+            try await db.pool.query("INSERT INTO t (i) VALUES (\(Int?.none))")
+            let nulls = try await db.pool.query("SELECT i, s, ts, bytes, j FROM t WHERE i IS NULL")
+            let decoded = try #require(nulls.first).decode((Int?, String?, Date?, Data?, PGJSON?).self)
+            #expect(decoded.0 == nil && decoded.1 == nil && decoded.2 == nil && decoded.3 == nil && decoded.4 == nil)
+        }
+    }
+
+    @Test("an SQL-looking value is stored and read back verbatim")
+    func injectionIsData() async throws {
+        try await TestDatabase.with { db in
+            try await db.pool.query("CREATE TABLE x (v text)")
+            let hostile = "'); DROP TABLE x; --"
+            try await db.pool.query("INSERT INTO x VALUES (\(hostile))")
+            let back = try await db.pool.query("SELECT v FROM x WHERE v = \(hostile)")
+            #expect(try back.first?.decode(String.self, column: "v") == hostile)
+            let tables = try await db.pool.query("SELECT count(*) FROM pg_tables WHERE tablename = 'x'")
+            #expect(try tables.first?.decode(Int.self, at: 0) == 1)
+        }
+    }
+
+    @Test("a unique violation carries SQLSTATE 23505 and the constraint name")
+    func uniqueViolation() async throws {
+        try await TestDatabase.with { db in
+            try await db.pool.query("CREATE TABLE u (v text CONSTRAINT u_v_unique UNIQUE)")
+            try await db.pool.query("INSERT INTO u VALUES ('a')")
+            let error = try await #require(throws: PostgresError.self) {
+                try await db.pool.query("INSERT INTO u VALUES ('a')")
+            }
+            #expect(error.sqlState == "23505")
+            #expect(error.constraint == "u_v_unique")
+            #expect(error.kind == .server)
+            #expect(error.description.contains("duplicate key"))
+            #expect(error.debugDescription.contains("23505"))
+        }
+    }
+
+    @Test("decoding errors name the column and the type")
+    func decodingError() async throws {
+        try await TestDatabase.with { db in
+            let rows = try await db.pool.query("SELECT 'abc'::text AS label, NULL::int AS missing")
+            let row = try #require(rows.first)
+            let error = try #require(throws: PostgresError.self) { try row.decode(Int.self, column: "label") }
+            #expect(error.message.contains("\"label\"") && error.message.contains("Int"))
+            let nullError = try #require(throws: PostgresError.self) { try row.decode(Int.self, column: "missing") }
+            #expect(nullError.message.contains("\"missing\"") && nullError.message.contains("NULL"))
+        }
+    }
+
+    @Test("a transaction that throws leaves nothing behind; one that returns commits")
+    func transactions() async throws {
+        struct Boom: Error {}
+        try await TestDatabase.with { db in
+            try await db.pool.query("CREATE TABLE tx (v int)")
+            await #expect(throws: Boom.self) {
+                try await db.pool.withTransaction { connection in
+                    try await connection.query("INSERT INTO tx VALUES (1)")
+                    throw Boom()
+                }
+            }
+            try await db.pool.withTransaction { connection in
+                try await connection.query("INSERT INTO tx VALUES (2)")
+            }
+            let rows = try await db.pool.query("SELECT v FROM tx")
+            #expect(try rows.decode((Int).self) == [2])
+        }
+    }
+
+    @Test("prepared statements are reused and pipelines return one result per statement")
+    func preparedAndPipeline() async throws {
+        try await TestDatabase.with { db in
+            let connection = try await db.connect()
+            try await connection.query("CREATE TABLE p (v int CONSTRAINT p_positive CHECK (v > 0))")
+            for value in 1...3 {
+                try await connection.query("INSERT INTO p VALUES (\(value))", prepared: true)
+            }
+            let prepared = try await connection.query("SELECT count(*) FROM pg_prepared_statements")
+            #expect(try prepared.first?.decode(Int.self, at: 0) == 1)
+            let results = try await connection.pipeline([
+                "INSERT INTO p VALUES (\(10)) RETURNING v", "SELECT count(*) FROM p",
+            ])
+            #expect(try results[0].get().first?.decode(Int.self, at: 0) == 10)
+            #expect(try results[1].get().first?.decode(Int.self, at: 0) == 4)
+            // In a transaction, a failed statement aborts the rest of the pipeline.
+            let failing = try await connection.pipeline([
+                "BEGIN", "INSERT INTO p VALUES (\(-1))", "INSERT INTO p VALUES (\(20))", "COMMIT",
+            ])
+            guard case .failure(let error) = failing[1] else {
+                Issue.record("a CHECK violation must fail")
+                return
+            }
+            #expect(error.constraint == "p_positive")
+            if case .success = failing[2] { Issue.record("statement after a failure must not succeed") }
+            try? await connection.execute(script: "ROLLBACK")
+            let count = try await connection.query("SELECT count(*) FROM p")
+            #expect(try count.first?.decode(Int.self, at: 0) == 4)
+            await connection.close()
+        }
+    }
+
+    @Test("16 tasks × 200 queries share the pool without exceeding its limit")
+    func poolUnderLoad() async throws {
+        try await TestDatabase.with(maxConnections: 4) { db in
+            let total = try await withThrowingTaskGroup(of: Int.self) { group in
+                for task in 0..<16 {
+                    group.addTask {
+                        var sum = 0
+                        for query in 0..<200 {
+                            let rows = try await db.pool.query("SELECT \(task * 1000 + query)::bigint")
+                            sum += try rows.first!.decode(Int.self, at: 0)
+                        }
+                        return sum
+                    }
+                }
+                return try await group.reduce(0, +)
+            }
+            let expected = (0..<16).reduce(0) { sum, task in sum + (0..<200).reduce(0) { $0 + task * 1000 + $1 } }
+            #expect(total == expected)
+            let statistics = await db.pool.statistics
+            #expect(statistics.peakOpen <= 4)
+            #expect(statistics.peakOpen >= 1)
+        }
+    }
+
+    @Test("connecting to a server that is not there fails with a connection error")
+    func unreachable() async throws {
+        let error = try await #require(throws: PostgresError.self) {
+            _ = try await PGConnection.connect("host=/nonexistent-lockbox-socket-dir port=5 user=nobody")
+        }
+        #expect(error.kind == .connection)
+        #expect(error.isConnectionFailure)
+    }
+}
