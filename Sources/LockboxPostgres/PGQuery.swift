@@ -129,3 +129,39 @@ public struct PGRow: Sendable {
         return values[index]
     }
 }
+
+extension PGQuery {
+    /// Joins two statements' text, renumbering the right side's `$n` placeholders
+    /// after the left side's parameters (placeholders must not appear inside string literals).
+    public static func + (lhs: PGQuery, rhs: PGQuery) -> PGQuery {
+        let offset = lhs.binds.count
+        var sql = lhs.sql
+        var digits = ""
+        var afterDollar = false
+        func flush() {
+            if afterDollar {
+                sql += digits.isEmpty ? "$" : "$\(Int(digits)! + offset)"
+            }
+            afterDollar = false
+            digits = ""
+        }
+        for character in rhs.sql {
+            if afterDollar, character.isASCII, character.isNumber {
+                digits.append(character)
+                continue
+            }
+            flush()
+            if character == "$" {
+                afterDollar = true
+            } else {
+                sql.append(character)
+            }
+        }
+        flush()
+        var joined = PGQuery(stringLiteral: sql)
+        joined.binds = lhs.binds + rhs.binds
+        return joined
+    }
+
+    public static func += (lhs: inout PGQuery, rhs: PGQuery) { lhs = lhs + rhs }
+}

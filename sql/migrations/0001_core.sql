@@ -233,6 +233,11 @@ DECLARE
     v_reason text := p_denial;
     v_parameters jsonb;
 BEGIN
+    -- No usable broker clock: refuse, stamped with the server's clock.
+    IF p_now IS NULL THEN
+        p_now := clock_timestamp();
+        v_reason := coalesce(v_reason, 'the broker clock is unavailable');
+    END IF;
     SELECT t.tenant_id INTO v_tenant_id FROM lockbox.tenants t WHERE t.name = p_tenant;
     IF v_reason IS NULL AND v_tenant_id IS NULL THEN
         v_reason := format('unknown tenant %s', p_tenant);

@@ -1,0 +1,207 @@
+import Foundation
+import LockboxPostgres
+import Logging
+
+/// Filters for ``Broker/auditRecords(_:)``; nil means any.
+public struct AuditFilter: Sendable {
+    public var tenant: String?
+    public var from: Date?
+    public var to: Date?
+    public var activity: String?
+    public var user: String?
+    public var requestId: UUID?
+    public var newestFirst: Bool
+    public var limit: Int
+
+    public init(
+        tenant: String? = nil, from: Date? = nil, to: Date? = nil, activity: String? = nil, user: String? = nil,
+        requestId: UUID? = nil, newestFirst: Bool = true, limit: Int = 10_000
+    ) {
+        self.tenant = tenant
+        self.from = from
+        self.to = to
+        self.activity = activity
+        self.user = user
+        self.requestId = requestId
+        self.newestFirst = newestFirst
+        self.limit = limit
+    }
+}
+
+/// Sends queued notifications somewhere (mail, a queue, a log).
+public protocol NotificationDelivery: Sendable {
+    /// Delivers one notification; throwing leaves it queued for a later attempt.
+    func deliver(_ notification: LockboxNotification) async throws
+}
+
+/// The default delivery: writes each notification to the log.
+public struct LogNotificationDelivery: NotificationDelivery {
+    let logger: Logger
+    public init(logger: Logger = Logger(label: "lockbox.notifications")) { self.logger = logger }
+    public func deliver(_ notification: LockboxNotification) async throws {
+        logger.info(
+            "notification",
+            metadata: [
+                "to": "\(notification.recipient)", "subject": "\(notification.subject)",
+                "request": "\(notification.requestId.lowercased)",
+            ])
+    }
+}
+
+extension Broker {
+    // MARK: Audit search
+
+    /// Audit records matching the filter (`from` inclusive, `to` exclusive).
+    public func auditRecords(_ filter: AuditFilter = AuditFilter()) async throws -> [AuditRecord] {
+        var query: PGQuery = """
+            SELECT a.id, a.occurred_at, t.name, a.record_type, a.user_id, a.actor, host(a.client_ip), a.activity,
+                a.item, a.request_id, a.workload, a.result, a.parameters::text
+            FROM lockbox.audit_records a LEFT JOIN lockbox.tenants t ON t.tenant_id = a.tenant_id
+            WHERE true
+            """
+        if let tenant = filter.tenant {
+            _ = try await self.tenant(named: tenant)
+            query += " AND t.name = \(tenant)"
+        }
+        if let from = filter.from { query += " AND a.occurred_at >= \(from)" }
+        if let to = filter.to { query += " AND a.occurred_at < \(to)" }
+        if let activity = filter.activity { query += " AND a.activity = \(activity)" }
+        if let user = filter.user { query += " AND lower(a.user_id) = lower(\(user))" }
+        if let id = filter.requestId { query += " AND a.request_id = \(id)" }
+        query += filter.newestFirst ? " ORDER BY a.id DESC" : " ORDER BY a.id"
+        query += " LIMIT \(max(filter.limit, 0))"
+        return try await read(query).map { row in
+            let (id, at, tenant, type, user, actor, ip, activity, item, request, workload, result, parameters) =
+                try row.decode(
+                    (Int64, Date, String?, String, String, String, String?, String, String, UUID?, String?, String,
+                     String).self)
+            return AuditRecord(
+                id: id, occurredAt: at, tenant: tenant, recordType: type, user: user, actor: actor, clientIp: ip,
+                activity: activity, item: item, requestId: request, workload: workload, result: result,
+                parameters: parameters)
+        }
+    }
+
+    // MARK: Notifications
+
+    /// Queued and sent notifications, newest first.
+    public func notifications(tenant: String? = nil) async throws -> [LockboxNotification] {
+        var query: PGQuery = """
+            SELECT n.notification_id, t.name, n.request_id, n.recipient, n.subject, n.body, n.created_at, n.sent_at
+            FROM lockbox.notifications n JOIN lockbox.tenants t ON t.tenant_id = n.tenant_id
+            """
+        if let tenant {
+            _ = try await self.tenant(named: tenant)
+            query += " WHERE t.name = \(tenant)"
+        }
+        return try await read(query + " ORDER BY n.notification_id DESC").map(Self.notification)
+    }
+
+    static func notification(_ row: PGRow) throws -> LockboxNotification {
+        let (id, tenant, request, recipient, subject, body, created, sent) = try row.decode(
+            (Int64, String, UUID, String, String, String, Date, Date?).self)
+        return LockboxNotification(
+            notificationId: id, tenant: tenant, requestId: request, recipient: recipient, subject: subject,
+            body: body, createdAt: created, sentAt: sent)
+    }
+
+    /// Delivers every unsent notification once; returns how many were sent.
+    ///
+    /// Each is locked, handed to `delivery` and marked sent in one transaction,
+    /// so two deliverers never send the same one and a failed delivery stays queued.
+    @discardableResult
+    public func deliverNotifications(using delivery: any NotificationDelivery) async throws -> Int {
+        var sent = 0
+        while true {
+            let now = try now()
+            let delivered = try await transaction { connection -> Bool in
+                let rows = try await connection.query(
+                    """
+                    SELECT n.notification_id, t.name, n.request_id, n.recipient, n.subject, n.body, n.created_at,
+                        n.sent_at
+                    FROM lockbox.notifications n JOIN lockbox.tenants t ON t.tenant_id = n.tenant_id
+                    WHERE n.sent_at IS NULL ORDER BY n.notification_id LIMIT 1 FOR UPDATE OF n SKIP LOCKED
+                    """)
+                guard let row = rows.first else { return false }
+                let notification = try Self.notification(row)
+                try await delivery.deliver(notification)
+                try await connection.query(
+                    "UPDATE lockbox.notifications SET sent_at = \(now) WHERE notification_id = \(notification.notificationId)")
+                return true
+            }
+            guard delivered else { return sent }
+            sent += 1
+        }
+    }
+
+    /// Queues one notification per global administrator and lockbox approver of the request's tenant.
+    func queueNotifications(for requestID: UUID, deadline: Date, now: Date, on connection: PGConnection) async throws {
+        let rows = try await connection.query(
+            """
+            SELECT t.tenant_id, t.name, r.ticket, r.workload, (extract(epoch FROM r.duration) / 60)::bigint,
+                r.reason, r.resource
+            FROM lockbox.requests r JOIN lockbox.tenants t ON t.tenant_id = r.tenant_id
+            WHERE r.request_id = \(requestID)
+            """)
+        let (tenantId, tenant, ticket, workload, minutes, reason, resource) = try rows.first!.decode(
+            (UUID, String, String, String, Int, String, String?).self)
+        let message = NotificationText.render(
+            tenant: tenant, requestID: requestID, ticket: ticket, workload: workload, durationMinutes: minutes,
+            reason: reason, resource: resource, deadline: deadline)
+        try await connection.query(
+            """
+            INSERT INTO lockbox.notifications (tenant_id, request_id, recipient, subject, body, created_at)
+            SELECT \(tenantId), \(requestID), upn, \(message.subject), \(message.body), \(now)
+            FROM (SELECT DISTINCT upn FROM lockbox.tenant_roles WHERE tenant_id = \(tenantId)) recipients
+            ORDER BY upn
+            """)
+    }
+}
+
+/// The text of a pending-request notification: plain text, no links of any kind.
+public enum NotificationText {
+    /// Renders subject and body. Every field that came from a person is defanged
+    /// so that no URL, `www.` host or `mailto:` survives in the message.
+    public static func render(
+        tenant: String, requestID: UUID, ticket: String, workload: String, durationMinutes: Int, reason: String,
+        resource: String?, deadline: Date
+    ) -> (subject: String, body: String) {
+        let subject = "Customer Lockbox request \(requestID.lowercased) for \(defang(tenant)) awaits your decision"
+        let hours = durationMinutes / 60
+        let minutes = durationMinutes % 60
+        let duration = hours > 0 ? (minutes > 0 ? "\(hours) h \(minutes) min" : "\(hours) h") : "\(minutes) min"
+        let body = """
+            A Microsoft support engineer asks for access to your organization's content.
+
+            Tenant: \(defang(tenant))
+            Request ID: \(requestID.lowercased)
+            Support ticket: \(defang(ticket))
+            Workload: \(defang(workload))
+            Scope: \(resource.map(defang) ?? "the entire workload")
+            Duration: \(duration)
+            Reason: \(defang(reason))
+
+            Approve or deny this request before \(Broker.timestamp(deadline)) (12 hours after this notice); \
+            without a decision it expires and no access is granted.
+            Sign in to your admin center the way you usually do to decide. This message contains no links, \
+            and Customer Lockbox messages never will.
+            """
+        return (subject, body)
+    }
+
+    /// Breaks anything a mail client could turn into a link: `scheme://` becomes
+    /// `scheme[:]//`, `www.` becomes `www[.]`, `mailto:` becomes `mailto[:]`,
+    /// and `href=` becomes `href[=]`.
+    public static func defang(_ text: String) -> String {
+        var result = text.replacing(/(?i)([a-z][a-z0-9+.\-]*):\/\//) { match in "\(match.output.1)[:]//" }
+        result = result.replacing(/(?i)\bwww\./) { match in "\(match.output.dropLast())[.]" }
+        result = result.replacing(/(?i)mailto:/) { match in "\(match.output.dropLast())[:]" }
+        result = result.replacing(/(?i)href\s*=/) { match in "\(match.output.dropLast())[=]" }
+        return result
+    }
+
+    /// True when `text` contains something that looks like a link (the rule the database also enforces).
+    public static func containsLink(_ text: String) -> Bool {
+        text.contains(/(?i)[a-z][a-z0-9+.\-]*:\/\/|www\.|mailto:|href\s*=/)
+    }
+}

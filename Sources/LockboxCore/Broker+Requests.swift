@@ -1,0 +1,521 @@
+import Foundation
+import LockboxPostgres
+
+/// What an operator asks for.
+public struct NewAccessRequest: Sendable {
+    public var requester: String
+    public var tenant: String
+    public var workload: Workload
+    public var ticket: String
+    public var reason: String
+    /// Default 4 hours; between 1 minute and 4 hours, whole minutes.
+    public var duration: Duration
+    /// One mailbox, site or drive inside the workload; nil covers the workload.
+    public var resource: String?
+    public var clientIP: String?
+
+    public init(
+        requester: String, tenant: String, workload: Workload, ticket: String, reason: String,
+        duration: Duration = .seconds(4 * 3600), resource: String? = nil, clientIP: String? = nil
+    ) {
+        self.requester = requester
+        self.tenant = tenant
+        self.workload = workload
+        self.ticket = ticket
+        self.reason = reason
+        self.duration = duration
+        self.resource = resource
+        self.clientIP = clientIP
+    }
+}
+
+/// How long a customer has to decide once notified.
+public let customerDecisionWindow: Duration = .seconds(12 * 3600)
+
+extension Broker {
+    static let lockboxActivity = "Set-AccessToCustomerDataRequest"
+
+    // MARK: Create and review
+
+    /// Creates a request in `PendingInternal`.
+    public func createRequest(_ new: NewAccessRequest) async throws -> AccessRequest {
+        let requester = try Validate.alias(new.requester, field: "operator")
+        let tenantName = try Validate.tenantName(new.tenant)
+        let workload = try Validate.workload(new.workload, known: workloads)
+        let ticket = try Validate.text(new.ticket, field: "ticket", max: Validate.maxTicket)
+        let reason = try Validate.text(new.reason, field: "reason", max: Validate.maxReason)
+        let duration = try Validate.duration(new.duration)
+        let resource = try Validate.optionalText(new.resource, field: "resource", max: Validate.maxResource)
+        let clientIP = try Validate.clientIP(new.clientIP)
+        let now = try now()
+        let id = UUID()
+        try await transaction { connection in
+            _ = try await requireOperator(requester, on: connection, field: "operator")
+            let tenantRows = try await connection.query(
+                "SELECT tenant_id FROM lockbox.tenants WHERE name = \(tenantName)")
+            guard let tenantId = try tenantRows.first?.decode(UUID.self, at: 0) else {
+                throw LockboxError(.notFound, "no tenant named \(tenantName)", field: "tenant")
+            }
+            try await connection.query(
+                """
+                INSERT INTO lockbox.requests (request_id, tenant_id, workload, ticket, reason, resource, requester,
+                    duration, status, created_at)
+                VALUES (\(id), \(tenantId), \(workload.rawValue), \(ticket), \(reason), \(resource), \(requester),
+                    \(duration), 'PendingInternal', \(now))
+                """)
+            try await audit(
+                AuditEntry(
+                    occurredAt: now, tenantId: tenantId, recordType: "CustomerLockbox", user: requester,
+                    actor: requester, clientIP: clientIP, activity: "New-AccessToCustomerDataRequest",
+                    item: id.uuidString.lowercased(), requestId: id, workload: workload.rawValue,
+                    parameters: [
+                        "Ticket": ticket, "Reason": reason, "DurationMinutes": "\(duration.components.seconds / 60)",
+                        "Resource": resource ?? "(entire workload)",
+                    ]),
+                on: connection)
+        }
+        return try await request(id)
+    }
+
+    /// The internal review by a support manager who is not the requester.
+    ///
+    /// Approving moves the request to `PendingCustomer` and queues one
+    /// notification per global administrator and lockbox approver when the
+    /// tenant has Customer Lockbox on; with it off, straight to `Approved`.
+    public func review(
+        _ requestID: UUID, manager: String, approve: Bool, comment: String? = nil, clientIP: String? = nil
+    ) async throws -> AccessRequest {
+        let manager = try Validate.alias(manager, field: "manager")
+        let comment = try Validate.optionalText(comment, field: "comment", max: Validate.maxComment)
+        let clientIP = try Validate.clientIP(clientIP)
+        let now = try now()
+        try await transaction { connection in
+            let reviewer = try await requireOperator(manager, on: connection, field: "manager")
+            let locked = try await lockRequest(requestID, on: connection)
+            guard reviewer.isManager else {
+                throw LockboxError(
+                    .notManager, "\(manager) is not a support manager and cannot review requests", field: "manager")
+            }
+            guard locked.requester != manager else {
+                throw LockboxError(
+                    .twoPersonRule,
+                    "\(manager) created request \(requestID.lowercased) and cannot review it: a second person must",
+                    field: "manager")
+            }
+            guard locked.status == .pendingInternal else {
+                throw LockboxError(
+                    .notPending,
+                    "request \(requestID.lowercased) is \(locked.status.rawValue), not pending internal review")
+            }
+            let tenant = try await connection.query(
+                "SELECT customer_lockbox FROM lockbox.tenants WHERE tenant_id = \(locked.tenantId) FOR SHARE")
+            let lockboxOn = try tenant.first!.decode(Bool.self, at: 0)
+            let activity: String
+            if !approve {
+                activity = "Reject-AccessToCustomerDataRequest"
+                try await connection.query(
+                    """
+                    UPDATE lockbox.requests SET status = 'Rejected', reviewed_at = \(now), internal_approver = \(manager),
+                        review_comment = \(comment), ended_at = \(now), ended_reason = 'rejected by support manager'
+                    WHERE request_id = \(requestID)
+                    """)
+            } else if lockboxOn {
+                activity = "Approve-AccessToCustomerDataRequestInternally"
+                let deadline = now.addingTimeInterval(12 * 3600)
+                try await connection.query(
+                    """
+                    UPDATE lockbox.requests SET status = 'PendingCustomer', reviewed_at = \(now),
+                        internal_approver = \(manager), review_comment = \(comment), notified_at = \(now),
+                        customer_deadline = \(deadline)
+                    WHERE request_id = \(requestID)
+                    """)
+                try await queueNotifications(for: requestID, deadline: deadline, now: now, on: connection)
+            } else {
+                activity = "Approve-AccessToCustomerDataRequestInternally"
+                let ends = now.addingTimeInterval(Double(locked.durationMinutes * 60))
+                try await connection.query(
+                    """
+                    UPDATE lockbox.requests SET status = 'Approved', reviewed_at = \(now), internal_approver = \(manager),
+                        review_comment = \(comment), access_starts_at = \(now), access_ends_at = \(ends)
+                    WHERE request_id = \(requestID)
+                    """)
+            }
+            var parameters = [
+                "Decision": approve ? "Approve" : "Reject", "Reviewer": manager,
+                "CustomerLockbox": lockboxOn ? "On" : "Off",
+                "NextStatus": !approve ? "Rejected" : lockboxOn ? "PendingCustomer" : "Approved",
+            ]
+            if let comment { parameters["Comment"] = comment }
+            try await audit(
+                AuditEntry(
+                    occurredAt: now, tenantId: locked.tenantId, recordType: "CustomerLockbox", user: manager,
+                    actor: manager, clientIP: clientIP, activity: activity, item: requestID.lowercased,
+                    requestId: requestID, workload: locked.workload, parameters: parameters),
+                on: connection)
+        }
+        return try await request(requestID)
+    }
+
+    // MARK: Decisions
+
+    /// `Set-AccessToCustomerDataRequest`: a customer's Approve or Deny, or the requester's Cancel.
+    ///
+    /// - Parameter principal: for Approve/Deny, a UPN with a role in the request's
+    ///   tenant; for Cancel, the requester's operator alias.
+    public func decide(
+        _ requestID: UUID, decision: ApprovalDecision, by principal: String, comment: String? = nil,
+        clientIP: String? = nil
+    ) async throws -> AccessRequest {
+        switch decision {
+        case .approve, .deny:
+            try await customerDecision(requestID, approve: decision == .approve, by: principal, comment: comment,
+                                       clientIP: clientIP)
+        case .cancel:
+            try await cancel(requestID, by: principal, comment: comment, clientIP: clientIP)
+        }
+        return try await request(requestID)
+    }
+
+    private func customerDecision(
+        _ requestID: UUID, approve: Bool, by principal: String, comment: String?, clientIP: String?
+    ) async throws {
+        let upn = try Validate.upn(principal, field: "as")
+        let comment = try Validate.optionalText(comment, field: "comment", max: Validate.maxComment)
+        let clientIP = try Validate.clientIP(clientIP)
+        let now = try now()
+        try await transaction { connection in
+            let locked = try await lockRequest(requestID, on: connection)
+            let roles = try await customerRoles(of: upn, in: locked.tenantId, on: connection)
+            guard !roles.isEmpty else {
+                throw LockboxError(
+                    .notAuthorized,
+                    "\(upn) is neither a global administrator nor a Customer Lockbox approver of \(locked.tenantName) "
+                        + "and cannot approve or deny its requests", field: "as")
+            }
+            guard locked.status == .pendingCustomer, let deadline = locked.customerDeadline else {
+                throw LockboxError(
+                    .notPending,
+                    "request \(requestID.lowercased) is \(locked.effectiveStatus(at: now).rawValue), "
+                        + "no longer pending a customer decision")
+            }
+            guard now < deadline else {
+                throw LockboxError(
+                    .expired,
+                    "request \(requestID.lowercased) expired at \(Self.timestamp(deadline)) without a customer "
+                        + "decision and can no longer be approved or denied")
+            }
+            let decision = approve ? "Approve" : "Deny"
+            if approve {
+                let ends = now.addingTimeInterval(Double(locked.durationMinutes * 60))
+                try await connection.query(
+                    """
+                    UPDATE lockbox.requests SET status = 'Approved', decided_at = \(now), decided_by = \(upn),
+                        decision = 'Approve', decision_comment = \(comment), access_starts_at = \(now),
+                        access_ends_at = \(ends)
+                    WHERE request_id = \(requestID) AND status = 'PendingCustomer'
+                    """)
+            } else {
+                try await connection.query(
+                    """
+                    UPDATE lockbox.requests SET status = 'Denied', decided_at = \(now), decided_by = \(upn),
+                        decision = 'Deny', decision_comment = \(comment), ended_at = \(now),
+                        ended_reason = 'denied by customer'
+                    WHERE request_id = \(requestID) AND status = 'PendingCustomer'
+                    """)
+            }
+            var parameters = ["ApprovalDecision": decision, "Identity": requestID.lowercased, "DecidedBy": upn]
+            if let comment { parameters["Comment"] = comment }
+            try await audit(
+                AuditEntry(
+                    occurredAt: now, tenantId: locked.tenantId, recordType: "CustomerLockbox",
+                    user: locked.serviceAccount, actor: upn, clientIP: clientIP, activity: Self.lockboxActivity,
+                    item: requestID.lowercased, requestId: requestID, workload: locked.workload,
+                    parameters: parameters),
+                on: connection)
+        }
+    }
+
+    private func cancel(_ requestID: UUID, by principal: String, comment: String?, clientIP: String?) async throws {
+        let alias = try Validate.alias(principal, field: "as")
+        let comment = try Validate.optionalText(comment, field: "comment", max: Validate.maxComment)
+        let clientIP = try Validate.clientIP(clientIP)
+        let now = try now()
+        try await transaction { connection in
+            let locked = try await lockRequest(requestID, on: connection)
+            guard locked.requester == alias else {
+                throw LockboxError(
+                    .notAuthorized,
+                    "only the requester (\(locked.requester)) may cancel request \(requestID.lowercased)", field: "as")
+            }
+            let status = locked.effectiveStatus(at: now)
+            guard [.pendingInternal, .pendingCustomer, .approved].contains(status) else {
+                throw LockboxError(
+                    .notPending,
+                    "request \(requestID.lowercased) is \(status.rawValue): only a pending request or an active grant "
+                        + "can be cancelled")
+            }
+            try await connection.query(
+                """
+                UPDATE lockbox.requests SET status = 'Cancelled', ended_at = \(now),
+                    ended_reason = 'cancelled by requester',
+                    decision = CASE WHEN status = 'Approved' THEN decision ELSE 'Cancel' END,
+                    decided_at = CASE WHEN status = 'Approved' THEN decided_at ELSE \(now) END,
+                    decided_by = CASE WHEN status = 'Approved' THEN decided_by ELSE \(alias) END,
+                    decision_comment = coalesce(\(comment), decision_comment)
+                WHERE request_id = \(requestID)
+                """)
+            var parameters = [
+                "ApprovalDecision": "Cancel", "Identity": requestID.lowercased, "DecidedBy": alias,
+                "PreviousStatus": status.rawValue,
+            ]
+            if let comment { parameters["Comment"] = comment }
+            try await audit(
+                AuditEntry(
+                    occurredAt: now, tenantId: locked.tenantId, recordType: "CustomerLockbox",
+                    user: locked.serviceAccount, actor: alias, clientIP: clientIP, activity: Self.lockboxActivity,
+                    item: requestID.lowercased, requestId: requestID, workload: locked.workload,
+                    parameters: parameters),
+                on: connection)
+        }
+    }
+
+    /// A customer approver ends an active grant early.
+    @discardableResult
+    public func revoke(_ requestID: UUID, by principal: String, comment: String? = nil, clientIP: String? = nil)
+        async throws -> AccessRequest
+    {
+        let upn = try Validate.upn(principal, field: "as")
+        let comment = try Validate.optionalText(comment, field: "comment", max: Validate.maxComment)
+        let clientIP = try Validate.clientIP(clientIP)
+        let now = try now()
+        try await transaction { connection in
+            let locked = try await lockRequest(requestID, on: connection)
+            let roles = try await customerRoles(of: upn, in: locked.tenantId, on: connection)
+            guard !roles.isEmpty else {
+                throw LockboxError(
+                    .notAuthorized,
+                    "\(upn) is neither a global administrator nor a Customer Lockbox approver of \(locked.tenantName) "
+                        + "and cannot revoke its grants", field: "as")
+            }
+            let status = locked.effectiveStatus(at: now)
+            guard status == .approved else {
+                throw LockboxError(
+                    .notActive, "request \(requestID.lowercased) is \(status.rawValue), not an active grant to revoke")
+            }
+            try await connection.query(
+                """
+                UPDATE lockbox.requests SET status = 'Revoked', ended_at = \(now), ended_reason = 'revoked by customer',
+                    decision_comment = coalesce(\(comment), decision_comment)
+                WHERE request_id = \(requestID)
+                """)
+            var parameters = ["Identity": requestID.lowercased, "RevokedBy": upn]
+            if let comment { parameters["Comment"] = comment }
+            try await audit(
+                AuditEntry(
+                    occurredAt: now, tenantId: locked.tenantId, recordType: "CustomerLockbox", user: upn, actor: upn,
+                    clientIP: clientIP, activity: "Revoke-AccessToCustomerDataRequest", item: requestID.lowercased,
+                    requestId: requestID, workload: locked.workload, parameters: parameters),
+                on: connection)
+        }
+        return try await request(requestID)
+    }
+
+    // MARK: Sweep
+
+    /// What a sweep recorded.
+    public struct SweepResult: Sendable, Codable, Equatable {
+        public var expired: [UUID]
+        public var completed: [UUID]
+    }
+
+    /// Marks pending requests past their 12-hour deadline `Expired` and grants
+    /// past their window `Completed`, each audited once. Running it again
+    /// changes nothing. (Access already stops at the deadline without it.)
+    @discardableResult
+    public func sweep() async throws -> SweepResult {
+        let now = try now()
+        return try await transaction { connection in
+            let expired = try await connection.query(
+                """
+                WITH swept AS (
+                    UPDATE lockbox.requests r SET status = 'Expired', ended_at = r.customer_deadline,
+                        ended_reason = 'no customer decision within 12 hours'
+                    WHERE r.status = 'PendingCustomer' AND r.customer_deadline <= \(now)
+                    RETURNING r.request_id, r.tenant_id, r.workload, r.customer_deadline
+                )
+                INSERT INTO lockbox.audit_records (occurred_at, tenant_id, record_type, user_id, actor, activity, item,
+                    request_id, workload, result, parameters)
+                SELECT \(now), s.tenant_id, 'CustomerLockbox', 'System', 'System', 'Expire-AccessToCustomerDataRequest',
+                    s.request_id::text, s.request_id, s.workload, 'Succeeded',
+                    jsonb_build_object('Reason', 'no customer decision within 12 hours',
+                                       'Deadline', to_char(s.customer_deadline AT TIME ZONE 'UTC',
+                                                           'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+                FROM swept s ORDER BY s.request_id
+                RETURNING request_id
+                """)
+            let completed = try await connection.query(
+                """
+                WITH swept AS (
+                    UPDATE lockbox.requests r SET status = 'Completed', ended_at = r.access_ends_at,
+                        ended_reason = 'access window ended'
+                    WHERE r.status = 'Approved' AND r.access_ends_at <= \(now)
+                    RETURNING r.request_id, r.tenant_id, r.workload, r.access_ends_at
+                )
+                INSERT INTO lockbox.audit_records (occurred_at, tenant_id, record_type, user_id, actor, activity, item,
+                    request_id, workload, result, parameters)
+                SELECT \(now), s.tenant_id, 'CustomerLockbox', 'System', 'System',
+                    'Complete-AccessToCustomerDataRequest', s.request_id::text, s.request_id, s.workload, 'Succeeded',
+                    jsonb_build_object('Reason', 'access window ended',
+                                       'WindowEnd', to_char(s.access_ends_at AT TIME ZONE 'UTC',
+                                                            'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+                FROM swept s ORDER BY s.request_id
+                RETURNING request_id
+                """)
+            return SweepResult(
+                expired: try expired.map { try $0.decode(UUID.self, at: 0) },
+                completed: try completed.map { try $0.decode(UUID.self, at: 0) })
+        }
+    }
+
+    // MARK: Reading requests
+
+    /// Filters for ``requests(_:)``; nil means any.
+    public struct RequestFilter: Sendable {
+        public var tenant: String?
+        public var status: RequestStatus?
+        public var createdAfter: Date?
+        public var requestId: UUID?
+        public var limit: Int
+        public init(
+            tenant: String? = nil, status: RequestStatus? = nil, createdAfter: Date? = nil, requestId: UUID? = nil,
+            limit: Int = 1000
+        ) {
+            self.tenant = tenant
+            self.status = status
+            self.createdAfter = createdAfter
+            self.requestId = requestId
+            self.limit = limit
+        }
+    }
+
+    /// Requests matching the filter, newest first, with their status as of now.
+    public func requests(_ filter: RequestFilter = RequestFilter()) async throws -> [AccessRequest] {
+        let now = try now()
+        var query: PGQuery = "SELECT * FROM (" + Self.requestSelect(now: now) + ") q WHERE true "
+        if let tenant = filter.tenant {
+            _ = try await self.tenant(named: tenant)
+            query += "AND q.tenant = \(tenant) "
+        }
+        if let status = filter.status { query += "AND q.status = \(status.rawValue) " }
+        if let id = filter.requestId { query += "AND q.request_id = \(id) " }
+        if let after = filter.createdAfter { query += "AND q.created_at > \(after) " }
+        query += "ORDER BY q.created_at DESC, q.request_id LIMIT \(max(filter.limit, 0))"
+        return try await read(query).map(Self.accessRequest)
+    }
+
+    /// One request; `notFound` if there is none.
+    public func request(_ id: UUID) async throws -> AccessRequest {
+        let now = try now()
+        let rows = try await read(Self.requestSelect(now: now) + "WHERE r.request_id = \(id)")
+        guard let row = rows.first else {
+            throw LockboxError(.notFound, "no request with id \(id.lowercased)", field: "request id")
+        }
+        return try Self.accessRequest(row)
+    }
+
+    /// The request's history: every audit record that names it, oldest first.
+    public func timeline(_ id: UUID) async throws -> [AuditRecord] {
+        _ = try await request(id)
+        return try await auditRecords(AuditFilter(requestId: id, newestFirst: false))
+    }
+
+    static func requestSelect(now: Date) -> PGQuery {
+        """
+        SELECT r.request_id, t.name AS tenant, r.workload, r.ticket, r.reason, r.requester,
+            (extract(epoch FROM r.duration) / 60)::bigint AS duration_minutes, r.resource,
+            CASE WHEN r.status = 'Approved' AND r.access_ends_at <= \(now) THEN 'Completed'
+                 WHEN r.status = 'PendingCustomer' AND r.customer_deadline <= \(now) THEN 'Expired'
+                 ELSE r.status END AS status,
+            r.created_at, r.reviewed_at, r.internal_approver, r.notified_at, r.customer_deadline, r.decided_at,
+            r.decided_by, r.decision, r.access_starts_at, r.access_ends_at,
+            coalesce(r.ended_at, CASE WHEN r.status = 'Approved' AND r.access_ends_at <= \(now) THEN r.access_ends_at
+                                      WHEN r.status = 'PendingCustomer' AND r.customer_deadline <= \(now)
+                                          THEN r.customer_deadline END) AS ended_at,
+            coalesce(r.ended_reason, CASE WHEN r.status = 'Approved' AND r.access_ends_at <= \(now)
+                                              THEN 'access window ended'
+                                          WHEN r.status = 'PendingCustomer' AND r.customer_deadline <= \(now)
+                                              THEN 'no customer decision within 12 hours' END) AS ended_reason
+        FROM lockbox.requests r JOIN lockbox.tenants t ON t.tenant_id = r.tenant_id
+
+        """
+    }
+
+    static func accessRequest(_ row: PGRow) throws -> AccessRequest {
+        let (id, tenant, workload, ticket, reason, requester, minutes, resource, status) = try row.decode(
+            (UUID, String, String, String, String, String, Int, String?, String).self)
+        return AccessRequest(
+            requestId: id, tenant: tenant, workload: Workload(workload), ticket: ticket, reason: reason,
+            requester: requester, durationMinutes: minutes, resource: resource,
+            status: RequestStatus(rawValue: status) ?? .pendingInternal,
+            createdAt: try row.decode(column: "created_at"),
+            reviewedAt: try row.decode(column: "reviewed_at"),
+            internalApprover: try row.decode(column: "internal_approver"),
+            notifiedAt: try row.decode(column: "notified_at"),
+            customerDeadline: try row.decode(column: "customer_deadline"),
+            decidedAt: try row.decode(column: "decided_at"),
+            decidedBy: try row.decode(column: "decided_by"),
+            decision: try row.decode(column: "decision"),
+            accessStartsAt: try row.decode(column: "access_starts_at"),
+            accessEndsAt: try row.decode(column: "access_ends_at"),
+            endedAt: try row.decode(column: "ended_at"),
+            endedReason: try row.decode(column: "ended_reason"))
+    }
+
+    // MARK: Locking
+
+    /// The locked row of a request and its tenant's details.
+    struct LockedRequest {
+        var requestId: UUID
+        var tenantId: UUID
+        var tenantName: String
+        var serviceAccount: String
+        var workload: String
+        var requester: String
+        var status: RequestStatus
+        var durationMinutes: Int
+        var customerDeadline: Date?
+        var accessEndsAt: Date?
+
+        /// The status as of `now`, counting deadlines the sweeper has not recorded yet.
+        func effectiveStatus(at now: Date) -> RequestStatus {
+            if status == .approved, let ends = accessEndsAt, now >= ends { return .completed }
+            if status == .pendingCustomer, let deadline = customerDeadline, now >= deadline { return .expired }
+            return status
+        }
+    }
+
+    func lockRequest(_ id: UUID, on connection: PGConnection) async throws -> LockedRequest {
+        let rows = try await connection.query(
+            """
+            SELECT r.request_id, r.tenant_id, t.name, t.service_account, r.workload, r.requester, r.status,
+                (extract(epoch FROM r.duration) / 60)::bigint, r.customer_deadline, r.access_ends_at
+            FROM lockbox.requests r JOIN lockbox.tenants t ON t.tenant_id = r.tenant_id
+            WHERE r.request_id = \(id)
+            FOR UPDATE OF r
+            """)
+        guard let row = rows.first else {
+            throw LockboxError(.notFound, "no request with id \(id.lowercased)", field: "request id")
+        }
+        let (requestId, tenantId, tenantName, account, workload, requester, status, minutes, deadline, ends) =
+            try row.decode((UUID, UUID, String, String, String, String, String, Int, Date?, Date?).self)
+        return LockedRequest(
+            requestId: requestId, tenantId: tenantId, tenantName: tenantName, serviceAccount: account,
+            workload: workload, requester: requester, status: RequestStatus(rawValue: status) ?? .pendingInternal,
+            durationMinutes: minutes, customerDeadline: deadline, accessEndsAt: ends)
+    }
+}
+
+extension UUID {
+    /// The lower-case form used in audit items and messages.
+    public var lowercased: String { uuidString.lowercased() }
+}

@@ -1,0 +1,244 @@
+import Foundation
+import LockboxPostgres
+
+extension Broker {
+    // MARK: Tenants
+
+    /// Creates a tenant (Customer Lockbox off, as in the source) with its first global administrator.
+    public func createTenant(name: String, admin: String) async throws -> Tenant {
+        let name = try Validate.tenantName(name, field: "name")
+        let admin = try Validate.upn(admin, field: "admin")
+        let now = try now()
+        let tenant = Tenant(
+            tenantId: UUID(), name: name, customerLockbox: false,
+            serviceAccount: "\(name.lowercased())BOXServiceAccount@\(name.lowercased()).prod.outlook.com",
+            createdAt: now)
+        return try await transaction { connection in
+            let inserted = try await connection.query(
+                """
+                INSERT INTO lockbox.tenants (tenant_id, name, customer_lockbox, service_account, created_at)
+                VALUES (\(tenant.tenantId), \(name), false, \(tenant.serviceAccount), \(now))
+                ON CONFLICT (name) DO NOTHING
+                """)
+            guard inserted.affectedRows == 1 else {
+                throw LockboxError(.alreadyExists, "tenant \(name) already exists", field: "name")
+            }
+            try await connection.query(
+                """
+                INSERT INTO lockbox.tenant_roles (tenant_id, upn, role, granted_at, granted_by)
+                VALUES (\(tenant.tenantId), \(admin), 'GlobalAdministrator', \(now), 'System')
+                """)
+            try await audit(
+                AuditEntry(
+                    occurredAt: now, tenantId: tenant.tenantId, recordType: "TenantSettings", user: "System",
+                    actor: "System", activity: "New-Tenant", item: name,
+                    parameters: ["Tenant": name, "GlobalAdministrator": admin, "CustomerLockbox": "Off"]),
+                on: connection)
+            return tenant
+        }
+    }
+
+    /// All tenants, by name.
+    public func tenants() async throws -> [Tenant] {
+        let rows = try await read(
+            "SELECT tenant_id, name, customer_lockbox, service_account, created_at FROM lockbox.tenants ORDER BY name")
+        return try rows.map(Self.tenant)
+    }
+
+    /// One tenant; `notFound` if there is none of that name.
+    public func tenant(named name: String) async throws -> Tenant {
+        let rows = try await read(
+            """
+            SELECT tenant_id, name, customer_lockbox, service_account, created_at FROM lockbox.tenants
+            WHERE name = \(name)
+            """)
+        guard let row = rows.first else { throw LockboxError(.notFound, "no tenant named \(name)", field: "tenant") }
+        return try Self.tenant(row)
+    }
+
+    static func tenant(_ row: PGRow) throws -> Tenant {
+        let (id, name, lockbox, account, created) = try row.decode((UUID, String, Bool, String, Date).self)
+        return Tenant(tenantId: id, name: name, customerLockbox: lockbox, serviceAccount: account, createdAt: created)
+    }
+
+    /// Turns Customer Lockbox on or off. Only a global administrator of the tenant may.
+    @discardableResult
+    public func setCustomerLockbox(tenant name: String, enabled: Bool, by upn: String, clientIP: String? = nil)
+        async throws -> Tenant
+    {
+        let upn = try Validate.upn(upn, field: "as")
+        let clientIP = try Validate.clientIP(clientIP)
+        let now = try now()
+        return try await transaction { connection in
+            var tenant = try await lockTenant(name, on: connection)
+            try await requireGlobalAdmin(upn, of: tenant, on: connection, action: "turn Customer Lockbox on or off")
+            let old = tenant.customerLockbox
+            try await connection.query(
+                "UPDATE lockbox.tenants SET customer_lockbox = \(enabled) WHERE tenant_id = \(tenant.tenantId)")
+            tenant.customerLockbox = enabled
+            try await audit(
+                AuditEntry(
+                    occurredAt: now, tenantId: tenant.tenantId, recordType: "TenantSettings", user: upn, actor: upn,
+                    clientIP: clientIP, activity: "Set-CustomerLockboxSetting", item: "CustomerLockbox",
+                    parameters: ["OldValue": old ? "On" : "Off", "NewValue": enabled ? "On" : "Off"]),
+                on: connection)
+            return tenant
+        }
+    }
+
+    // MARK: Roles
+
+    /// Assigns a role. Only a global administrator of the tenant may; the provider never can.
+    public func addRole(tenant name: String, upn: String, role: CustomerRole, by admin: String, clientIP: String? = nil)
+        async throws -> RoleAssignment
+    {
+        let upn = try Validate.upn(upn, field: "upn")
+        let admin = try Validate.upn(admin, field: "as")
+        let clientIP = try Validate.clientIP(clientIP)
+        let now = try now()
+        return try await transaction { connection in
+            let tenant = try await lockTenant(name, on: connection)
+            try await requireGlobalAdmin(admin, of: tenant, on: connection, action: "assign roles")
+            let inserted = try await connection.query(
+                """
+                INSERT INTO lockbox.tenant_roles (tenant_id, upn, role, granted_at, granted_by)
+                VALUES (\(tenant.tenantId), \(upn), \(role.rawValue), \(now), \(admin))
+                ON CONFLICT DO NOTHING
+                """)
+            guard inserted.affectedRows == 1 else {
+                throw LockboxError(.alreadyExists, "\(upn) already has the role \(role.rawValue) in \(tenant.name)")
+            }
+            try await audit(
+                AuditEntry(
+                    occurredAt: now, tenantId: tenant.tenantId, recordType: "RoleManagement", user: admin, actor: admin,
+                    clientIP: clientIP, activity: "Add-RoleGroupMember", item: role.rawValue,
+                    parameters: ["Member": upn, "Role": role.rawValue, "Change": "none → \(role.rawValue)"]),
+                on: connection)
+            return RoleAssignment(tenant: tenant.name, upn: upn, role: role, grantedAt: now, grantedBy: admin)
+        }
+    }
+
+    /// Removes a role. Only a global administrator may; the last global administrator stays.
+    public func removeRole(tenant name: String, upn: String, role: CustomerRole, by admin: String, clientIP: String? = nil)
+        async throws
+    {
+        let upn = try Validate.upn(upn, field: "upn")
+        let admin = try Validate.upn(admin, field: "as")
+        let clientIP = try Validate.clientIP(clientIP)
+        let now = try now()
+        try await transaction { connection in
+            let tenant = try await lockTenant(name, on: connection)
+            try await requireGlobalAdmin(admin, of: tenant, on: connection, action: "remove roles")
+            if role == .globalAdministrator {
+                let admins = try await connection.query(
+                    """
+                    SELECT count(*) FROM lockbox.tenant_roles
+                    WHERE tenant_id = \(tenant.tenantId) AND role = 'GlobalAdministrator' AND upn <> \(upn)
+                    """)
+                if try admins.first!.decode(Int.self, at: 0) == 0 {
+                    throw LockboxError(
+                        .lastGlobalAdministrator,
+                        "\(upn) is the last global administrator of \(tenant.name) and cannot be removed", field: "upn")
+                }
+            }
+            let deleted = try await connection.query(
+                """
+                DELETE FROM lockbox.tenant_roles
+                WHERE tenant_id = \(tenant.tenantId) AND upn = \(upn) AND role = \(role.rawValue)
+                """)
+            guard deleted.affectedRows == 1 else {
+                throw LockboxError(.notFound, "\(upn) does not have the role \(role.rawValue) in \(tenant.name)", field: "upn")
+            }
+            try await audit(
+                AuditEntry(
+                    occurredAt: now, tenantId: tenant.tenantId, recordType: "RoleManagement", user: admin, actor: admin,
+                    clientIP: clientIP, activity: "Remove-RoleGroupMember", item: role.rawValue,
+                    parameters: ["Member": upn, "Role": role.rawValue, "Change": "\(role.rawValue) → none"]),
+                on: connection)
+        }
+    }
+
+    /// The role assignments of a tenant.
+    public func roles(tenant name: String) async throws -> [RoleAssignment] {
+        let tenant = try await tenant(named: name)
+        let rows = try await read(
+            """
+            SELECT upn, role, granted_at, granted_by FROM lockbox.tenant_roles
+            WHERE tenant_id = \(tenant.tenantId) ORDER BY role, upn
+            """)
+        return try rows.map { row in
+            let (upn, role, at, by) = try row.decode((String, String, Date, String).self)
+            return RoleAssignment(
+                tenant: tenant.name, upn: upn, role: CustomerRole(rawValue: role) ?? .customerLockboxApprover,
+                grantedAt: at, grantedBy: by)
+        }
+    }
+
+    /// Locks the tenant row for the transaction (settings and roles change one at a time).
+    func lockTenant(_ name: String, on connection: PGConnection) async throws -> Tenant {
+        let rows = try await connection.query(
+            """
+            SELECT tenant_id, name, customer_lockbox, service_account, created_at FROM lockbox.tenants
+            WHERE name = \(name) FOR UPDATE
+            """)
+        guard let row = rows.first else { throw LockboxError(.notFound, "no tenant named \(name)", field: "tenant") }
+        return try Self.tenant(row)
+    }
+
+    func customerRoles(of upn: String, in tenantId: UUID, on connection: PGConnection) async throws -> Set<CustomerRole> {
+        let rows = try await connection.query(
+            "SELECT role FROM lockbox.tenant_roles WHERE tenant_id = \(tenantId) AND upn = \(upn)")
+        return Set(try rows.compactMap { CustomerRole(rawValue: try $0.decode(String.self, at: 0)) })
+    }
+
+    func requireGlobalAdmin(_ upn: String, of tenant: Tenant, on connection: PGConnection, action: String) async throws {
+        let roles = try await customerRoles(of: upn, in: tenant.tenantId, on: connection)
+        guard roles.contains(.globalAdministrator) else {
+            throw LockboxError(
+                .notAuthorized, "only a global administrator of \(tenant.name) may \(action); \(upn) is not one",
+                field: "as")
+        }
+    }
+
+    // MARK: Operators
+
+    /// Registers a provider support engineer.
+    public func addOperator(alias: String, isManager: Bool) async throws -> SupportOperator {
+        let alias = try Validate.alias(alias, field: "alias")
+        let now = try now()
+        return try await transaction { connection in
+            let inserted = try await connection.query(
+                """
+                INSERT INTO lockbox.operators (alias, is_manager, created_at) VALUES (\(alias), \(isManager), \(now))
+                ON CONFLICT DO NOTHING
+                """)
+            guard inserted.affectedRows == 1 else {
+                throw LockboxError(.alreadyExists, "operator \(alias) already exists", field: "alias")
+            }
+            try await audit(
+                AuditEntry(
+                    occurredAt: now, tenantId: nil, recordType: "OperatorManagement", user: "System", actor: "System",
+                    activity: "New-SupportOperator", item: alias,
+                    parameters: ["Alias": alias, "SupportManager": isManager ? "true" : "false"]),
+                on: connection)
+            return SupportOperator(alias: alias, isManager: isManager, createdAt: now)
+        }
+    }
+
+    /// All operators, by alias.
+    public func operators() async throws -> [SupportOperator] {
+        let rows = try await read("SELECT alias, is_manager, created_at FROM lockbox.operators ORDER BY alias")
+        return try rows.map { row in
+            let (alias, manager, created) = try row.decode((String, Bool, Date).self)
+            return SupportOperator(alias: alias, isManager: manager, createdAt: created)
+        }
+    }
+
+    func requireOperator(_ alias: String, on connection: PGConnection, field: String) async throws -> SupportOperator {
+        let rows = try await connection.query(
+            "SELECT alias, is_manager, created_at FROM lockbox.operators WHERE alias = \(alias)")
+        guard let row = rows.first else { throw LockboxError(.notFound, "no operator with alias \(alias)", field: field) }
+        let (found, manager, created) = try row.decode((String, Bool, Date).self)
+        return SupportOperator(alias: found, isManager: manager, createdAt: created)
+    }
+}

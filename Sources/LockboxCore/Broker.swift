@@ -1,0 +1,118 @@
+import Foundation
+import LockboxPostgres
+import Logging
+
+/// The broker: owns tenants, roles, operators, requests, decisions, grants,
+/// notifications and the audit log, all in PostgreSQL.
+///
+/// Every state change and its audit record are written in one transaction;
+/// decisions lock the request row so that concurrent decisions cannot both
+/// win. If the database or the clock cannot be used, the answer is a refusal
+/// with the reason (fail closed).
+public final class Broker: Sendable {
+    public let pool: PGPool
+    public let clock: any LockboxClock
+    /// The workloads requests may name (those of the registered connectors).
+    public let workloads: Set<Workload>
+    let logger: Logger
+    let authorizer: Authorizer
+
+    /// - Parameters:
+    ///   - groupCommit: coalesce concurrent authorizations into one transaction
+    ///     (see ``Authorizer``); off, each authorization commits on its own.
+    public init(
+        pool: PGPool,
+        clock: any LockboxClock = SystemClock(),
+        workloads: Set<Workload> = Workload.builtIn,
+        groupCommit: Bool = true,
+        logger: Logger = Logger(label: "lockbox.broker")
+    ) {
+        self.pool = pool
+        self.clock = clock
+        self.workloads = workloads
+        self.logger = logger
+        self.authorizer = Authorizer(pool: pool, groupCommit: groupCommit)
+    }
+
+    // MARK: Plumbing
+
+    func now() throws -> Date {
+        do {
+            return try clock.now()
+        } catch let error as LockboxError {
+            throw error
+        } catch {
+            throw LockboxError(.clockUnavailable, "the broker clock is unavailable: \(error)")
+        }
+    }
+
+    /// Runs `body` in a transaction, turning database failures into `databaseUnavailable`.
+    func transaction<T: Sendable>(_ body: (PGConnection) async throws -> T) async throws -> T {
+        do {
+            return try await pool.withTransaction(body)
+        } catch let error as LockboxError {
+            throw error
+        } catch let error as PostgresError {
+            throw Self.translate(error)
+        }
+    }
+
+    /// Runs one statement outside an explicit transaction.
+    func read(_ query: PGQuery) async throws -> PGRows {
+        do {
+            return try await pool.query(query)
+        } catch let error as PostgresError {
+            throw Self.translate(error)
+        }
+    }
+
+    static func translate(_ error: PostgresError) -> LockboxError {
+        if error.isConnectionFailure {
+            return LockboxError(
+                .databaseUnavailable, "the lockbox database is unavailable, nothing was done: \(error.message)",
+                detail: error.debugDescription)
+        }
+        return LockboxError(
+            .databaseUnavailable, "the lockbox database refused the change, nothing was done: \(error.message)",
+            detail: error.debugDescription)
+    }
+
+    // MARK: Audit
+
+    /// One audit record to write in the current transaction.
+    struct AuditEntry {
+        var occurredAt: Date
+        var tenantId: UUID?
+        var recordType: String
+        var user: String
+        var actor: String
+        var clientIP: String?
+        var activity: String
+        var item: String = ""
+        var requestId: UUID?
+        var workload: String?
+        var result = "Succeeded"
+        var parameters: [String: String]
+    }
+
+    func audit(_ entry: AuditEntry, on connection: PGConnection) async throws {
+        let parameters = try PGJSON(encoding: entry.parameters)
+        try await connection.query(
+            """
+            INSERT INTO lockbox.audit_records (occurred_at, tenant_id, record_type, user_id, actor, client_ip,
+                activity, item, request_id, workload, result, parameters)
+            VALUES (\(entry.occurredAt), \(entry.tenantId), \(entry.recordType), \(entry.user), \(entry.actor),
+                \(entry.clientIP.map(PGInet.init)), \(entry.activity), \(entry.item), \(entry.requestId),
+                \(entry.workload), \(entry.result), \(parameters))
+            """, prepared: true)
+    }
+
+    nonisolated(unsafe) static let iso8601: ISO8601DateFormatter = {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return formatter
+    }()
+
+    static func timestamp(_ date: Date) -> String { iso8601.string(from: date) }
+}
+

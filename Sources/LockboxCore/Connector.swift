@@ -1,0 +1,254 @@
+import Foundation
+import LockboxPostgres
+
+/// Whether an operation only reads content or changes it.
+public enum OperationKind: String, Sendable, Codable {
+    case read
+    case change
+}
+
+/// A pre-approved operation in a connector's catalogue.
+public struct OperationDescriptor: Sendable, Codable, Hashable {
+    /// Verb-noun name, e.g. `Get-MailboxMessage`; also the audit record's Activity.
+    public var name: String
+    public var kind: OperationKind
+    /// What the operation addresses, e.g. "a message in a mailbox folder".
+    public var addresses: String
+    /// One line on what it does.
+    public var summary: String
+    /// The arguments it requires.
+    public var requiredArguments: [String]
+
+    public init(name: String, kind: OperationKind, addresses: String, summary: String, requiredArguments: [String]) {
+        self.name = name
+        self.kind = kind
+        self.addresses = addresses
+        self.summary = summary
+        self.requiredArguments = requiredArguments
+    }
+}
+
+/// A JSON-like value returned by an operation.
+public indirect enum ContentValue: Sendable, Hashable, Codable {
+    case string(String)
+    case int(Int)
+    case bool(Bool)
+    case array([ContentValue])
+    case object([String: ContentValue])
+    case null
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if container.decodeNil() {
+            self = .null
+        } else if let value = try? container.decode(Bool.self) {
+            self = .bool(value)
+        } else if let value = try? container.decode(Int.self) {
+            self = .int(value)
+        } else if let value = try? container.decode(String.self) {
+            self = .string(value)
+        } else if let value = try? container.decode([ContentValue].self) {
+            self = .array(value)
+        } else {
+            self = .object(try container.decode([String: ContentValue].self))
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        switch self {
+        case .string(let value): try container.encode(value)
+        case .int(let value): try container.encode(value)
+        case .bool(let value): try container.encode(value)
+        case .array(let value): try container.encode(value)
+        case .object(let value): try container.encode(value)
+        case .null: try container.encodeNil()
+        }
+    }
+}
+
+/// Proof that the broker authorized one operation and recorded it.
+///
+/// Only the broker can create one (its initializer is internal to the core),
+/// and the mock services' content methods require it, so a connector cannot
+/// reach content without asking the broker first.
+public struct ContentAccess: Sendable, Hashable {
+    public let operatorAlias: String
+    public let tenant: String
+    public let workload: Workload
+    public let operation: String
+    /// The resource the broker checked against the grant's scope.
+    public let resource: String
+    public let requestID: UUID
+    /// The audit record written before this value was created.
+    public let auditID: Int64
+    public let accessEndsAt: Date
+
+    init(
+        operatorAlias: String, tenant: String, workload: Workload, operation: String, resource: String,
+        requestID: UUID, auditID: Int64, accessEndsAt: Date
+    ) {
+        self.operatorAlias = operatorAlias
+        self.tenant = tenant
+        self.workload = workload
+        self.operation = operation
+        self.resource = resource
+        self.requestID = requestID
+        self.auditID = auditID
+        self.accessEndsAt = accessEndsAt
+    }
+
+    /// Refuses unless this access was granted for `operation` of `workload` on `resource`
+    /// (or, when `resource` is nil, any resource).
+    public func require(workload: Workload, operation: String, resource: String? = nil) throws {
+        guard self.workload == workload, self.operation == operation else {
+            throw LockboxError(
+                .accessDenied,
+                "this authorization is for \(self.operation) on \(self.workload), not \(operation) on \(workload)")
+        }
+        if let resource, resource != self.resource {
+            throw LockboxError(
+                .accessDenied, "this authorization is for resource \(self.resource), not \(resource)")
+        }
+    }
+}
+
+/// A service connector: declares its workload and pre-approved operations and
+/// performs them only with a ``ContentAccess`` from the broker.
+public protocol Connector: Sendable {
+    /// The workload the connector serves.
+    var workload: Workload { get }
+    /// The pre-approved operations; nothing else can run.
+    var catalogue: [OperationDescriptor] { get }
+    /// The resource an operation addresses, as a path the grant's scope is
+    /// checked against (e.g. `alice@contoso.com/Inbox/m-1` lies inside the scope
+    /// `alice@contoso.com`). Throws when required arguments are missing.
+    func resource(for operation: OperationDescriptor, tenant: String, arguments: [String: String]) throws -> String
+    /// Performs an authorized operation on the mock service.
+    func perform(_ access: ContentAccess, arguments: [String: String]) async throws -> ContentValue
+}
+
+/// The connectors by workload. Adding one is one `register` call; the core does not change.
+public struct ConnectorRegistry: Sendable {
+    private var connectors: [Workload: any Connector] = [:]
+
+    public init(_ connectors: [any Connector] = []) {
+        for connector in connectors { register(connector) }
+    }
+
+    /// Adds (or replaces) the connector for its workload.
+    public mutating func register(_ connector: any Connector) {
+        connectors[connector.workload] = connector
+    }
+
+    public subscript(workload: Workload) -> (any Connector)? { connectors[workload] }
+
+    /// The workloads served, for ``Broker/init(pool:clock:workloads:groupCommit:logger:)``.
+    public var workloads: Set<Workload> { Set(connectors.keys) }
+
+    /// All connectors, by workload name.
+    public var all: [any Connector] { connectors.values.sorted { $0.workload < $1.workload } }
+}
+
+/// What an allowed operation returned.
+public struct OperationResult: Sendable {
+    public var access: ContentAccess
+    public var value: ContentValue
+}
+
+/// An operation attempt by an operator.
+public struct OperationAttempt: Sendable {
+    public var operatorAlias: String
+    public var tenant: String
+    public var workload: Workload
+    public var operation: String
+    public var arguments: [String: String]
+    public var clientIP: String?
+
+    public init(
+        operatorAlias: String, tenant: String, workload: Workload, operation: String,
+        arguments: [String: String] = [:], clientIP: String? = nil
+    ) {
+        self.operatorAlias = operatorAlias
+        self.tenant = tenant
+        self.workload = workload
+        self.operation = operation
+        self.arguments = arguments
+        self.clientIP = clientIP
+    }
+}
+
+extension Broker {
+    /// Checks the operator's grant and writes the audit record (one statement),
+    /// returning the access value the connector needs; a refusal throws
+    /// `accessDenied` with the reason, also recorded. If the record cannot be
+    /// written, this throws and no access exists (fail closed).
+    public func authorize(
+        _ attempt: OperationAttempt, operation: String, resource: String, denial: String? = nil
+    ) async throws -> ContentAccess {
+        let clientIP = try Validate.clientIP(attempt.clientIP)
+        let arguments = try PGJSON(encoding: attempt.arguments)
+        var denial = denial
+        var now: Date?
+        do {
+            now = try clock.now()
+        } catch {
+            denial = denial ?? "the broker clock is unavailable: \(error)"
+        }
+        let call = AuthorizeCall(
+            operatorAlias: attempt.operatorAlias, tenant: attempt.tenant, workload: attempt.workload.rawValue,
+            operation: operation, resource: resource, clientIP: clientIP, arguments: arguments, now: now,
+            denial: denial)
+        let outcome: AuthorizeOutcome
+        do {
+            outcome = try await authorizer.authorize(call)
+        } catch let error as PostgresError {
+            throw LockboxError(
+                .databaseUnavailable,
+                "access denied: the audit record could not be written (\(error.message)), so nothing was returned",
+                detail: error.debugDescription)
+        }
+        guard outcome.allowed, let requestID = outcome.requestID, let ends = outcome.accessEndsAt else {
+            throw LockboxError(
+                .accessDenied, "access denied: \(outcome.reason ?? "no active grant")",
+                detail: "audit record \(outcome.auditID)")
+        }
+        return ContentAccess(
+            operatorAlias: attempt.operatorAlias, tenant: attempt.tenant, workload: attempt.workload,
+            operation: operation, resource: resource, requestID: requestID, auditID: outcome.auditID,
+            accessEndsAt: ends)
+    }
+
+    /// Runs an operator's operation through its connector: catalogue check,
+    /// authorization and audit by the broker, then the mock service.
+    /// Every attempt, allowed or refused, writes exactly one audit record.
+    public func invoke(_ attempt: OperationAttempt, registry: ConnectorRegistry) async throws -> OperationResult {
+        guard let connector = registry[attempt.workload] else {
+            throw LockboxError.invalid(
+                "workload",
+                "no connector serves \(attempt.workload.rawValue); known: "
+                    + registry.workloads.sorted().map(\.rawValue).joined(separator: ", "))
+        }
+        var denial: String?
+        var resource = attempt.arguments["resource"] ?? ""
+        if let descriptor = connector.catalogue.first(where: { $0.name == attempt.operation }) {
+            do {
+                resource = try connector.resource(for: descriptor, tenant: attempt.tenant, arguments: attempt.arguments)
+            } catch {
+                denial = "invalid arguments for \(attempt.operation): \(error)"
+            }
+        } else {
+            denial =
+                "operation \(attempt.operation) is not in the pre-approved catalogue of the "
+                + "\(attempt.workload.rawValue) connector"
+        }
+        let access = try await authorize(attempt, operation: attempt.operation, resource: resource, denial: denial)
+        do {
+            return OperationResult(access: access, value: try await connector.perform(access, arguments: attempt.arguments))
+        } catch let error as LockboxError {
+            throw error
+        } catch {
+            throw LockboxError(.operationFailed, "\(attempt.operation) failed: \(error)")
+        }
+    }
+}

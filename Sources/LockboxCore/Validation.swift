@@ -1,0 +1,137 @@
+import Foundation
+
+/// Input rules, each refusing with the field's name and the rule it broke.
+enum Validate {
+    static let maxReason = 2000
+    static let maxTicket = 64
+    static let maxResource = 512
+    static let maxComment = 2000
+    static let minDuration = Duration.seconds(60)
+    static let maxDuration = Duration.seconds(4 * 3600)
+
+    nonisolated(unsafe) static let tenantPattern = /^[A-Za-z0-9][A-Za-z0-9-]{0,62}$/
+    nonisolated(unsafe) static let aliasPattern = /^[a-z][a-z0-9._-]{0,63}$/
+    nonisolated(unsafe) static let upnPattern = /^[a-z0-9._%+'-]+@[a-z0-9-]+(\.[a-z0-9-]+)+$/
+    nonisolated(unsafe) static let workloadPattern = /^[A-Za-z][A-Za-z0-9]{0,31}$/
+
+    static func tenantName(_ value: String, field: String = "tenant") throws -> String {
+        guard value.wholeMatch(of: tenantPattern) != nil else {
+            throw LockboxError.invalid(
+                field, "must be 1 to 63 letters, digits or hyphens, starting with a letter or digit (got \(quoted(value)))")
+        }
+        return value
+    }
+
+    static func alias(_ value: String, field: String = "operator") throws -> String {
+        guard value.wholeMatch(of: aliasPattern) != nil else {
+            throw LockboxError.invalid(
+                field,
+                "an operator alias is 1 to 64 lower-case letters, digits, '.', '_' or '-', starting with a letter "
+                    + "(got \(quoted(value)))")
+        }
+        return value
+    }
+
+    /// UPNs compare case-insensitively; they are stored lower-cased.
+    static func upn(_ value: String, field: String = "upn") throws -> String {
+        let lowered = value.lowercased()
+        guard lowered.wholeMatch(of: upnPattern) != nil else {
+            throw LockboxError.invalid(field, "must be a user principal name like admin@contoso.com (got \(quoted(value)))")
+        }
+        return lowered
+    }
+
+    static func workload(_ value: Workload, known: Set<Workload>) throws -> Workload {
+        guard known.contains(value) else {
+            throw LockboxError.invalid(
+                "workload",
+                "must be one of \(known.sorted().map(\.rawValue).joined(separator: ", ")) (got \(quoted(value.rawValue)))")
+        }
+        return value
+    }
+
+    static func text(_ value: String, field: String, max: Int, required: Bool = true) throws -> String {
+        if required && value.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
+            throw LockboxError.invalid(field, "must not be empty or only whitespace")
+        }
+        if value.count > max {
+            throw LockboxError.invalid(field, "must be at most \(max) characters (got \(value.count))")
+        }
+        if value.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
+            throw LockboxError.invalid(field, "must not contain control characters (such as newlines or tabs)")
+        }
+        return value
+    }
+
+    static func optionalText(_ value: String?, field: String, max: Int) throws -> String? {
+        guard let value else { return nil }
+        return try text(value, field: field, max: max)
+    }
+
+    static func duration(_ value: Duration) throws -> Duration {
+        guard value >= minDuration, value <= maxDuration else {
+            throw LockboxError.invalid(
+                "duration", "must be between 1 minute and 4 hours (got \(describe(value)))")
+        }
+        guard value.components.attoseconds == 0, value.components.seconds % 60 == 0 else {
+            throw LockboxError.invalid("duration", "must be a whole number of minutes (got \(describe(value)))")
+        }
+        return value
+    }
+
+    static func clientIP(_ value: String?) throws -> String? {
+        guard let value else { return nil }
+        var v4 = in_addr()
+        var v6 = in6_addr()
+        guard inet_pton(AF_INET, value, &v4) == 1 || inet_pton(AF_INET6, value, &v6) == 1 else {
+            throw LockboxError.invalid("ip", "must be an IPv4 or IPv6 address (got \(quoted(value)))")
+        }
+        return value
+    }
+
+    static func requestID(_ value: String, field: String = "request id") throws -> UUID {
+        guard let id = UUID(uuidString: value) else {
+            throw LockboxError.invalid(field, "must be a UUID like 3f2504e0-4f89-41d3-9a0c-0305e82c3301 (got \(quoted(value)))")
+        }
+        return id
+    }
+
+    static func quoted(_ value: String) -> String {
+        let shown = value.count > 60 ? String(value.prefix(60)) + "…" : value
+        return "\"" + shown.unicodeScalars.map { $0.properties.generalCategory == .control ? "?" : String($0) }.joined()
+            + "\""
+    }
+
+    static func describe(_ duration: Duration) -> String {
+        let seconds = duration.components.seconds
+        if seconds % 3600 == 0 && seconds != 0 { return "\(seconds / 3600)h" }
+        if seconds % 60 == 0 && seconds != 0 { return "\(seconds / 60)m" }
+        return "\(seconds)s"
+    }
+}
+
+/// Parses durations such as `4h`, `90m`, `1h30m`, `45s`.
+public func parseDuration(_ text: String) throws -> Duration {
+    let trimmed = text.trimmingCharacters(in: .whitespaces).lowercased()
+    var total: Int64 = 0
+    var number = ""
+    var sawUnit = false
+    var negative = false
+    for (index, character) in trimmed.enumerated() {
+        if character == "-" && index == 0 {
+            negative = true
+        } else if character.isNumber {
+            number.append(character)
+        } else if let unit = ["h": Int64(3600), "m": 60, "s": 1][String(character)], let value = Int64(number) {
+            total += value * unit
+            number = ""
+            sawUnit = true
+        } else {
+            throw LockboxError.invalid("duration", "must look like 4h, 90m or 1h30m (got \(Validate.quoted(text)))")
+        }
+    }
+    guard number.isEmpty, sawUnit else {
+        throw LockboxError.invalid("duration", "must look like 4h, 90m or 1h30m (got \(Validate.quoted(text)))")
+    }
+    return .seconds(negative ? -total : total)
+}
