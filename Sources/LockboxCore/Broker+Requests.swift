@@ -326,6 +326,10 @@ extension Broker {
     public struct SweepResult: Sendable, Codable, Equatable {
         public var expired: [UUID]
         public var completed: [UUID]
+        public init(expired: [UUID], completed: [UUID]) {
+            self.expired = expired
+            self.completed = completed
+        }
     }
 
     /// Marks pending requests past their 12-hour deadline `Expired` and grants

@@ -135,3 +135,8 @@ public func parseDuration(_ text: String) throws -> Duration {
     }
     return .seconds(negative ? -total : total)
 }
+
+/// Parses a request id, refusing anything that is not a UUID with a message naming the field.
+public func parseRequestID(_ text: String, field: String = "request id") throws -> UUID {
+    try Validate.requestID(text, field: field)
+}

@@ -253,7 +253,8 @@ BEGIN
             -- Explain the refusal from the operator's most relevant request.
             SELECT r.* INTO v_latest FROM lockbox.requests r
             WHERE r.requester = p_operator AND r.tenant_id = v_tenant_id AND r.workload = p_workload
-            ORDER BY (r.status = 'Approved') DESC, r.created_at DESC
+            ORDER BY (r.status = 'Approved') DESC,
+                     greatest(r.created_at, r.reviewed_at, r.decided_at, r.ended_at) DESC, r.created_at DESC
             LIMIT 1;
             IF NOT FOUND THEN
                 v_reason := format('no access request of operator %s for %s in tenant %s',

@@ -1,0 +1,249 @@
+import Foundation
+import LockboxCore
+import LockboxPostgres
+import Testing
+
+@Suite("Rule 1: what a request names, and bad input")
+struct RequestInputTests {
+    @Test("a request names tenant, workload, ticket, reason, a 4 h default duration and an optional scope")
+    func creation() async throws {
+        try await World.with { world in
+            let request = try await world.broker.createRequest(
+                NewAccessRequest(
+                    requester: "alex", tenant: "contoso", workload: .exchange, ticket: "SR-1",
+                    reason: "Calendar items vanish"))
+            #expect(request.status == .pendingInternal)
+            #expect(request.durationMinutes == 240)
+            #expect(request.tenant == "contoso" && request.workload == .exchange && request.ticket == "SR-1")
+            #expect(request.resource == nil)
+            #expect(request.createdAt == World.start)
+            let scoped = try await world.newRequest(duration: .seconds(60), resource: "user@contoso.com")
+            #expect(scoped.durationMinutes == 1)
+            #expect(scoped.resource == "user@contoso.com")
+            let created = try await world.auditCount(activity: "New-AccessToCustomerDataRequest")
+            #expect(created == 2)
+        }
+    }
+
+    @Test("durations outside 1 minute ... 4 hours are refused naming the field", arguments: [
+        Duration.seconds(0), .seconds(-60), .seconds(4 * 3600 + 60), .seconds(30), .seconds(90),
+    ])
+    func durationBounds(_ duration: Duration) async throws {
+        try await World.with { world in
+            try await world.expectRefusal(.invalidInput, field: "duration") {
+                _ = try await world.newRequest(duration: duration)
+            }
+        }
+    }
+
+    @Test("bad tickets, reasons, names and ids are refused naming the field and the rule")
+    func badInput() async throws {
+        try await World.with { world in
+            func attempt(_ change: (inout NewAccessRequest) -> Void) async throws {
+                var new = NewAccessRequest(
+                    requester: "alex", tenant: "contoso", workload: .exchange, ticket: "SR-1", reason: "ok")
+                change(&new)
+                _ = try await world.broker.createRequest(new)
+            }
+            try await world.expectRefusal(.invalidInput, field: "ticket", containing: "empty") {
+                try await attempt { $0.ticket = "" }
+            }
+            try await world.expectRefusal(.invalidInput, field: "ticket", containing: "empty") {
+                try await attempt { $0.ticket = "   \t " }
+            }
+            try await world.expectRefusal(.invalidInput, field: "ticket", containing: "control") {
+                try await attempt { $0.ticket = "SR-1\u{7}" }
+            }
+            try await world.expectRefusal(.invalidInput, field: "reason", containing: "control") {
+                try await attempt { $0.reason = "line one\nline two" }
+            }
+            try await world.expectRefusal(.invalidInput, field: "reason", containing: "2000") {
+                try await attempt { $0.reason = String(repeating: "x", count: 2001) }
+            }
+            try await world.expectRefusal(.invalidInput, field: "workload") {
+                try await attempt { $0.workload = Workload("Teams") }
+            }
+            try await world.expectRefusal(.notFound, field: "tenant") {
+                try await attempt { $0.tenant = "northwind" }
+            }
+            try await world.expectRefusal(.notFound, field: "operator") {
+                try await attempt { $0.requester = "nobody" }
+            }
+            try await world.expectRefusal(.invalidInput, field: "operator") {
+                try await attempt { $0.requester = "Robert'); DROP TABLE lockbox.requests; --" }
+            }
+            try await world.expectRefusal(.invalidInput, field: "ip") {
+                try await attempt { $0.clientIP = "not-an-ip" }
+            }
+            // 2,000 characters exactly is allowed.
+            try await attempt { $0.reason = String(repeating: "y", count: 2000) }
+            #expect(throws: LockboxError.self) { try parseRequestID("not-a-uuid") }
+            let error = try #require(throws: LockboxError.self) { try parseRequestID("1234") }
+            #expect(error.field == "request id" && error.code == .invalidInput)
+            try await world.expectRefusal(.notFound, field: "request id") {
+                _ = try await world.broker.request(UUID())
+            }
+        }
+    }
+}
+
+@Suite("Rule 2: the two-person rule")
+struct TwoPersonRuleTests {
+    @Test("a manager cannot review their own request and a non-manager cannot review at all")
+    func internalApprover() async throws {
+        try await World.with { world in
+            let own = try await world.newRequest(by: "morgan")
+            try await world.expectRefusal(.twoPersonRule, field: "manager") {
+                _ = try await world.broker.review(own.requestId, manager: "morgan", approve: true)
+            }
+            let other = try await world.newRequest(by: "alex")
+            try await world.expectRefusal(.notManager, field: "manager") {
+                _ = try await world.broker.review(other.requestId, manager: "blake", approve: true)
+            }
+            try await world.expectRefusal(.notFound, field: "manager") {
+                _ = try await world.broker.review(other.requestId, manager: "ghost", approve: true)
+            }
+            let reviewed = try await world.broker.review(own.requestId, manager: "sam", approve: true)
+            #expect(reviewed.internalApprover == "sam")
+            #expect(reviewed.status == .pendingCustomer)
+        }
+    }
+
+    @Test("the database itself refuses a requester as internal approver and a non-manager approver")
+    func databaseEnforces() async throws {
+        try await World.with { world in
+            let request = try await world.newRequest(by: "morgan")
+            let sameError = try await #require(throws: PostgresError.self) {
+                try await world.db.pool.query(
+                    "UPDATE lockbox.requests SET internal_approver = 'morgan' WHERE request_id = \(request.requestId)")
+            }
+            #expect(sameError.constraint == "requests_two_person_rule")
+            let managerError = try await #require(throws: PostgresError.self) {
+                try await world.db.pool.query(
+                    "UPDATE lockbox.requests SET internal_approver = 'blake' WHERE request_id = \(request.requestId)")
+            }
+            #expect(managerError.constraint == "requests_approver_is_manager")
+            let jump = try await #require(throws: PostgresError.self) {
+                try await world.db.pool.query(
+                    "UPDATE lockbox.requests SET status = 'Completed' WHERE request_id = \(request.requestId)")
+            }
+            #expect(jump.constraint == "requests_lifecycle")
+        }
+    }
+
+    @Test("a rejected request is final")
+    func rejection() async throws {
+        try await World.with { world in
+            let request = try await world.newRequest()
+            let rejected = try await world.broker.review(request.requestId, manager: "morgan", approve: false,
+                                                         comment: "not needed")
+            #expect(rejected.status == .rejected)
+            try await world.expectRefusal(.notPending) {
+                _ = try await world.broker.review(request.requestId, manager: "sam", approve: true)
+            }
+            try await world.expectRefusal(.notPending) {
+                _ = try await world.broker.decide(request.requestId, decision: .approve, by: "admin@contoso.com")
+            }
+            #expect(try await world.auditCount(activity: "Reject-AccessToCustomerDataRequest") == 1)
+        }
+    }
+}
+
+@Suite("Rule 3: customer notification")
+struct NotificationTests {
+    @Test("internal approval queues one link-free notification per global admin and approver")
+    func queued() async throws {
+        try await World.with { world in
+            _ = try await world.broker.addRole(
+                tenant: "contoso", upn: "admin@contoso.com", role: .customerLockboxApprover, by: "admin@contoso.com")
+            let request = try await world.broker.createRequest(
+                NewAccessRequest(
+                    requester: "alex", tenant: "contoso", workload: .sharePoint, ticket: "SR-77 http://t.example/77",
+                    reason: "See https://evil.example/login?x=1, www.phish.example and mailto:x@y.example",
+                    duration: .seconds(90 * 60), resource: "finance"))
+            let pending = try await world.broker.review(request.requestId, manager: "morgan", approve: true)
+            #expect(pending.status == .pendingCustomer)
+            #expect(pending.notifiedAt == World.start)
+            #expect(pending.customerDeadline == World.start.addingTimeInterval(12 * 3600))
+            let notifications = try await world.broker.notifications(tenant: "contoso")
+            #expect(Set(notifications.map(\.recipient)) == ["admin@contoso.com", "approver@contoso.com"])
+            #expect(notifications.count == 2)
+            for notification in notifications {
+                let text = notification.subject + "\n" + notification.body
+                #expect(!NotificationText.containsLink(text), "\(text)")
+                #expect(!text.contains("://") && !text.lowercased().contains("www.") && !text.contains("mailto:"))
+                #expect(text.contains("contoso"))
+                #expect(text.contains(request.requestId.lowercased))
+                #expect(text.contains("SR-77"))
+                #expect(text.contains("SharePoint"))
+                #expect(text.contains("1 h 30 min"))
+                #expect(text.contains("evil[.]example") || text.contains("https[:]//evil.example"))
+                #expect(text.contains("finance"))
+            }
+            #expect(try await world.broker.notifications(tenant: "fabrikam").isEmpty)
+        }
+    }
+
+    @Test("the database refuses a notification that carries a link")
+    func databaseRefusesLinks() async throws {
+        try await World.with { world in
+            let request = try await world.pendingCustomer()
+            for body in ["go to https://x.example", "www.x.example", "mailto:a@b.example", "<a href='x'>"] {
+                let error = try await #require(throws: PostgresError.self) {
+                    try await world.db.pool.query(
+                        """
+                        INSERT INTO lockbox.notifications (tenant_id, request_id, recipient, subject, body, created_at)
+                        SELECT tenant_id, request_id, 'z@contoso.com', 'subject', \(body), now()
+                        FROM lockbox.requests WHERE request_id = \(request.requestId)
+                        """)
+                }
+                #expect(error.constraint == "notifications_no_links")
+            }
+        }
+    }
+
+    @Test("delivery sends each notification once and marks it sent")
+    func delivery() async throws {
+        final class Recorder: NotificationDelivery, @unchecked Sendable {
+            let lock = NSLock()
+            var sent: [Int64] = []
+            func deliver(_ notification: LockboxNotification) async throws {
+                lock.withLock { sent.append(notification.notificationId) }
+            }
+        }
+        struct Failing: NotificationDelivery {
+            struct Down: Error {}
+            func deliver(_ notification: LockboxNotification) async throws { throw Down() }
+        }
+        try await World.with { world in
+            _ = try await world.pendingCustomer()
+            await #expect(throws: (any Error).self) {
+                try await world.broker.deliverNotifications(using: Failing())
+            }
+            #expect(try await world.broker.notifications().allSatisfy { $0.sentAt == nil })
+            let recorder = Recorder()
+            async let first = world.broker.deliverNotifications(using: recorder)
+            async let second = world.broker.deliverNotifications(using: recorder)
+            let total = try await first + second
+            #expect(total == 2)
+            #expect(recorder.sent.count == 2 && Set(recorder.sent).count == 2)
+            #expect(try await world.broker.deliverNotifications(using: recorder) == 0)
+            #expect(try await world.broker.notifications().allSatisfy { $0.sentAt == World.start })
+        }
+    }
+
+    @Test("with Customer Lockbox off, internal approval grants access directly and notifies no one")
+    func lockboxOff() async throws {
+        try await World.with(lockbox: false) { world in
+            let request = try await world.newRequest(duration: .seconds(3600))
+            _ = try await #require(throws: LockboxError.self) { _ = try await world.authorize() }
+            let approved = try await world.broker.review(request.requestId, manager: "morgan", approve: true)
+            #expect(approved.status == .approved)
+            #expect(approved.accessStartsAt == World.start)
+            #expect(approved.accessEndsAt == World.start.addingTimeInterval(3600))
+            #expect(try await world.broker.notifications(tenant: "contoso").isEmpty)
+            let access = try await world.authorize()
+            #expect(access.requestID == request.requestId)
+        }
+    }
+}

@@ -1,0 +1,211 @@
+import Foundation
+import LockboxCore
+import LockboxPostgres
+import Testing
+
+@Suite("Rule 9: tenant settings and roles belong to the tenant's global administrators")
+struct TenantAdministrationTests {
+    @Test("only a global administrator of the tenant changes the setting or the roles")
+    func onlyGlobalAdmins() async throws {
+        try await World.with { world in
+            try await world.expectRefusal(.notAuthorized, field: "as") {
+                _ = try await world.broker.setCustomerLockbox(tenant: "contoso", enabled: false, by: "approver@contoso.com")
+            }
+            try await world.expectRefusal(.notAuthorized, field: "as") {
+                _ = try await world.broker.setCustomerLockbox(tenant: "contoso", enabled: false, by: "admin@fabrikam.com")
+            }
+            try await world.expectRefusal(.notAuthorized, field: "as") {
+                _ = try await world.broker.addRole(
+                    tenant: "contoso", upn: "eve@contoso.com", role: .customerLockboxApprover, by: "approver@contoso.com")
+            }
+            try await world.expectRefusal(.notAuthorized, field: "as") {
+                try await world.broker.removeRole(
+                    tenant: "contoso", upn: "approver@contoso.com", role: .customerLockboxApprover,
+                    by: "admin@fabrikam.com")
+            }
+            try await world.expectRefusal(.notFound, field: "tenant") {
+                _ = try await world.broker.setCustomerLockbox(tenant: "northwind", enabled: true, by: "admin@contoso.com")
+            }
+            try await world.expectRefusal(.alreadyExists) {
+                _ = try await world.broker.addRole(
+                    tenant: "contoso", upn: "approver@contoso.com", role: .customerLockboxApprover, by: "admin@contoso.com")
+            }
+            try await world.expectRefusal(.alreadyExists, field: "name") {
+                _ = try await world.broker.createTenant(name: "contoso", admin: "x@contoso.com")
+            }
+            try await world.expectRefusal(.invalidInput, field: "name") {
+                _ = try await world.broker.createTenant(name: "bad name!", admin: "x@contoso.com")
+            }
+            let off = try await world.broker.setCustomerLockbox(tenant: "contoso", enabled: false, by: "admin@contoso.com")
+            #expect(off.customerLockbox == false)
+            let change = try #require(
+                try await world.broker.auditRecords(AuditFilter(tenant: "contoso", activity: "Set-CustomerLockboxSetting"))
+                    .first)
+            #expect(change.user == "admin@contoso.com")
+            let parameters = try JSONDecoder().decode([String: String].self, from: Data(change.parameters.utf8))
+            #expect(parameters == ["OldValue": "On", "NewValue": "Off"])
+        }
+    }
+
+    @Test("the last global administrator cannot be removed; role changes are audited")
+    func lastGlobalAdmin() async throws {
+        try await World.with { world in
+            try await world.expectRefusal(.lastGlobalAdministrator, field: "upn") {
+                try await world.broker.removeRole(
+                    tenant: "contoso", upn: "admin@contoso.com", role: .globalAdministrator, by: "admin@contoso.com")
+            }
+            _ = try await world.broker.addRole(
+                tenant: "contoso", upn: "second@contoso.com", role: .globalAdministrator, by: "admin@contoso.com")
+            try await world.broker.removeRole(
+                tenant: "contoso", upn: "admin@contoso.com", role: .globalAdministrator, by: "second@contoso.com")
+            let roles = try await world.broker.roles(tenant: "contoso")
+            #expect(Set(roles.map(\.upn)) == ["second@contoso.com", "approver@contoso.com"])
+            try await world.expectRefusal(.notFound, field: "upn") {
+                try await world.broker.removeRole(
+                    tenant: "contoso", upn: "admin@contoso.com", role: .globalAdministrator, by: "second@contoso.com")
+            }
+            #expect(try await world.auditCount(activity: "Add-RoleGroupMember") == 3)
+            #expect(try await world.auditCount(activity: "Remove-RoleGroupMember") == 1)
+            // The database keeps one global administrator even if the broker's check were bypassed.
+            let error = try await #require(throws: PostgresError.self) {
+                try await world.db.pool.query(
+                    "DELETE FROM lockbox.tenant_roles WHERE upn = 'second@contoso.com' AND role = 'GlobalAdministrator'")
+            }
+            #expect(error.constraint == "tenant_roles_last_global_admin")
+        }
+    }
+}
+
+@Suite("the audit log")
+struct AuditLogTests {
+    @Test("UPDATE, DELETE and TRUNCATE of audit records are refused by the database")
+    func appendOnly() async throws {
+        try await World.with { world in
+            let count = try await world.auditCount()
+            #expect(count > 0)
+            for statement: PGQuery in [
+                "UPDATE lockbox.audit_records SET activity = 'x'", "DELETE FROM lockbox.audit_records",
+                "TRUNCATE lockbox.audit_records",
+            ] {
+                let error = try await #require(throws: PostgresError.self) { try await world.db.pool.query(statement) }
+                #expect(error.sqlState == "42501", "\(error.debugDescription)")
+                #expect(error.message.contains("append-only"))
+            }
+            #expect(try await world.auditCount() == count)
+        }
+    }
+
+    @Test("every transition is in the request's timeline with who and when")
+    func timeline() async throws {
+        try await World.with { world in
+            let request = try await world.newRequest()
+            world.clock.advance(by: .seconds(60))
+            _ = try await world.broker.review(request.requestId, manager: "morgan", approve: true)
+            world.clock.advance(by: .seconds(60))
+            _ = try await world.broker.decide(request.requestId, decision: .approve, by: "approver@contoso.com")
+            _ = try await world.authorize()
+            world.clock.advance(by: .seconds(4 * 3600))
+            try await world.broker.sweep()
+            let timeline = try await world.broker.timeline(request.requestId)
+            #expect(timeline.map(\.activity) == [
+                "New-AccessToCustomerDataRequest", "Approve-AccessToCustomerDataRequestInternally",
+                "Set-AccessToCustomerDataRequest", "Get-MailboxFolder", "Complete-AccessToCustomerDataRequest",
+            ])
+            #expect(timeline.map(\.actor) == ["alex", "morgan", "approver@contoso.com", "alex", "System"])
+            #expect(timeline[0].occurredAt == World.start)
+            #expect(timeline[2].occurredAt == World.start.addingTimeInterval(120))
+        }
+    }
+
+    @Test("requests list by tenant, status, creation time and id, with the status as of now")
+    func listing() async throws {
+        try await World.with { world in
+            let first = try await world.pendingCustomer()
+            world.clock.advance(by: .seconds(60))
+            let second = try await world.approved(duration: .seconds(60))
+            let other = try await world.broker.createRequest(
+                NewAccessRequest(requester: "blake", tenant: "fabrikam", workload: .oneDrive, ticket: "SR-9", reason: "r"))
+            world.clock.advance(by: .seconds(60))
+            #expect(try await world.broker.requests(.init(tenant: "contoso")).map(\.requestId) == [
+                second.requestId, first.requestId,
+            ])
+            #expect(try await world.broker.requests(.init(status: .completed)).map(\.requestId) == [second.requestId])
+            #expect(try await world.broker.requests(.init(createdAfter: World.start)).count == 2)
+            #expect(try await world.broker.requests(.init(requestId: other.requestId)).map(\.tenant) == ["fabrikam"])
+            await #expect(throws: LockboxError.self) { _ = try await world.broker.requests(.init(tenant: "nowhere")) }
+        }
+    }
+}
+
+@Suite("fail closed")
+struct FailClosedTests {
+    @Test("an unreadable clock refuses changes and denies access, recording why")
+    func brokenClock() async throws {
+        try await World.with { world in
+            _ = try await world.approved()
+            world.clock.breakClock()
+            let before = try await world.auditCount()
+            await #expect(throws: LockboxError.self) { _ = try await world.newRequest() }
+            let error = try await #require(throws: LockboxError.self) { _ = try await world.authorize() }
+            #expect(error.code == .accessDenied)
+            #expect(error.message.contains("clock"))
+            world.clock.set(World.start)
+            #expect(try await world.auditCount() == before + 1)
+            let record = try #require(try await world.broker.auditRecords(AuditFilter(limit: 1)).first)
+            #expect(record.result == "Denied" && record.parameters.contains("clock"))
+        }
+    }
+
+    @Test("an unreachable database refuses with databaseUnavailable")
+    func databaseDown() async throws {
+        let pool = PGPool(conninfo: "host=/nonexistent-lockbox-socket port=5432 user=nobody dbname=none")
+        let broker = Broker(pool: pool, clock: ManualClock(World.start))
+        let error = try await #require(throws: LockboxError.self) {
+            _ = try await broker.authorize(
+                OperationAttempt(operatorAlias: "alex", tenant: "contoso", workload: .exchange, operation: "Get-Mailbox"),
+                operation: "Get-Mailbox", resource: "user@contoso.com")
+        }
+        #expect(error.code == .databaseUnavailable)
+        #expect(error.message.contains("nothing was returned"))
+        let created = try await #require(throws: LockboxError.self) {
+            _ = try await broker.createTenant(name: "contoso", admin: "admin@contoso.com")
+        }
+        #expect(created.code == .databaseUnavailable)
+    }
+
+    @Test("when the audit record cannot be written, no access is granted")
+    func auditWriteFails() async throws {
+        try await World.with { world in
+            _ = try await world.approved()
+            _ = try await world.authorize()
+            try await world.db.pool.query(
+                "ALTER TABLE lockbox.audit_records ADD CONSTRAINT audit_down CHECK (false) NOT VALID")
+            let error = try await #require(throws: LockboxError.self) { _ = try await world.authorize() }
+            #expect(error.code == .databaseUnavailable)
+        }
+    }
+
+    @Test("group commit: many concurrent authorizations each get their own answer and one record each")
+    func groupCommit() async throws {
+        try await World.with { world in
+            _ = try await world.approved(resource: "user@contoso.com")
+            let before = try await world.auditCount()
+            let results = await withTaskGroup(of: Bool.self) { group in
+                for index in 0..<200 {
+                    group.addTask {
+                        let resource = index % 5 == 0 ? "other@contoso.com/Inbox" : "user@contoso.com/Inbox/\(index)"
+                        return (try? await world.authorize(resource: resource)) != nil
+                    }
+                }
+                var allowed = 0
+                for await ok in group where ok { allowed += 1 }
+                return allowed
+            }
+            #expect(results == 160)
+            #expect(try await world.auditCount() == before + 200)
+            let denied = try await world.broker.auditRecords(AuditFilter(limit: 200)).filter { $0.result == "Denied" }
+            #expect(denied.count == 40)
+            #expect(denied.allSatisfy { $0.parameters.contains("other@contoso.com/Inbox") })
+        }
+    }
+}
