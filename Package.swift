@@ -60,9 +60,18 @@ let package = Package(
 
         // MARK: Connectors (one folder each under Plugins/)
 
-        .target(name: "ExchangeOnline", dependencies: ["LockboxCore"], path: "Plugins/ExchangeOnline"),
-        .target(name: "SharePointOnline", dependencies: ["LockboxCore"], path: "Plugins/SharePointOnline"),
-        .target(name: "OneDrive", dependencies: ["LockboxCore"], path: "Plugins/OneDrive"),
+        .target(
+            name: "ExchangeOnline", dependencies: ["LockboxCore"], path: "Plugins/ExchangeOnline",
+            resources: [.copy("Fixtures")]
+        ),
+        .target(
+            name: "SharePointOnline", dependencies: ["LockboxCore"], path: "Plugins/SharePointOnline",
+            resources: [.copy("Fixtures")]
+        ),
+        .target(
+            name: "OneDrive", dependencies: ["LockboxCore"], path: "Plugins/OneDrive",
+            resources: [.copy("Fixtures")]
+        ),
         .target(
             name: "LockboxConnectors",
             dependencies: ["LockboxCore", "ExchangeOnline", "SharePointOnline", "OneDrive"]
@@ -93,12 +102,16 @@ let package = Package(
         .testTarget(name: "LockboxCoreTests", dependencies: ["LockboxCore", "LockboxTestSupport"]),
         .testTarget(
             name: "ConnectorTests",
-            dependencies: ["LockboxCore", "LockboxConnectors", "LockboxTestSupport"]
+            dependencies: [
+                "LockboxCore", "LockboxConnectors", "LockboxTestSupport", "ExchangeOnline", "SharePointOnline",
+                "OneDrive",
+            ]
         ),
         .testTarget(
             name: "LockboxCLITests",
             dependencies: [
                 "LockboxTestSupport",
+                "LockboxPostgres",
                 .product(name: "Subprocess", package: "swift-subprocess"),
             ]
         ),

@@ -186,9 +186,13 @@ extension Broker {
     public func authorize(
         _ attempt: OperationAttempt, operation: String, resource: String, denial: String? = nil
     ) async throws -> ContentAccess {
-        let clientIP = try Validate.clientIP(attempt.clientIP)
-        let arguments = try PGJSON(encoding: attempt.arguments)
         var denial = denial
+        var clientIP = attempt.clientIP
+        if (try? Validate.clientIP(clientIP)) == nil {
+            denial = denial ?? "invalid client IP address \(Validate.quoted(clientIP ?? ""))"
+            clientIP = nil
+        }
+        let arguments = try PGJSON(encoding: attempt.arguments)
         var now: Date?
         do {
             now = try clock.now()
@@ -223,14 +227,15 @@ extension Broker {
     /// authorization and audit by the broker, then the mock service.
     /// Every attempt, allowed or refused, writes exactly one audit record.
     public func invoke(_ attempt: OperationAttempt, registry: ConnectorRegistry) async throws -> OperationResult {
-        guard let connector = registry[attempt.workload] else {
-            throw LockboxError.invalid(
-                "workload",
-                "no connector serves \(attempt.workload.rawValue); known: "
-                    + registry.workloads.sorted().map(\.rawValue).joined(separator: ", "))
-        }
         var denial: String?
         var resource = attempt.arguments["resource"] ?? ""
+        guard let connector = registry[attempt.workload] else {
+            denial =
+                "no connector serves the workload \(attempt.workload.rawValue); known: "
+                + registry.workloads.sorted().map(\.rawValue).joined(separator: ", ")
+            _ = try await authorize(attempt, operation: attempt.operation, resource: resource, denial: denial)
+            throw LockboxError(.accessDenied, "access denied: \(denial!)")
+        }
         if let descriptor = connector.catalogue.first(where: { $0.name == attempt.operation }) {
             do {
                 resource = try connector.resource(for: descriptor, tenant: attempt.tenant, arguments: attempt.arguments)

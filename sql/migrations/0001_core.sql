@@ -249,30 +249,32 @@ BEGIN
           AND (r.resource IS NULL OR p_resource = r.resource OR starts_with(p_resource, r.resource || '/'))
         ORDER BY r.access_ends_at DESC
         LIMIT 1;
-        IF NOT FOUND THEN
-            -- Explain the refusal from the operator's most relevant request.
-            SELECT r.* INTO v_latest FROM lockbox.requests r
-            WHERE r.requester = p_operator AND r.tenant_id = v_tenant_id AND r.workload = p_workload
-            ORDER BY (r.status = 'Approved') DESC,
-                     greatest(r.created_at, r.reviewed_at, r.decided_at, r.ended_at) DESC, r.created_at DESC
-            LIMIT 1;
-            IF NOT FOUND THEN
-                v_reason := format('no access request of operator %s for %s in tenant %s',
-                                   p_operator, p_workload, p_tenant);
-            ELSIF v_latest.status = 'Approved' AND p_now >= v_latest.access_ends_at THEN
-                v_reason := format('the access window of request %s ended at %s',
-                                   v_latest.request_id, to_char(v_latest.access_ends_at AT TIME ZONE 'UTC',
-                                   'YYYY-MM-DD"T"HH24:MI:SS"Z"'));
-            ELSIF v_latest.status = 'Approved' AND p_now < v_latest.access_starts_at THEN
-                v_reason := format('the access window of request %s has not started', v_latest.request_id);
-            ELSIF v_latest.status = 'Approved' THEN
-                v_reason := format('resource %s is outside the scope %s of request %s',
-                                   p_resource, v_latest.resource, v_latest.request_id);
-            ELSIF v_latest.status = 'PendingCustomer' AND p_now >= v_latest.customer_deadline THEN
-                v_reason := format('request %s expired without a customer decision', v_latest.request_id);
-            ELSE
-                v_reason := format('request %s is %s, not approved', v_latest.request_id, v_latest.status);
-            END IF;
+    END IF;
+    IF v_grant.request_id IS NULL AND v_tenant_id IS NOT NULL THEN
+        -- Refused: name the operator's most relevant request, and explain from it.
+        SELECT r.* INTO v_latest FROM lockbox.requests r
+        WHERE r.requester = p_operator AND r.tenant_id = v_tenant_id AND r.workload = p_workload
+        ORDER BY (r.status = 'Approved') DESC,
+                 greatest(r.created_at, r.reviewed_at, r.decided_at, r.ended_at) DESC, r.created_at DESC
+        LIMIT 1;
+        IF v_reason IS NOT NULL THEN
+            NULL;
+        ELSIF v_latest.request_id IS NULL THEN
+            v_reason := format('no access request of operator %s for %s in tenant %s',
+                               p_operator, p_workload, p_tenant);
+        ELSIF v_latest.status = 'Approved' AND p_now >= v_latest.access_ends_at THEN
+            v_reason := format('the access window of request %s ended at %s',
+                               v_latest.request_id, to_char(v_latest.access_ends_at AT TIME ZONE 'UTC',
+                               'YYYY-MM-DD"T"HH24:MI:SS"Z"'));
+        ELSIF v_latest.status = 'Approved' AND p_now < v_latest.access_starts_at THEN
+            v_reason := format('the access window of request %s has not started', v_latest.request_id);
+        ELSIF v_latest.status = 'Approved' THEN
+            v_reason := format('resource %s is outside the scope %s of request %s',
+                               p_resource, v_latest.resource, v_latest.request_id);
+        ELSIF v_latest.status = 'PendingCustomer' AND p_now >= v_latest.customer_deadline THEN
+            v_reason := format('request %s expired without a customer decision', v_latest.request_id);
+        ELSE
+            v_reason := format('request %s is %s, not approved', v_latest.request_id, v_latest.status);
         END IF;
     END IF;
 

@@ -1,0 +1,198 @@
+import Foundation
+import LockboxCore
+import Synchronization
+
+/// A mock Exchange Online: the mailboxes, folders, messages and attachments of
+/// several tenants, in memory.
+///
+/// Every content method takes a ``ContentAccess``, which only the broker
+/// creates after checking the operator's grant and writing the audit record,
+/// and refuses with `accessDenied` unless that access was granted for exactly
+/// this operation and this resource. A method reads only the tenant the access
+/// names. Content that does not exist is refused with `notFound`.
+public final class ExchangeOnlineService: Sendable {
+    /// The folder deleted messages wait in until they are restored.
+    public static let deletedItems = "Deleted Items"
+    /// The folder restored messages go back to.
+    public static let inbox = "Inbox"
+
+    private let organizations: Mutex<[String: ExchangeOrganization]>
+
+    /// Loads the deterministic seed content shipped with the connector
+    /// (`Fixtures/exchange.json`: tenants `contoso` and `fabrikam`).
+    /// Stops the program if that bundled file is missing or malformed, which is a packaging bug.
+    public convenience init() {
+        do {
+            guard let url = Bundle.module.url(forResource: "exchange", withExtension: "json", subdirectory: "Fixtures")
+            else { throw CocoaError(.fileNoSuchFile) }
+            try self.init(contentsOf: url)
+        } catch {
+            preconditionFailure("the bundled Exchange Online fixture Fixtures/exchange.json cannot be loaded: \(error)")
+        }
+    }
+
+    /// Loads content from a fixture file shaped like `Fixtures/exchange.json`;
+    /// throws if the file cannot be read or decoded.
+    public init(contentsOf url: URL) throws {
+        let seed = try JSONDecoder().decode(ExchangeSeed.self, from: Data(contentsOf: url))
+        organizations = Mutex(seed.tenants)
+    }
+
+    // MARK: Reads
+
+    /// `Get-Mailbox`: a mailbox's properties and folders (names and item counts).
+    /// Refuses an access for any other operation or resource than `address`.
+    public func mailbox(_ access: ContentAccess, address: String) throws -> ContentValue {
+        try access.require(workload: .exchange, operation: ExchangeOperation.getMailbox.rawValue, resource: address)
+        return try mailbox(address, in: access).content
+    }
+
+    /// `Get-MailboxFolder`: the message headers of one folder.
+    /// Refuses an access for any other operation or resource than `address/folder`.
+    public func folder(_ access: ContentAccess, mailbox address: String, folder: String) throws -> ContentValue {
+        try access.require(
+            workload: .exchange, operation: ExchangeOperation.getMailboxFolder.rawValue,
+            resource: "\(address)/\(folder)")
+        return try self.folder(folder, of: mailbox(address, in: access)).content(mailbox: address)
+    }
+
+    /// `Get-MailboxMessage`: one message with its body and the list of its attachments.
+    /// Refuses an access for any other operation or resource than `address/folder/messageID`.
+    public func message(
+        _ access: ContentAccess, mailbox address: String, folder: String, messageID: String
+    ) throws -> ContentValue {
+        try access.require(
+            workload: .exchange, operation: ExchangeOperation.getMailboxMessage.rawValue,
+            resource: "\(address)/\(folder)/\(messageID)")
+        let box = try mailbox(address, in: access)
+        return try message(messageID, in: self.folder(folder, of: box), of: box).content(
+            mailbox: address, folder: folder)
+    }
+
+    /// `Search-Mailbox`: the headers of the messages of one mailbox (or of one
+    /// of its folders) whose subject, body, sender or attachment names contain
+    /// `query`, case-insensitively. Refuses an empty query, and an access for
+    /// any other operation or resource than `address` (or `address/folder`).
+    public func search(
+        _ access: ContentAccess, mailbox address: String, folder: String? = nil, query: String
+    ) throws -> ContentValue {
+        try access.require(
+            workload: .exchange, operation: ExchangeOperation.searchMailbox.rawValue,
+            resource: folder.map { "\(address)/\($0)" } ?? address)
+        guard !query.trimmingCharacters(in: .whitespaces).isEmpty else {
+            throw LockboxError(.invalidInput, "Search-Mailbox needs a non-empty query", field: "query")
+        }
+        let box = try mailbox(address, in: access)
+        let folders = try folder.map { [try self.folder($0, of: box)] } ?? box.folders
+        let matches = folders.flatMap { folder in
+            folder.messages.filter { $0.matches(query) }.map { $0.summary(folder: folder.name) }
+        }
+        var result: [String: ContentValue] = [
+            "mailbox": .string(address), "query": .string(query), "matchCount": .int(matches.count),
+            "matches": .array(matches),
+        ]
+        if let folder { result["folder"] = .string(folder) }
+        return .object(result)
+    }
+
+    /// `Get-MessageAttachment`: one attachment of a message, with its content.
+    /// Refuses an access for any other operation or resource than
+    /// `address/folder/messageID/name`.
+    public func attachment(
+        _ access: ContentAccess, mailbox address: String, folder: String, messageID: String, name: String
+    ) throws -> ContentValue {
+        try access.require(
+            workload: .exchange, operation: ExchangeOperation.getMessageAttachment.rawValue,
+            resource: "\(address)/\(folder)/\(messageID)/\(name)")
+        let box = try mailbox(address, in: access)
+        let message = try message(messageID, in: self.folder(folder, of: box), of: box)
+        guard let attachment = message.attachments.first(where: { $0.name == name }) else {
+            throw LockboxError(
+                .notFound, "message \(messageID) in \(address)/\(folder) has no attachment named \(name)",
+                field: "attachment")
+        }
+        return attachment.content(message: messageID)
+    }
+
+    // MARK: Changes
+
+    /// `Restore-DeletedItem`: moves a message from Deleted Items back to the
+    /// Inbox (creating the Inbox if the mailbox has none). Refuses an access for
+    /// any other operation or resource than `address/Deleted Items/messageID`,
+    /// and a message that is not in Deleted Items (`notFound`). Safe to call
+    /// concurrently: of two restores of one message, exactly one succeeds.
+    public func restoreDeletedItem(_ access: ContentAccess, mailbox address: String, messageID: String) throws
+        -> ContentValue
+    {
+        try access.require(
+            workload: .exchange, operation: ExchangeOperation.restoreDeletedItem.rawValue,
+            resource: "\(address)/\(Self.deletedItems)/\(messageID)")
+        return try organizations.withLock { organizations in
+            guard var organization = organizations[access.tenant] else { throw Self.noOrganization(access.tenant) }
+            guard let box = organization.mailboxes.firstIndex(where: { $0.address.lowercased() == address }) else {
+                throw Self.noMailbox(address, access.tenant)
+            }
+            var folders = organization.mailboxes[box].folders
+            guard let deleted = folders.firstIndex(where: { $0.name == Self.deletedItems }),
+                let index = folders[deleted].messages.firstIndex(where: { $0.id == messageID })
+            else {
+                throw LockboxError(
+                    .notFound, "mailbox \(address) has no message \(messageID) in \(Self.deletedItems)",
+                    field: "messageId")
+            }
+            let message = folders[deleted].messages.remove(at: index)
+            if let inbox = folders.firstIndex(where: { $0.name == Self.inbox }) {
+                folders[inbox].messages.append(message)
+            } else {
+                folders.append(MailFolder(name: Self.inbox, messages: [message]))
+            }
+            organization.mailboxes[box].folders = folders
+            organizations[access.tenant] = organization
+            return .object([
+                "id": .string(message.id),
+                "mailbox": .string(address),
+                "subject": .string(message.subject),
+                "restoredFrom": .string(Self.deletedItems),
+                "restoredTo": .string(Self.inbox),
+                "requestId": .string(access.requestID.uuidString.lowercased()),
+                "auditRecord": .int(Int(access.auditID)),
+            ])
+        }
+    }
+
+    // MARK: Lookups
+
+    private func mailbox(_ address: String, in access: ContentAccess) throws -> Mailbox {
+        guard let organization = organizations.withLock({ $0[access.tenant] }) else {
+            throw Self.noOrganization(access.tenant)
+        }
+        guard let mailbox = organization.mailboxes.first(where: { $0.address.lowercased() == address }) else {
+            throw Self.noMailbox(address, access.tenant)
+        }
+        return mailbox
+    }
+
+    private func folder(_ name: String, of mailbox: Mailbox) throws -> MailFolder {
+        guard let folder = mailbox.folders.first(where: { $0.name == name }) else {
+            throw LockboxError(.notFound, "mailbox \(mailbox.address) has no folder named \(name)", field: "folder")
+        }
+        return folder
+    }
+
+    private func message(_ id: String, in folder: MailFolder, of mailbox: Mailbox) throws -> MailMessage {
+        guard let message = folder.messages.first(where: { $0.id == id }) else {
+            throw LockboxError(
+                .notFound, "folder \(folder.name) of mailbox \(mailbox.address) has no message \(id)",
+                field: "messageId")
+        }
+        return message
+    }
+
+    private static func noOrganization(_ tenant: String) -> LockboxError {
+        LockboxError(.notFound, "tenant \(tenant) has no Exchange Online organization", field: "tenant")
+    }
+
+    private static func noMailbox(_ address: String, _ tenant: String) -> LockboxError {
+        LockboxError(.notFound, "tenant \(tenant) has no mailbox \(address)", field: "mailbox")
+    }
+}

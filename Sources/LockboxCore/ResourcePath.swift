@@ -1,0 +1,112 @@
+/// Builds the resource paths that grant scopes are checked against: segments
+/// joined by `/`, most general first, so that the scope `S` covers `S/…`.
+/// Connectors share it to turn operation arguments into resource paths.
+public struct ResourcePath: Sendable {
+    /// The argument naming each segment, in order (e.g. `mailbox`, `folder`).
+    public let segmentArguments: [String]
+    /// What the first segment is, for error messages (e.g. "a mailbox address").
+    public let firstSegment: String
+    /// Whether the first segment must look like `user@domain`.
+    public let firstIsAddress: Bool
+
+    /// A path whose segments are named by `segmentArguments`; the first one is lower-cased
+    /// and, when `firstIsAddress`, must look like `user@domain`.
+    public init(segmentArguments: [String], firstSegment: String, firstIsAddress: Bool) {
+        self.segmentArguments = segmentArguments
+        self.firstSegment = firstSegment
+        self.firstIsAddress = firstIsAddress
+    }
+
+    /// The segments an operation addresses, from named arguments or from an
+    /// explicit `resource` argument (`a/b/c`); both may be given only if they agree.
+    /// Refuses a missing segment by naming its argument, a segment after a
+    /// missing one, more segments than `depth` allows, and malformed segments.
+    public func segments(
+        for operation: String, depth: ClosedRange<Int>, arguments: [String: String]
+    ) throws -> [String] {
+        let names = Array(segmentArguments.prefix(depth.upperBound))
+        for extra in segmentArguments.dropFirst(depth.upperBound) where arguments[extra] != nil {
+            throw LockboxError(
+                .invalidInput, "\(operation) does not take the argument \(extra)", field: extra)
+        }
+        var named: [String] = []
+        var firstMissing: String?
+        for name in names {
+            if let value = arguments[name] {
+                if let firstMissing {
+                    throw LockboxError(
+                        .invalidInput, "\(operation) needs the argument \(firstMissing)",
+                        field: firstMissing)
+                }
+                named.append(try check(value, argument: name, position: named.count))
+            } else if firstMissing == nil {
+                firstMissing = name
+            }
+        }
+        if let explicit = arguments["resource"] {
+            let parts = explicit.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+            guard depth.contains(parts.count) else {
+                throw LockboxError(
+                    .invalidInput,
+                    "\(operation) addresses a resource of the form \(form(depth)), not \"\(explicit)\"",
+                    field: "resource")
+            }
+            let checked = try parts.enumerated().map { try check($1, argument: "resource", position: $0) }
+            if !named.isEmpty && named != checked {
+                throw LockboxError(
+                    .invalidInput,
+                    "the resource \"\(explicit)\" disagrees with the named arguments (\(named.joined(separator: "/")))",
+                    field: "resource")
+            }
+            return checked
+        }
+        guard named.count >= depth.lowerBound else {
+            let missing = names[named.count]
+            throw LockboxError(
+                .invalidInput,
+                "\(operation) needs the argument \(missing) (or a resource of the form \(form(depth)))",
+                field: missing)
+        }
+        return named
+    }
+
+    /// Splits a path built by ``segments(for:depth:arguments:)`` and checks its depth.
+    public func split(_ resource: String, for operation: String, depth: ClosedRange<Int>) throws -> [String] {
+        let parts = resource.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        guard depth.contains(parts.count), !parts.contains(where: \.isEmpty) else {
+            throw LockboxError(
+                .accessDenied, "\(operation) addresses a resource of the form \(form(depth)), not \"\(resource)\"")
+        }
+        return parts
+    }
+
+    /// `mailbox/folder[/messageId]`-style description of the accepted paths.
+    public func form(_ depth: ClosedRange<Int>) -> String {
+        let names = segmentArguments.prefix(depth.upperBound)
+        var text = names.prefix(depth.lowerBound).joined(separator: "/")
+        for optional in names.dropFirst(depth.lowerBound) { text += "[/\(optional)" }
+        return text + String(repeating: "]", count: depth.upperBound - depth.lowerBound)
+    }
+
+    private func check(_ value: String, argument: String, position: Int) throws -> String {
+        func refuse(_ rule: String) -> LockboxError {
+            LockboxError(.invalidInput, "\(argument) \(rule) (got \"\(value.prefix(80))\")", field: argument)
+        }
+        if value.isEmpty || value.allSatisfy(\.isWhitespace) { throw refuse("must not be empty") }
+        if value.first!.isWhitespace || value.last!.isWhitespace {
+            throw refuse("must not start or end with a space")
+        }
+        if value.contains("/") { throw refuse("must not contain '/'") }
+        if value == "." || value == ".." { throw refuse("must be a name, not \(value)") }
+        if value.count > 256 { throw refuse("must be at most 256 characters") }
+        if value.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
+            throw refuse("must not contain control characters")
+        }
+        guard position == 0 else { return value }
+        let lowered = value.lowercased()
+        if firstIsAddress && lowered.wholeMatch(of: /[^@\s]+@[^@\s.]+(\.[^@\s.]+)+/) == nil {
+            throw refuse("must be \(firstSegment) like alice@contoso.com")
+        }
+        return lowered
+    }
+}

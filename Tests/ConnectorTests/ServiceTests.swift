@@ -1,0 +1,320 @@
+import ExchangeOnline
+import Foundation
+import LockboxConnectors
+import LockboxCore
+import OneDrive
+import SharePointOnline
+import Testing
+
+/// The mock services themselves: changes really change their content, and a
+/// content method refuses an access granted for another operation or resource.
+@Suite("Mock services")
+struct ServiceTests {
+    static let contoso = "contoso"
+
+    // MARK: Exchange Online
+
+    @Test("Restore-DeletedItem moves the message from Deleted Items back to the Inbox, once")
+    func restoreDeletedItem() async throws {
+        try await Gateway.with { gateway in
+            let grant = try await gateway.grant(.exchange, scope: "alice@contoso.com")
+            func folder(_ name: String) async throws -> String {
+                try await json(
+                    gateway.broker.invoke(
+                        gateway.attempt(
+                            .exchange,
+                            SampleCall(
+                                operation: "Get-MailboxFolder", path: ["mailbox": "alice@contoso.com", "folder": name],
+                                resource: "", expect: "")),
+                        registry: gateway.registry
+                    ).value)
+            }
+            #expect(try await folder("Deleted Items").contains("msg-1004"))
+            #expect(try await !folder("Inbox").contains("msg-1004"))
+
+            let restore = SampleCall(
+                operation: "Restore-DeletedItem", path: ["mailbox": "alice@contoso.com", "messageId": "msg-1004"],
+                resource: "alice@contoso.com/Deleted Items/msg-1004", expect: "Q1 vendor payment schedule")
+            let result = try await gateway.expectAllowed(
+                gateway.attempt(.exchange, restore), resource: restore.resource, expect: restore.expect, request: grant)
+            #expect(json(result.value).contains(#""auditRecord":\#(result.access.auditID)"#))
+
+            #expect(try await !folder("Deleted Items").contains("msg-1004"))
+            #expect(try await folder("Inbox").contains("msg-1004"))
+            // The restored message reads from the Inbox now, attachment included.
+            try await gateway.expectAllowed(
+                gateway.attempt(
+                    .exchange,
+                    SampleCall(
+                        operation: "Get-MessageAttachment",
+                        path: [
+                            "mailbox": "alice@contoso.com", "folder": "Inbox", "messageId": "msg-1004",
+                            "attachment": "payment-schedule-q1.csv",
+                        ], resource: "", expect: "")),
+                resource: "alice@contoso.com/Inbox/msg-1004/payment-schedule-q1.csv", expect: "Adventure Works",
+                request: grant)
+
+            // A second restore is authorized and recorded, but there is nothing left to restore.
+            let before = try await gateway.auditRowCount()
+            let again = try await #require(throws: LockboxError.self) {
+                _ = try await gateway.broker.invoke(gateway.attempt(.exchange, restore), registry: gateway.registry)
+            }
+            #expect(again.code == .notFound)
+            #expect(try await gateway.auditRowCount() == before + 1)
+
+            // Other tenants and other connector instances keep their own content.
+            let fresh = try concrete(ExchangeOnlineConnector.self, standardConnectors())
+            let freshAccess = try await gateway.broker.authorize(
+                gateway.attempt(.exchange, restore), operation: "Get-MailboxFolder",
+                resource: "alice@contoso.com/Deleted Items")
+            let untouched = try fresh.service.folder(freshAccess, mailbox: "alice@contoso.com", folder: "Deleted Items")
+            #expect(json(untouched).contains("msg-1004"))
+        }
+    }
+
+    @Test("concurrent restores of one deleted message: exactly one succeeds, each attempt is recorded")
+    func concurrentRestore() async throws {
+        try await Gateway.with { gateway in
+            _ = try await gateway.grant(.exchange, scope: "alice@contoso.com")
+            let attempt = gateway.attempt(
+                .exchange,
+                SampleCall(
+                    operation: "Restore-DeletedItem", path: ["mailbox": "alice@contoso.com", "messageId": "msg-1004"],
+                    resource: "", expect: ""))
+            let before = try await gateway.auditRowCount()
+            let outcomes = await withTaskGroup(of: LockboxError.Code?.self) { group in
+                for _ in 0..<8 {
+                    group.addTask {
+                        do {
+                            _ = try await gateway.broker.invoke(attempt, registry: gateway.registry)
+                            return nil
+                        } catch let error as LockboxError {
+                            return error.code
+                        } catch {
+                            return .operationFailed
+                        }
+                    }
+                }
+                var codes: [LockboxError.Code?] = []
+                for await code in group { codes.append(code) }
+                return codes
+            }
+            #expect(outcomes.filter { $0 == nil }.count == 1)
+            #expect(outcomes.filter { $0 == .notFound }.count == 7)
+            #expect(try await gateway.auditRowCount() == before + 8)
+        }
+    }
+
+    @Test("an Exchange access for one operation or resource opens no other")
+    func exchangeAccessIsBinding() async throws {
+        try await Gateway.with { gateway in
+            _ = try await gateway.grant(.exchange, scope: "alice@contoso.com")
+            let service = try concrete(ExchangeOnlineConnector.self, gateway.registry).service
+            let access = try await gateway.broker.authorize(
+                gateway.attempt(.exchange, SampleCall(operation: "Get-Mailbox", path: [:], resource: "", expect: "")),
+                operation: "Get-Mailbox", resource: "alice@contoso.com")
+            #expect(json(try service.mailbox(access, address: "alice@contoso.com")).contains("Alice Martin"))
+
+            func expectRefused(_ body: () throws -> ContentValue, sourceLocation: SourceLocation = #_sourceLocation) {
+                let error = #expect(throws: LockboxError.self, sourceLocation: sourceLocation) { _ = try body() }
+                #expect(error?.code == .accessDenied, sourceLocation: sourceLocation)
+            }
+            expectRefused { try service.mailbox(access, address: "bob@contoso.com") }
+            expectRefused { try service.folder(access, mailbox: "alice@contoso.com", folder: "Inbox") }
+            expectRefused {
+                try service.message(access, mailbox: "alice@contoso.com", folder: "Inbox", messageID: "msg-1001")
+            }
+            expectRefused { try service.search(access, mailbox: "alice@contoso.com", query: "invoice") }
+            expectRefused {
+                try service.attachment(
+                    access, mailbox: "alice@contoso.com", folder: "Inbox", messageID: "msg-1001",
+                    name: "invoice-4471.csv")
+            }
+            expectRefused {
+                try service.restoreDeletedItem(access, mailbox: "alice@contoso.com", messageID: "msg-1004")
+            }
+
+            // The refused restore changed nothing.
+            let check = try await gateway.broker.authorize(
+                gateway.attempt(
+                    .exchange, SampleCall(operation: "Get-MailboxFolder", path: [:], resource: "", expect: "")),
+                operation: "Get-MailboxFolder", resource: "alice@contoso.com/Deleted Items")
+            #expect(
+                json(try service.folder(check, mailbox: "alice@contoso.com", folder: "Deleted Items")).contains(
+                    "msg-1004"))
+        }
+    }
+
+    // MARK: SharePoint Online
+
+    @Test("Repair-SiteDocumentPermission makes a document inherit the site's permissions again")
+    func repairDocumentPermission() async throws {
+        try await Gateway.with { gateway in
+            let grant = try await gateway.grant(.sharePoint, scope: "finance")
+            let document = ["site": "finance", "library": "Documents", "document": "q4-forecast.xlsx"]
+            func read(_ operation: String, _ path: [String: String]) async throws -> String {
+                try await json(
+                    gateway.broker.invoke(
+                        gateway.attempt(
+                            .sharePoint, SampleCall(operation: operation, path: path, resource: "", expect: "")),
+                        registry: gateway.registry
+                    ).value)
+            }
+            let broken = try await read("Get-SiteDocument", document)
+            #expect(broken.contains(#""inheritsPermissions":false"#))
+            let former = #""principal":"sam.former@contoso.com""#
+            #expect(broken.contains(former) && !broken.contains("Finance Members"))
+            #expect(try await read("Get-SitePermission", ["site": "finance"]).contains("Documents/q4-forecast.xlsx"))
+
+            let repair = SampleCall(
+                operation: "Repair-SiteDocumentPermission", path: document,
+                resource: "finance/Documents/q4-forecast.xlsx", expect: #""changed":true"#)
+            let result = try await gateway.expectAllowed(
+                gateway.attempt(.sharePoint, repair), resource: repair.resource, expect: repair.expect, request: grant)
+            #expect(
+                json(result.value).contains(#""removedPermissions":[{\#(former)"#),
+                "the removed permissions are reported")
+
+            let repaired = try await read("Get-SiteDocument", document)
+            #expect(repaired.contains(#""inheritsPermissions":true"#))
+            #expect(repaired.contains("Finance Members") && !repaired.contains(former))
+            #expect(
+                try await read("Get-SitePermission", ["site": "finance"]).contains(
+                    #""documentsWithUniquePermissions":[]"#))
+            // Repairing again is recorded and reports that nothing changed.
+            try await gateway.expectAllowed(
+                gateway.attempt(.sharePoint, repair), resource: repair.resource, expect: #""changed":false"#,
+                request: grant)
+        }
+    }
+
+    @Test("a SharePoint access for one operation or resource opens no other")
+    func sharePointAccessIsBinding() async throws {
+        try await Gateway.with { gateway in
+            _ = try await gateway.grant(.sharePoint, scope: "finance")
+            let service = try concrete(SharePointOnlineConnector.self, gateway.registry).service
+            let access = try await gateway.broker.authorize(
+                gateway.attempt(.sharePoint, SampleCall(operation: "Get-Site", path: [:], resource: "", expect: "")),
+                operation: "Get-Site", resource: "finance")
+            #expect(json(try service.site(access, site: "finance")).contains("Vendor Contracts"))
+            for body: () throws -> ContentValue in [
+                { try service.site(access, site: "sales") },
+                { try service.permissions(access, site: "finance") },
+                { try service.library(access, site: "finance", library: "Documents") },
+                { try service.document(access, site: "finance", library: "Documents", document: "budget-2027.xlsx") },
+                {
+                    try service.repairDocumentPermission(
+                        access, site: "finance", library: "Documents", document: "q4-forecast.xlsx")
+                },
+            ] {
+                let error = #expect(throws: LockboxError.self) { _ = try body() }
+                #expect(error?.code == .accessDenied)
+            }
+            let check = try await gateway.broker.authorize(
+                gateway.attempt(
+                    .sharePoint, SampleCall(operation: "Get-SiteDocument", path: [:], resource: "", expect: "")),
+                operation: "Get-SiteDocument", resource: "finance/Documents/q4-forecast.xlsx")
+            let unchanged = try service.document(
+                check, site: "finance", library: "Documents", document: "q4-forecast.xlsx")
+            #expect(json(unchanged).contains(#""inheritsPermissions":false"#))
+        }
+    }
+
+    // MARK: OneDrive
+
+    @Test("Restore-FileVersion adds a new current version with the old content and keeps the history")
+    func restoreFileVersion() async throws {
+        try await Gateway.with { gateway in
+            let grant = try await gateway.grant(.oneDrive, scope: "alice@contoso.com")
+            let file = ["owner": "alice@contoso.com", "folder": "Documents", "file": "board-report.docx"]
+            let resource = "alice@contoso.com/Documents/board-report.docx"
+            func call(_ operation: String, _ extra: [String: String] = [:]) -> SampleCall {
+                SampleCall(operation: operation, path: file, extra: extra, resource: resource, expect: "")
+            }
+            try await gateway.expectAllowed(
+                gateway.attempt(.oneDrive, call("Get-DriveFile")), resource: resource,
+                expect: #""content":"Board report, Janu","currentVersion":"3.0""#, request: grant)
+
+            let restored = try await gateway.expectAllowed(
+                gateway.attempt(.oneDrive, call("Restore-FileVersion", ["version": "2.0"])), resource: resource,
+                expect: #""currentVersion":"4.0""#, request: grant)
+
+            let current = try await gateway.expectAllowed(
+                gateway.attempt(.oneDrive, call("Get-DriveFile")), resource: resource,
+                expect: #""currentVersion":"4.0""#, request: grant)
+            #expect(json(current.value).contains("Appendix: regional figures"))
+            #expect(json(current.value).contains(#""versions":["1.0","2.0","3.0","4.0"]"#))
+            let history = try await gateway.expectAllowed(
+                gateway.attempt(.oneDrive, call("Get-DriveFileVersion")), resource: resource,
+                expect: #""restoredFrom":"2.0""#, request: grant)
+            #expect(json(history.value).contains(#""auditRecord":\#(restored.access.auditID)"#))
+            #expect(json(history.value).contains(grant.requestId.lowercased))
+            // The damaged version is still there.
+            try await gateway.expectAllowed(
+                gateway.attempt(.oneDrive, call("Get-DriveFileVersion", ["version": "3.0"])), resource: resource,
+                expect: #""content":"Board report, Janu""#, request: grant)
+
+            for (version, code) in [("4.0", LockboxError.Code.invalidInput), ("9.0", .notFound)] {
+                let error = try await #require(throws: LockboxError.self) {
+                    _ = try await gateway.broker.invoke(
+                        gateway.attempt(.oneDrive, call("Restore-FileVersion", ["version": version])),
+                        registry: gateway.registry)
+                }
+                #expect(error.code == code, "\(error.debugDescription)")
+            }
+        }
+    }
+
+    @Test("a OneDrive access for one operation or resource opens no other")
+    func oneDriveAccessIsBinding() async throws {
+        try await Gateway.with { gateway in
+            _ = try await gateway.grant(.oneDrive, scope: "alice@contoso.com")
+            let service = try concrete(OneDriveConnector.self, gateway.registry).service
+            let resource = "alice@contoso.com/Documents/board-report.docx"
+            let access = try await gateway.broker.authorize(
+                gateway.attempt(.oneDrive, SampleCall(operation: "Get-DriveFile", path: [:], resource: "", expect: "")),
+                operation: "Get-DriveFile", resource: resource)
+            let (owner, folder, file) = ("alice@contoso.com", "Documents", "board-report.docx")
+            #expect(json(try service.file(access, owner: owner, folder: folder, file: file)).contains("3.0"))
+            for body: () throws -> ContentValue in [
+                { try service.file(access, owner: owner, folder: folder, file: "expenses-december.xlsx") },
+                { try service.drive(access, owner: owner) },
+                { try service.folder(access, owner: owner, folder: folder) },
+                { try service.fileVersion(access, owner: owner, folder: folder, file: file, version: "1.0") },
+                { try service.restoreVersion(access, owner: owner, folder: folder, file: file, version: "1.0") },
+            ] {
+                let error = #expect(throws: LockboxError.self) { _ = try body() }
+                #expect(error?.code == .accessDenied)
+            }
+            #expect(
+                json(try service.file(access, owner: owner, folder: folder, file: file)).contains(
+                    #""currentVersion":"3.0""#))
+        }
+    }
+
+    // MARK: Fixtures
+
+    @Test("each connector's seed content covers contoso and fabrikam and is the same every time")
+    func fixtures() async throws {
+        try await Gateway.with { gateway in
+            for workload in [Workload.exchange, .sharePoint, .oneDrive] {
+                let connector = try gateway.connector(workload)
+                _ = try await gateway.grant(workload, scope: nil)
+                _ = try await gateway.grant(workload, scope: nil, tenant: "fabrikam")
+                var seen: [String] = []
+                for (tenant, call) in [("contoso", connector.sampleRead), ("fabrikam", connector.sampleOtherTenant)] {
+                    let first = try await gateway.broker.invoke(
+                        gateway.attempt(workload, call, tenant: tenant), registry: gateway.registry)
+                    #expect(json(first.value).contains(call.expect))
+                    seen.append(json(first.value))
+                }
+                // A fresh registry loads identical content.
+                let again = try #require(standardConnectors()[workload])
+                let access = try await gateway.broker.authorize(
+                    gateway.attempt(workload, connector.sampleRead), operation: connector.sampleRead.operation,
+                    resource: connector.sampleRead.resource)
+                #expect(json(try await again.perform(access, arguments: [:])) == seen[0])
+            }
+        }
+    }
+}
