@@ -1,0 +1,186 @@
+import ArgumentParser
+import Foundation
+import LockboxCore
+import LockboxPostgres
+
+/// `lockbox bench`: audited operations through the gateway against raw PostgreSQL, in one run.
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Measure audited operations through the gateway against raw PostgreSQL, in the same run.",
+        discussion: """
+            Loads a dataset (by default 100 tenants, 1,000 operators, 100,000 historical requests of which \
+            1,000 hold active grants, 1,000,000 audit rows) into a fresh database, then for each concurrency \
+            level runs (1) raw: the check-and-insert as one prepared statement per transaction straight \
+            through libpq, and (2) gateway: real reads through the three connectors, ~5 % refused, each \
+            authorized and audited by the broker with group commit. It prints operations/s, latency \
+            percentiles, CPU seconds, peak memory and the ratio gateway ÷ raw, and fails unless the audit log \
+            grew by exactly the number of operations performed.
+
+            With a database named (--database-url, LOCKBOX_DATABASE_URL or PG* variables) the benchmark \
+            creates a database of its own on that server and drops it afterwards; otherwise it runs on a \
+            throwaway embedded cluster.
+
+            Example:
+              lockbox bench --operators 1 16 --duration 10s --format json
+            """)
+
+    @OptionGroup var database: DatabaseOptions
+
+    @Option(parsing: .upToNextOption, help: "Concurrency levels: simulated operators at once.")
+    var operators: [Int] = [1, 4, 16, 64]
+
+    @Option(help: ArgumentHelp("How long each phase runs, e.g. 20s or 1m.", valueName: "duration"))
+    var duration: String = "20s"
+
+    @Option(help: ArgumentHelp("Output format.", valueName: "table|json"))
+    var format: OutputFormat = .table
+
+    @Option(help: "Dataset: tenants.") var datasetTenants = 100
+    @Option(help: "Dataset: operators.") var datasetOperators = 1000
+    @Option(help: "Dataset: historical requests.") var datasetRequests = 100_000
+    @Option(help: "Dataset: active grants (at most one per operator).") var datasetGrants = 1000
+    @Option(help: "Dataset: pre-filled audit rows.") var datasetAudit = 1_000_000
+
+    func validate() throws {
+        guard !operators.isEmpty, operators.allSatisfy({ (1...512).contains($0) }) else {
+            throw ValidationError("--operators: each level must be between 1 and 512")
+        }
+        guard let parsed = try? parseDuration(duration), parsed >= .seconds(1), parsed <= .seconds(3600) else {
+            throw ValidationError("--duration: must be between 1s and 1h, like 20s or 1m")
+        }
+        guard format != .csv else { throw ValidationError("--format: bench prints table or json") }
+        guard datasetTenants >= 1, datasetOperators >= 1, datasetRequests >= 0, datasetAudit >= 0,
+            datasetGrants >= 1
+        else {
+            throw ValidationError("--dataset-*: sizes must be positive (grants and tenants at least 1)")
+        }
+    }
+
+    func run() async throws {
+        let dataset = BenchDataset(
+            tenants: datasetTenants, operators: datasetOperators, requests: datasetRequests,
+            activeGrants: min(datasetGrants, datasetOperators), auditRows: datasetAudit)
+        let target = try await BenchTarget.create(DatabaseLocation.resolve(database))
+        let report: BenchReport
+        do {
+            let runner = BenchRunner(
+                conninfo: target.conninfo, database: target.database, dataset: dataset, levels: operators,
+                duration: try parseDuration(duration), progress: ProgressBar.draw)
+            report = try await runner.run()
+            ProgressBar.finish()
+            await target.destroy()
+        } catch {
+            ProgressBar.finish()
+            await target.destroy()
+            throw error
+        }
+        switch format {
+        case .json:
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+        default:
+            print(Self.table(report))
+        }
+        guard report.auditCheck.hasPrefix("ok") else { throw CLIError("bench: audit check \(report.auditCheck)") }
+    }
+
+    static func table(_ report: BenchReport) -> String {
+        var lines = [
+            "dataset: \(report.dataset.tenants) tenants, \(report.dataset.operators) operators, "
+                + "\(report.dataset.requests) historical requests, \(report.dataset.activeGrants) active grants, "
+                + "\(report.dataset.auditRows) audit rows; \(Int(report.durationSeconds)) s per phase",
+            "",
+        ]
+        let header = ["operators", "mode", "ops/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "refused", "errors",
+                      "cpu s", "peak MB", "gateway/raw"]
+        var rows: [[String]] = []
+        func ms(_ micros: UInt64) -> String { String(format: "%.2f", Double(micros) / 1000) }
+        for level in report.levels {
+            for phase in [level.raw, level.gateway] {
+                rows.append([
+                    "\(level.operators)", phase.mode, String(format: "%.0f", phase.operationsPerSecond),
+                    ms(phase.p50Micros), ms(phase.p95Micros), ms(phase.p99Micros), ms(phase.maxMicros),
+                    "\(phase.refused)", "\(phase.errors)", String(format: "%.1f", phase.cpuSeconds),
+                    String(format: "%.0f", phase.peakMemoryMB),
+                    phase.mode == "gateway" ? String(format: "%.2f×", level.ratio) : "",
+                ])
+            }
+        }
+        let widths = header.indices.map { column in
+            ([header[column]] + rows.map { $0[column] }).map(\.count).max() ?? 0
+        }
+        func line(_ cells: [String]) -> String {
+            zip(cells, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }
+                .joined(separator: "  ").trimmingCharacters(in: .whitespaces)
+        }
+        lines.append(line(header))
+        lines += rows.map(line)
+        lines.append("")
+        lines.append("audit check: \(report.auditCheck)")
+        return lines.joined(separator: "\n")
+    }
+}
+
+/// The database a benchmark runs in: its own database on a named server, or a throwaway cluster.
+struct BenchTarget: Sendable {
+    let conninfo: String?
+    let database: String
+    let adminConninfo: String?
+    let cluster: EmbeddedPostgres?
+
+    static func create(_ location: DatabaseLocation) async throws -> BenchTarget {
+        let name = "lockbox_bench_\(getpid())"
+        var adminConninfo: String?
+        var cluster: EmbeddedPostgres?
+        switch location {
+        case .url(let url, _): adminConninfo = url
+        case .environment: adminConninfo = nil
+        case .embedded:
+            let directory = NSTemporaryDirectory() + "lockbox-bench-\(getpid())"
+            let embedded = EmbeddedPostgres(directory: directory, durable: true)
+            ProgressBar.draw("starting a throwaway PostgreSQL", 0)
+            try await embedded.start()
+            try await embedded.removeWhenProcessExits(getpid())
+            cluster = embedded
+            adminConninfo = embedded.conninfo(database: "postgres")
+        }
+        let admin = try await PGConnection.connect(adminConninfo)
+        do {
+            try await admin.execute(script: "CREATE DATABASE \(name)")
+            await admin.close()
+        } catch {
+            await admin.close()
+            throw CLIError("bench needs to create a database of its own on the server: \(error)")
+        }
+        let connection = try await PGConnection.connect(adminConninfo, database: name)
+        try await Schema.migrator.migrate(on: connection)
+        await connection.close()
+        return BenchTarget(conninfo: adminConninfo, database: name, adminConninfo: adminConninfo, cluster: cluster)
+    }
+
+    func destroy() async {
+        if let cluster {
+            try? await cluster.destroy()
+            return
+        }
+        if let admin = try? await PGConnection.connect(adminConninfo) {
+            try? await admin.execute(script: "DROP DATABASE IF EXISTS \(database) WITH (FORCE)")
+            await admin.close()
+        }
+    }
+}
+
+/// A one-line progress bar on standard error.
+enum ProgressBar {
+    @Sendable static func draw(_ label: String, _ fraction: Double) {
+        let width = 30
+        let filled = Int((min(max(fraction, 0), 1) * Double(width)).rounded())
+        let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
+        let text = "\r[\(bar)] \(String(format: "%3.0f", fraction * 100))% \(label)"
+        FileHandle.standardError.write(Data((text.padding(toLength: 90, withPad: " ", startingAt: 0)).utf8))
+    }
+
+    static func finish() { FileHandle.standardError.write(Data("\n".utf8)) }
+}

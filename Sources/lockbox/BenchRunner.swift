@@ -1,0 +1,371 @@
+import Foundation
+import Histogram
+import LockboxConnectors
+import LockboxCore
+import LockboxPostgres
+
+/// The dataset `lockbox bench` loads before measuring.
+struct BenchDataset: Sendable, Codable {
+    var tenants = 100
+    var operators = 1000
+    var requests = 100_000
+    var activeGrants = 1000
+    var auditRows = 1_000_000
+}
+
+/// One measured phase: a mode at a concurrency level.
+struct BenchPhase: Sendable, Codable {
+    var mode: String
+    var operators: Int
+    var operations: Int
+    var allowed: Int
+    var refused: Int
+    var errors: Int
+    var seconds: Double
+    var operationsPerSecond: Double
+    var p50Micros: UInt64
+    var p95Micros: UInt64
+    var p99Micros: UInt64
+    var maxMicros: UInt64
+    var cpuSeconds: Double
+    var peakMemoryMB: Double
+    var auditRowsAdded: Int
+}
+
+/// Raw and gateway at one level, and the ratio of their throughputs.
+struct BenchLevel: Sendable, Codable {
+    var operators: Int
+    var raw: BenchPhase
+    var gateway: BenchPhase
+    var ratio: Double
+}
+
+struct BenchReport: Sendable, Codable {
+    var dataset: BenchDataset
+    var durationSeconds: Double
+    var levels: [BenchLevel]
+    var auditCheck: String
+}
+
+/// Loads the dataset and measures, for each concurrency level, the raw
+/// one-statement check-and-insert through libpq against real operations
+/// through the connectors and the broker (group commit), on the same data.
+struct BenchRunner {
+    let conninfo: String?
+    let database: String?
+    let dataset: BenchDataset
+    let levels: [Int]
+    let duration: Duration
+    let progress: @Sendable (String, Double) -> Void
+
+    /// The grants the gateway phase uses: tenant and workload per active operator.
+    struct Grant: Sendable {
+        var alias: String
+        var tenant: String
+        var workload: Workload
+    }
+
+    func run() async throws -> BenchReport {
+        let pool = PGPool(conninfo: conninfo, database: database, maxConnections: 16)
+        defer { Task { await pool.close() } }
+        let grants = try await load(pool)
+        var results: [BenchLevel] = []
+        for level in levels {
+            let raw = try await measureRaw(level: level, grants: grants, pool: pool)
+            let gateway = try await measureGateway(level: level, grants: grants, pool: pool)
+            results.append(
+                BenchLevel(
+                    operators: level, raw: raw, gateway: gateway,
+                    ratio: raw.operationsPerSecond > 0 ? gateway.operationsPerSecond / raw.operationsPerSecond : 0))
+        }
+        let lost = results.flatMap { [$0.raw, $0.gateway] }.filter { $0.auditRowsAdded != $0.operations }
+        let check: String
+        if lost.isEmpty {
+            check = "ok: the audit log grew by exactly the number of operations performed in every phase"
+        } else {
+            check = "FAILED: " + lost.map {
+                "\($0.mode) at \($0.operators): \($0.operations) operations but \($0.auditRowsAdded) audit rows"
+            }.joined(separator: "; ")
+        }
+        return BenchReport(
+            dataset: dataset, durationSeconds: Self.seconds(duration), levels: results, auditCheck: check)
+    }
+
+    // MARK: Loading
+
+    /// Fills the database server-side (generate_series) and returns the active grants.
+    func load(_ pool: PGPool) async throws -> [Grant] {
+        let d = dataset
+        let start = Date()
+        let contentTenants = ["contoso", "fabrikam"]
+        let workloads: [Workload] = [.exchange, .sharePoint, .oneDrive]
+        progress("tenants and operators", 0)
+        try await pool.withConnection { c in
+            let count = try await c.query("SELECT count(*) FROM lockbox.requests")
+            guard try count.first!.decode(Int.self, at: 0) == 0 else {
+                throw LockboxError(
+                    .invalidInput, "the benchmark database already has requests: bench needs an empty, migrated database",
+                    field: "database-url")
+            }
+            try await c.query(
+                """
+                INSERT INTO lockbox.tenants (tenant_id, name, customer_lockbox, service_account, created_at)
+                SELECT gen_random_uuid(), 'bench-' || lpad(i::text, 4, '0'), true,
+                    'bench-' || lpad(i::text, 4, '0') || 'BOXServiceAccount@bench.prod.outlook.com', \(start)
+                FROM generate_series(1, \(d.tenants)) i
+                UNION ALL
+                SELECT gen_random_uuid(), n, true, n || 'BOXServiceAccount@' || n || '.prod.outlook.com', \(start)
+                FROM unnest(string_to_array(\(contentTenants.joined(separator: ",")), ',')) n
+                """)
+            try await c.query(
+                """
+                INSERT INTO lockbox.tenant_roles (tenant_id, upn, role, granted_at, granted_by)
+                SELECT tenant_id, 'admin@' || lower(name) || '.example', 'GlobalAdministrator', \(start), 'System'
+                FROM lockbox.tenants
+                """)
+            try await c.query(
+                """
+                INSERT INTO lockbox.operators (alias, is_manager, created_at)
+                SELECT 'op' || lpad(i::text, 5, '0'), false, \(start) FROM generate_series(1, \(d.operators)) i
+                UNION ALL
+                SELECT 'mgr' || lpad(i::text, 3, '0'), true, \(start) FROM generate_series(1, 20) i
+                """)
+        }
+        progress("historical requests", 0.05)
+        let chunk = 20_000
+        var loaded = 0
+        while loaded < d.requests {
+            let size = min(chunk, d.requests - loaded)
+            try await pool.query(Self.historicalRequests(offset: loaded, count: size, operators: d.operators, now: start))
+            loaded += size
+            progress("historical requests", 0.05 + 0.25 * Double(loaded) / Double(max(d.requests, 1)))
+        }
+        progress("active grants", 0.3)
+        let grantCount = min(d.activeGrants, d.operators)
+        try await pool.query(
+            """
+            INSERT INTO lockbox.requests (request_id, tenant_id, workload, ticket, reason, resource, requester, duration,
+                status, created_at, reviewed_at, internal_approver, notified_at, customer_deadline, decided_at,
+                decided_by, decision, access_starts_at, access_ends_at)
+            SELECT gen_random_uuid(), t.tenant_id, (ARRAY['Exchange','SharePoint','OneDrive'])[1 + i % 3],
+                'SR-A' || i, 'benchmark grant', NULL, 'op' || lpad(i::text, 5, '0'), interval '4 hours', 'Approved',
+                \(start) - interval '31 minutes', \(start) - interval '30 minutes', 'mgr001',
+                \(start) - interval '30 minutes', \(start) + interval '11 hours 30 minutes',
+                \(start) - interval '20 minutes', 'admin@' || t.name || '.example', 'Approve',
+                \(start) - interval '20 minutes', \(start) + interval '3 hours 40 minutes'
+            FROM generate_series(1, \(grantCount)) i
+            JOIN lockbox.tenants t ON t.name = (ARRAY['contoso','fabrikam'])[1 + (i / 3) % 2]
+            """)
+        var written = 0
+        let auditChunk = 100_000
+        while written < d.auditRows {
+            let size = min(auditChunk, d.auditRows - written)
+            try await pool.query(
+                Self.historicalAudit(offset: written, count: size, requests: max(d.requests, 1), now: start))
+            written += size
+            progress("audit log", 0.35 + 0.55 * Double(written) / Double(max(d.auditRows, 1)))
+        }
+        progress("analyze", 0.92)
+        try await pool.withConnection { try await $0.execute(script: "VACUUM ANALYZE") }
+        progress("loaded", 1)
+        return (1...max(grantCount, 1)).map { i in
+            Grant(
+                alias: "op" + String(repeating: "0", count: max(0, 5 - String(i).count)) + String(i),
+                tenant: contentTenants[(i / 3) % 2], workload: workloads[i % 3])
+        }
+    }
+
+    static func historicalRequests(offset: Int, count: Int, operators: Int, now: Date) -> PGQuery {
+        """
+        INSERT INTO lockbox.requests (request_id, tenant_id, workload, ticket, reason, resource, requester, duration,
+            status, created_at, reviewed_at, internal_approver, notified_at, customer_deadline, decided_at,
+            decided_by, decision, access_starts_at, access_ends_at, ended_at, ended_reason)
+        SELECT md5('h' || s.i)::uuid, t.tenant_id, (ARRAY['Exchange','SharePoint','OneDrive'])[1 + s.i % 3],
+            'SR-H' || s.i, 'historical request ' || s.i, NULL, 'op' || lpad((1 + s.i % \(operators))::text, 5, '0'),
+            interval '2 hours', s.status, s.created, s.created + interval '5 minutes', 'mgr002',
+            CASE WHEN s.status <> 'Rejected' THEN s.created + interval '5 minutes' END,
+            CASE WHEN s.status <> 'Rejected' THEN s.created + interval '12 hours 5 minutes' END,
+            CASE WHEN s.status IN ('Completed', 'Denied') THEN s.created + interval '1 hour' END,
+            CASE WHEN s.status IN ('Completed', 'Denied') THEN 'admin@' || t.name || '.example' END,
+            CASE WHEN s.status = 'Completed' THEN 'Approve' WHEN s.status = 'Denied' THEN 'Deny' END,
+            CASE WHEN s.status = 'Completed' THEN s.created + interval '1 hour' END,
+            CASE WHEN s.status = 'Completed' THEN s.created + interval '3 hours' END,
+            s.created + interval '3 hours', 'historical'
+        FROM (
+            SELECT i, \(now) - (i || ' minutes')::interval - interval '1 day' AS created,
+                (ARRAY['Completed','Completed','Completed','Denied','Expired','Rejected'])[1 + i % 6] AS status,
+                1 + i % 100 AS tenant_number
+            FROM generate_series(\(offset + 1), \(offset + count)) i
+        ) s
+        JOIN lockbox.tenants t ON t.name = 'bench-' || lpad(s.tenant_number::text, 4, '0')
+        """
+    }
+
+    /// Operator actions of the past, each under one of the historical requests.
+    static func historicalAudit(offset: Int, count: Int, requests: Int, now: Date) -> PGQuery {
+        """
+        INSERT INTO lockbox.audit_records (occurred_at, tenant_id, record_type, user_id, actor, client_ip, activity,
+            item, request_id, workload, result, parameters)
+        SELECT \(now) - (i || ' seconds')::interval - interval '1 day', t.tenant_id, 'OperatorAction',
+            'Microsoft Operator', 'op' || lpad((1 + i % 1000)::text, 5, '0'), '10.0.0.1',
+            (ARRAY['Get-Mailbox','Get-MailboxMessage','Get-SiteDocument','Get-DriveFile'])[1 + i % 4], '',
+            md5('h' || (1 + i % \(requests)))::uuid, (ARRAY['Exchange','Exchange','SharePoint','OneDrive'])[1 + i % 4],
+            CASE WHEN i % 20 = 0 THEN 'Denied' ELSE 'Succeeded' END,
+            jsonb_build_object('operation', 'historical', 'n', i)
+        FROM generate_series(\(offset + 1), \(offset + count)) i
+        JOIN lockbox.tenants t ON t.name = 'bench-' || lpad((1 + i % 100)::text, 4, '0')
+        """
+    }
+
+    // MARK: Measuring
+
+    /// The raw reference: the same check-and-insert as one prepared statement per
+    /// transaction, straight through libpq, no broker code.
+    static func rawQuery(_ grant: Grant, refused: Bool, now: Date) -> PGQuery {
+        let workload = refused ? Workload("Teams").rawValue : grant.workload.rawValue
+        let resource = "bench/resource"
+        return """
+            WITH g AS (
+                SELECT r.request_id FROM lockbox.requests r JOIN lockbox.tenants t ON t.tenant_id = r.tenant_id
+                WHERE r.requester = \(grant.alias) AND t.name = \(grant.tenant) AND r.workload = \(workload)
+                  AND r.status = 'Approved' AND r.access_starts_at <= \(now) AND \(now) < r.access_ends_at
+                  AND (r.resource IS NULL OR r.resource = \(resource) OR starts_with(\(resource), r.resource || '/'))
+                LIMIT 1)
+            INSERT INTO lockbox.audit_records (occurred_at, tenant_id, record_type, user_id, actor, client_ip,
+                activity, item, request_id, workload, result, parameters)
+            SELECT \(now), t.tenant_id, 'OperatorAction', 'Microsoft Operator', \(grant.alias), \(PGInet("10.0.0.2")),
+                'Get-Resource', '', g.request_id, \(workload),
+                CASE WHEN g.request_id IS NULL THEN 'Denied' ELSE 'Succeeded' END,
+                \(PGJSON(text: "{\"operation\":\"Get-Resource\"}"))
+            FROM lockbox.tenants t LEFT JOIN g ON true WHERE t.name = \(grant.tenant)
+            RETURNING result
+            """
+    }
+
+    func measureRaw(level: Int, grants: [Grant], pool: PGPool) async throws -> BenchPhase {
+        var opened: [PGConnection] = []
+        for _ in 0..<level { opened.append(try await PGConnection.connect(conninfo, database: database)) }
+        let connections = opened
+        defer { for connection in connections { Task { await connection.close() } } }
+        return try await measure(mode: "raw", level: level, pool: pool) { worker, iteration in
+            let grant = grants[(worker * 7919 + iteration) % grants.count]
+            let refused = iteration % 20 == 19
+            let rows = try await connections[worker].query(
+                Self.rawQuery(grant, refused: refused, now: Date()), prepared: true)
+            return try rows.first!.decode(String.self, at: 0) == "Succeeded" ? .allowed : .refused
+        }
+    }
+
+    func measureGateway(level: Int, grants: [Grant], pool: PGPool) async throws -> BenchPhase {
+        let registry = standardConnectors()
+        let gatewayPool = PGPool(conninfo: conninfo, database: database, maxConnections: min(max(2, level), 16))
+        defer { Task { await gatewayPool.close() } }
+        let broker = Broker(pool: gatewayPool, workloads: registry.workloads, groupCommit: true)
+        let samples = BenchSamples.reads
+        return try await measure(mode: "gateway", level: level, pool: pool) { worker, iteration in
+            let grant = grants[(worker * 7919 + iteration) % grants.count]
+            let refused = iteration % 20 == 19
+            // A refused attempt: a workload this operator holds no grant for.
+            let workload = refused ? Workload.builtIn.subtracting([grant.workload]).sorted()[iteration % 2] : grant.workload
+            let choices = samples[workload]!
+            let sample = choices[iteration % choices.count]
+            do {
+                _ = try await broker.invoke(
+                    OperationAttempt(
+                        operatorAlias: grant.alias, tenant: grant.tenant, workload: workload, operation: sample.operation,
+                        arguments: sample.arguments(grant.tenant), clientIP: "10.0.0.3"),
+                    registry: registry)
+                return .allowed
+            } catch let error as LockboxError where error.code == .accessDenied {
+                return .refused
+            } catch let error as LockboxError where error.code == .operationFailed {
+                return .failedAfterAudit
+            }
+        }
+    }
+
+    enum Outcome { case allowed, refused, failedAfterAudit }
+
+    private func measure(
+        mode: String, level: Int, pool: PGPool,
+        operation: @escaping @Sendable (Int, Int) async throws -> Outcome
+    ) async throws -> BenchPhase {
+        let auditBefore = try await Self.auditCount(pool)
+        let usageBefore = Self.usage()
+        let clock = ContinuousClock()
+        let started = clock.now
+        let deadline = started.advanced(by: duration)
+        progress("\(mode) × \(level)", 0)
+        let partials = try await withThrowingTaskGroup(of: Partial.self) { group in
+            for worker in 0..<level {
+                group.addTask {
+                    var partial = Partial()
+                    var iteration = 0
+                    while clock.now < deadline {
+                        let begin = clock.now
+                        do {
+                            switch try await operation(worker, iteration) {
+                            case .allowed: partial.allowed += 1
+                            case .refused: partial.refused += 1
+                            case .failedAfterAudit: partial.failedAfterAudit += 1
+                            }
+                            let elapsed = begin.duration(to: clock.now)
+                            _ = partial.histogram.record(UInt64(max(1, Self.seconds(elapsed) * 1_000_000)))
+                        } catch {
+                            partial.errors += 1
+                            partial.lastError = "\(error)"
+                        }
+                        iteration += 1
+                    }
+                    return partial
+                }
+            }
+            var all: [Partial] = []
+            for try await partial in group { all.append(partial) }
+            return all
+        }
+        let elapsed = Self.seconds(started.duration(to: clock.now))
+        let usageAfter = Self.usage()
+        var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
+        for partial in partials { histogram.add(partial.histogram) }
+        let allowed = partials.reduce(0) { $0 + $1.allowed + $1.failedAfterAudit }
+        let refused = partials.reduce(0) { $0 + $1.refused }
+        let errors = partials.reduce(0) { $0 + $1.errors }
+        if errors > 0, let message = partials.compactMap(\.lastError).first {
+            progress("\(mode) × \(level): \(errors) operations failed, e.g. \(message)", 1)
+        }
+        let auditAfter = try await Self.auditCount(pool)
+        return BenchPhase(
+            mode: mode, operators: level, operations: allowed + refused, allowed: allowed, refused: refused,
+            errors: errors, seconds: elapsed, operationsPerSecond: Double(allowed + refused) / elapsed,
+            p50Micros: histogram.valueAtPercentile(50), p95Micros: histogram.valueAtPercentile(95),
+            p99Micros: histogram.valueAtPercentile(99), maxMicros: histogram.max,
+            cpuSeconds: usageAfter.cpu - usageBefore.cpu, peakMemoryMB: usageAfter.maxRSSMB,
+            auditRowsAdded: auditAfter - auditBefore)
+    }
+
+    struct Partial: Sendable {
+        var allowed = 0
+        var refused = 0
+        var failedAfterAudit = 0
+        var errors = 0
+        var lastError: String?
+        var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
+    }
+
+    static func auditCount(_ pool: PGPool) async throws -> Int {
+        try await pool.query("SELECT count(*) FROM lockbox.audit_records").first!.decode(Int.self, at: 0)
+    }
+
+    static func usage() -> (cpu: Double, maxRSSMB: Double) {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        let cpu = Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6
+            + Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6
+        return (cpu, Double(usage.ru_maxrss) / 1024)
+    }
+
+    static func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+    }
+}

@@ -1,0 +1,125 @@
+import ArgumentParser
+import Foundation
+import LockboxCore
+
+/// Where the data lives; every command that touches the database takes it.
+struct DatabaseOptions: ParsableArguments {
+    @Option(
+        name: .customLong("database-url"),
+        help: ArgumentHelp(
+            "PostgreSQL URL or conninfo string. Default: $LOCKBOX_DATABASE_URL; else libpq's environment when "
+                + "any PG* variable is set; else the embedded cluster in $LOCKBOX_HOME (~/.lockbox).",
+            valueName: "url"))
+    var databaseURL: String?
+}
+
+/// How data is printed.
+struct FormatOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Output format.", valueName: "table|json|csv"))
+    var format: OutputFormat = .table
+
+    var printer: Printer { Printer(format: format) }
+}
+
+/// The options shared by every command that reads or changes the database and prints data.
+struct GlobalOptions: ParsableArguments {
+    @OptionGroup var database: DatabaseOptions
+    @OptionGroup var output: FormatOptions
+
+    var printer: Printer { output.printer }
+}
+
+/// A point in time given on the command line: ISO 8601 with an offset
+/// (`2026-03-01T09:30:00Z`, `2026-03-01T11:30:00+02:00`) or a date (`2026-03-01`, midnight UTC).
+struct TimeArgument: ExpressibleByArgument, Sendable {
+    let date: Date
+
+    init?(argument: String) {
+        guard let date = TimeText.parse(argument) else { return nil }
+        self.date = date
+    }
+}
+
+/// `on` or `off`.
+enum Switch: String, CaseIterable, ExpressibleByArgument, Sendable {
+    case on
+    case off
+
+    init?(argument: String) { self.init(rawValue: argument.lowercased()) }
+}
+
+extension ApprovalDecision: ExpressibleByArgument {
+    public init?(argument: String) {
+        guard let match = Self.allCases.first(where: { $0.rawValue.lowercased() == argument.lowercased() }) else {
+            return nil
+        }
+        self = match
+    }
+}
+
+extension CustomerRole: ExpressibleByArgument {
+    public init?(argument: String) {
+        guard let match = Self.allCases.first(where: { $0.rawValue.lowercased() == argument.lowercased() }) else {
+            return nil
+        }
+        self = match
+    }
+}
+
+extension RequestStatus: ExpressibleByArgument {
+    public init?(argument: String) {
+        guard let match = Self.allCases.first(where: { $0.rawValue.lowercased() == argument.lowercased() }) else {
+            return nil
+        }
+        self = match
+    }
+}
+
+/// Splits `KEY=VALUE` arguments, refusing a missing `=`, an empty key or a repeated key.
+func parseKeyValues(_ pairs: [String], option: String) throws -> [String: String] {
+    var result: [String: String] = [:]
+    for pair in pairs {
+        guard let equals = pair.firstIndex(of: "="), equals != pair.startIndex else {
+            throw ValidationError("\(option) must look like KEY=VALUE (got \"\(pair)\")")
+        }
+        let key = String(pair[..<equals])
+        guard result[key] == nil else { throw ValidationError("\(option) \(key) is given twice") }
+        result[key] = String(pair[pair.index(after: equals)...])
+    }
+    return result
+}
+
+/// A help text section with examples, for `discussion:`. Long examples are
+/// broken into shell continuation lines so the help never wraps them.
+func examples(_ lines: String...) -> String {
+    "Examples:\n" + lines.map(wrapExample).joined(separator: "\n")
+}
+
+private func wrapExample(_ command: String) -> String {
+    // Words, keeping double-quoted strings whole.
+    var words: [String] = []
+    var current = ""
+    var quoted = false
+    for character in command {
+        if character == "\"" { quoted.toggle() }
+        if character == " " && !quoted {
+            if !current.isEmpty { words.append(current) }
+            current = ""
+        } else {
+            current.append(character)
+        }
+    }
+    if !current.isEmpty { words.append(current) }
+    var lines: [String] = []
+    var line = "  "
+    for word in words {
+        if line.count + word.count + 3 > 78, line.trimmingCharacters(in: .whitespaces).count > 0 {
+            lines.append(line + " \\")
+            line = "      " + word
+        } else {
+            line += (line.hasSuffix(" ") ? "" : " ") + word
+        }
+    }
+    lines.append(line)
+    return lines.joined(separator: "\n")
+}

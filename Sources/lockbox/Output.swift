@@ -1,0 +1,407 @@
+import ArgumentParser
+import Foundation
+import LockboxCore
+
+/// How a command prints its data.
+enum OutputFormat: String, CaseIterable, ExpressibleByArgument, Sendable {
+    /// Aligned columns for people (lists), `key: value` lines (single objects).
+    case table
+    /// Pretty-printed JSON with camelCase keys; lists are arrays, single objects are objects.
+    case json
+    /// RFC 4180 CSV with a header line; nested values are compact JSON in one cell.
+    case csv
+}
+
+// MARK: Values
+
+/// A printable value: what every command turns its result into before printing,
+/// so that table, JSON and CSV show the same data in the same order.
+indirect enum Value: Sendable, Decodable, Equatable {
+    case null
+    case string(String)
+    case int(Int)
+    case double(Double)
+    case bool(Bool)
+    case date(Date)
+    case array([Value])
+    case object(Record)
+
+    init(_ value: String?) { self = value.map { .string($0) } ?? .null }
+    init(_ value: Int?) { self = value.map { .int($0) } ?? .null }
+    init(_ value: Int64?) { self = value.map { .int(Int($0)) } ?? .null }
+    init(_ value: Date?) { self = value.map { .date($0) } ?? .null }
+    init(_ value: UUID?) { self = value.map { .string($0.lowercased) } ?? .null }
+    init(_ values: [String]) { self = .array(values.map { .string($0) }) }
+
+    /// Parses JSON text (e.g. an audit record's parameters); text that is not JSON stays a string.
+    init(jsonText: String) {
+        do {
+            self = try JSONDecoder().decode(Value.self, from: Data(jsonText.utf8))
+        } catch {
+            self = .string(jsonText)
+        }
+    }
+
+    init(_ content: ContentValue) {
+        switch content {
+        case .string(let value): self = .string(value)
+        case .int(let value): self = .int(value)
+        case .bool(let value): self = .bool(value)
+        case .null: self = .null
+        case .array(let values): self = .array(values.map(Value.init))
+        case .object(let members):
+            self = .object(Record(members.sorted { $0.key < $1.key }.map { ($0.key, Value($0.value)) }))
+        }
+    }
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if container.decodeNil() {
+            self = .null
+        } else if let value = try? container.decode(Bool.self) {
+            self = .bool(value)
+        } else if let value = try? container.decode(Int.self) {
+            self = .int(value)
+        } else if let value = try? container.decode(Double.self) {
+            self = .double(value)
+        } else if let value = try? container.decode(String.self) {
+            self = .string(value)
+        } else if let values = try? container.decode([Value].self) {
+            self = .array(values)
+        } else {
+            let members = try container.decode([String: Value].self)
+            self = .object(Record(members.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }))
+        }
+    }
+
+    var isScalar: Bool {
+        switch self {
+        case .array, .object: false
+        default: true
+        }
+    }
+}
+
+/// An ordered set of named values: one row of a list, or one printed object.
+struct Record: Sendable, Equatable {
+    var fields: [(key: String, value: Value)]
+
+    init(_ fields: [(String, Value)]) { self.fields = fields.map { (key: $0.0, value: $0.1) } }
+
+    subscript(key: String) -> Value? { fields.first { $0.key == key }?.value }
+
+    mutating func append(_ key: String, _ value: Value) { fields.append((key, value)) }
+
+    static func == (lhs: Record, rhs: Record) -> Bool {
+        lhs.fields.count == rhs.fields.count
+            && zip(lhs.fields, rhs.fields).allSatisfy { $0.key == $1.key && $0.value == $1.value }
+    }
+}
+
+/// A list printed under a single object (e.g. a request's timeline), with the
+/// columns a table shows.
+struct Section: Sendable {
+    var key: String
+    var records: [Record]
+    var columns: [String]
+}
+
+// MARK: Printing
+
+/// Renders values in one of the three formats and writes them to standard output.
+struct Printer: Sendable {
+    let format: OutputFormat
+
+    /// Prints a list. Tables show `columns` only; JSON and CSV show every field.
+    func list(_ records: [Record], columns: [String]) {
+        write(render(list: records, columns: columns))
+    }
+
+    /// Prints one object, with lists attached to it.
+    func object(_ record: Record, sections: [Section] = []) {
+        write(render(object: record, sections: sections))
+    }
+
+    func render(list records: [Record], columns: [String]) -> String {
+        switch format {
+        case .json:
+            return JSONText.render(.array(records.map(Value.object))) + "\n"
+        case .csv:
+            return CSVText.render(records)
+        case .table:
+            return TableText.render(records, columns: columns)
+        }
+    }
+
+    func render(object record: Record, sections: [Section]) -> String {
+        var full = record
+        for section in sections { full.append(section.key, .array(section.records.map(Value.object))) }
+        switch format {
+        case .json:
+            return JSONText.render(.object(full)) + "\n"
+        case .csv:
+            return CSVText.render([full])
+        case .table:
+            var text = TableText.render(object: record)
+            for section in sections {
+                text += "\n\(section.key):\n"
+                text += TableText.render(section.records, columns: section.columns, indent: "  ")
+            }
+            return text
+        }
+    }
+
+    private func write(_ text: String) {
+        FileHandle.standardOutput.write(Data(text.utf8))
+    }
+}
+
+/// Formats dates as ISO 8601 in UTC with milliseconds, e.g. `2026-03-01T09:30:00.125Z`.
+enum TimeText {
+    static let style = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+    static func render(_ date: Date) -> String { style.format(date) }
+
+    /// Parses ISO 8601 with an offset (`2026-03-01T09:30:00Z`, `…+02:00`, with or
+    /// without fractional seconds) or a date (`2026-03-01`, midnight UTC).
+    static func parse(_ text: String) -> Date? {
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        for style in [
+            Date.ISO8601FormatStyle(includingFractionalSeconds: true), Date.ISO8601FormatStyle(),
+        ] {
+            if let date = try? style.parse(trimmed) { return date }
+        }
+        if trimmed.wholeMatch(of: /\d{4}-\d{2}-\d{2}/) != nil,
+            let date = try? Date.ISO8601FormatStyle().year().month().day().parse(trimmed)
+        {
+            return date
+        }
+        return nil
+    }
+}
+
+/// JSON text without the reordering and escaping of Foundation's serializer.
+enum JSONText {
+    static func render(_ value: Value, indent: String = "", pretty: Bool = true) -> String {
+        let inner = indent + "  "
+        let newline = pretty ? "\n" : ""
+        let separator = pretty ? ": " : ":"
+        switch value {
+        case .null: return "null"
+        case .bool(let value): return value ? "true" : "false"
+        case .int(let value): return String(value)
+        case .double(let value): return value.isFinite ? String(value) : "null"
+        case .string(let value): return quote(value)
+        case .date(let value): return quote(TimeText.render(value))
+        case .array(let values):
+            if values.isEmpty { return "[]" }
+            let items = values.map { (pretty ? inner : "") + render($0, indent: inner, pretty: pretty) }
+            return "[" + newline + items.joined(separator: "," + newline) + newline + (pretty ? indent : "") + "]"
+        case .object(let record):
+            if record.fields.isEmpty { return "{}" }
+            let items = record.fields.map {
+                (pretty ? inner : "") + quote($0.key) + separator + render($0.value, indent: inner, pretty: pretty)
+            }
+            return "{" + newline + items.joined(separator: "," + newline) + newline + (pretty ? indent : "") + "}"
+        }
+    }
+
+    static func quote(_ text: String) -> String {
+        var result = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": result += "\\\""
+            case "\\": result += "\\\\"
+            case "\n": result += "\\n"
+            case "\r": result += "\\r"
+            case "\t": result += "\\t"
+            case _ where scalar.value < 0x20 || scalar.value == 0x7F:
+                let hex = String(scalar.value, radix: 16)
+                result += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: result.unicodeScalars.append(scalar)
+            }
+        }
+        return result + "\""
+    }
+}
+
+/// RFC 4180 CSV: a header line, then one line per record.
+enum CSVText {
+    static func render(_ records: [Record]) -> String {
+        var keys: [String] = []
+        for record in records {
+            for field in record.fields where !keys.contains(field.key) { keys.append(field.key) }
+        }
+        var lines = [keys.map(escape).joined(separator: ",")]
+        for record in records {
+            lines.append(keys.map { escape(cell(record[$0] ?? .null)) }.joined(separator: ","))
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    static func cell(_ value: Value) -> String {
+        switch value {
+        case .null: ""
+        case .string(let value): value
+        case .date(let value): TimeText.render(value)
+        case .bool, .int, .double: JSONText.render(value)
+        case .array, .object: JSONText.render(value, pretty: false)
+        }
+    }
+
+    static func escape(_ text: String) -> String {
+        guard text.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return text }
+        return "\"" + text.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+    }
+}
+
+/// Aligned columns for lists, `key: value` lines for objects.
+enum TableText {
+    static let maxCell = 60
+
+    static func render(_ records: [Record], columns: [String], indent: String = "") -> String {
+        guard !records.isEmpty else { return indent + "(none)\n" }
+        let rows = records.map { record in columns.map { shorten(cell(record[$0] ?? .null)) } }
+        var widths = columns.map(\.count)
+        for row in rows {
+            for (index, cell) in row.enumerated() { widths[index] = max(widths[index], cell.count) }
+        }
+        func line(_ cells: [String]) -> String {
+            let padded = cells.enumerated().map { index, cell in
+                index == cells.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
+            }
+            return indent + padded.joined(separator: "  ")
+        }
+        return ([line(columns)] + rows.map(line)).joined(separator: "\n") + "\n"
+    }
+
+    static func render(object record: Record, indent: String = "") -> String {
+        let width = record.fields.map(\.key.count).max() ?? 0
+        var text = ""
+        for (key, value) in record.fields {
+            let label = indent + (key + ":").padding(toLength: width + 1, withPad: " ", startingAt: 0)
+            switch value {
+            case .object(let nested) where !nested.fields.isEmpty:
+                text += indent + key + ":\n" + render(object: nested, indent: indent + "  ")
+            case .array(let values)
+            where !values.isEmpty && values.allSatisfy({ if case .object = $0 { true } else { false } }):
+                // A list of objects: a table of their fields.
+                let records = values.compactMap { if case .object(let record) = $0 { record } else { nil } }
+                var columns: [String] = []
+                for record in records {
+                    for field in record.fields where !columns.contains(field.key) { columns.append(field.key) }
+                }
+                text += indent + key + ":\n" + render(records, columns: columns, indent: indent + "  ")
+            case .array(let values) where values.contains(where: { !$0.isScalar }):
+                text += indent + key + ":\n"
+                text += indent + "  " + JSONText.render(value, indent: indent + "  ") + "\n"
+            default:
+                text += label + " " + singleLine(cell(value)) + "\n"
+            }
+        }
+        return text
+    }
+
+    static func cell(_ value: Value) -> String {
+        switch value {
+        case .null, .array([]): "-"
+        case .array(let values) where values.allSatisfy(\.isScalar):
+            values.map(cell).joined(separator: ", ")
+        default: CSVText.cell(value)
+        }
+    }
+
+    static func singleLine(_ text: String) -> String {
+        String(text.unicodeScalars.map { $0.properties.generalCategory == .control ? " " : Character($0) })
+    }
+
+    static func shorten(_ text: String) -> String {
+        let line = singleLine(text)
+        return line.count > maxCell ? String(line.prefix(maxCell - 1)) + "…" : line
+    }
+}
+
+// MARK: Models as records
+
+extension Tenant {
+    var record: Record {
+        Record([
+            ("tenantId", Value(tenantId)), ("name", .string(name)), ("customerLockbox", .bool(customerLockbox)),
+            ("serviceAccount", .string(serviceAccount)), ("createdAt", .date(createdAt)),
+        ])
+    }
+    static let tableColumns = ["name", "customerLockbox", "serviceAccount", "createdAt", "tenantId"]
+}
+
+extension RoleAssignment {
+    var record: Record {
+        Record([
+            ("tenant", .string(tenant)), ("upn", .string(upn)), ("role", .string(role.rawValue)),
+            ("grantedAt", .date(grantedAt)), ("grantedBy", .string(grantedBy)),
+        ])
+    }
+    static let tableColumns = ["upn", "role", "grantedAt", "grantedBy"]
+}
+
+extension SupportOperator {
+    var record: Record {
+        Record([("alias", .string(alias)), ("isManager", .bool(isManager)), ("createdAt", .date(createdAt))])
+    }
+    static let tableColumns = ["alias", "isManager", "createdAt"]
+}
+
+extension AccessRequest {
+    var record: Record {
+        Record([
+            ("requestId", Value(requestId)), ("tenant", .string(tenant)), ("workload", .string(workload.rawValue)),
+            ("ticket", .string(ticket)), ("reason", .string(reason)), ("requester", .string(requester)),
+            ("durationMinutes", .int(durationMinutes)), ("resource", Value(resource)),
+            ("status", .string(status.rawValue)), ("createdAt", .date(createdAt)), ("reviewedAt", Value(reviewedAt)),
+            ("internalApprover", Value(internalApprover)), ("notifiedAt", Value(notifiedAt)),
+            ("customerDeadline", Value(customerDeadline)), ("decidedAt", Value(decidedAt)),
+            ("decidedBy", Value(decidedBy)), ("decision", Value(decision)),
+            ("accessStartsAt", Value(accessStartsAt)), ("accessEndsAt", Value(accessEndsAt)),
+            ("endedAt", Value(endedAt)), ("endedReason", Value(endedReason)),
+        ])
+    }
+    static let tableColumns = [
+        "requestId", "tenant", "workload", "requester", "status", "durationMinutes", "ticket", "createdAt",
+        "accessEndsAt",
+    ]
+}
+
+extension AuditRecord {
+    var record: Record {
+        Record([
+            ("id", .int(Int(id))), ("occurredAt", .date(occurredAt)), ("tenant", Value(tenant)),
+            ("recordType", .string(recordType)), ("user", .string(user)), ("actor", .string(actor)),
+            ("clientIp", Value(clientIp)), ("activity", .string(activity)), ("item", .string(item)),
+            ("requestId", Value(requestId)), ("workload", Value(workload)), ("result", .string(result)),
+            ("parameters", Value(jsonText: parameters)),
+        ])
+    }
+    static let tableColumns = [
+        "id", "occurredAt", "tenant", "user", "actor", "activity", "item", "requestId", "workload", "result",
+    ]
+}
+
+extension LockboxNotification {
+    var record: Record {
+        Record([
+            ("notificationId", .int(Int(notificationId))), ("tenant", .string(tenant)),
+            ("requestId", Value(requestId)), ("recipient", .string(recipient)), ("subject", .string(subject)),
+            ("body", .string(body)), ("createdAt", .date(createdAt)), ("sentAt", Value(sentAt)),
+        ])
+    }
+    static let tableColumns = ["notificationId", "tenant", "recipient", "requestId", "createdAt", "sentAt"]
+}
+
+extension OperationDescriptor {
+    func record(workload: Workload) -> Record {
+        Record([
+            ("workload", .string(workload.rawValue)), ("name", .string(name)), ("kind", .string(kind.rawValue)),
+            ("addresses", .string(addresses)), ("summary", .string(summary)),
+            ("requiredArguments", Value(requiredArguments)),
+        ])
+    }
+    static let tableColumns = ["workload", "name", "kind", "requiredArguments", "summary"]
+}

@@ -1,0 +1,830 @@
+import Foundation
+import LockboxPostgres
+import LockboxTestSupport
+import Testing
+
+/// Every command path of the CLI, for the help and usage tests.
+let commandPaths: [[String]] = [
+    [],
+    ["tenant"], ["tenant", "create"], ["tenant", "list"], ["tenant", "show"], ["tenant", "set"],
+    ["role"], ["role", "add"], ["role", "remove"], ["role", "list"],
+    ["operator"], ["operator", "add"], ["operator", "list"],
+    ["request"], ["request", "create"], ["request", "review"], ["request", "decide"], ["request", "revoke"],
+    ["request", "list"], ["request", "show"],
+    ["invoke"], ["operations"],
+    ["audit"], ["audit", "search"],
+    ["notifications"], ["notifications", "list"], ["notifications", "deliver"],
+    ["auditor"], ["auditor", "grant"], ["auditor", "revoke"], ["auditor", "list"],
+    ["sweep"], ["db"], ["db", "migrate"], ["db", "status"], ["db", "stop"], ["demo"], ["bench"],
+]
+
+@Suite("lockbox usage")
+struct UsageTests {
+    @Test("--help on every command exits 0 and shows an example")
+    func helpEverywhere() async throws {
+        try await withThrowingTaskGroup(of: CLIResult.self) { group in
+            for path in commandPaths { group.addTask { try await CLI.run(path + ["--help"]) } }
+            for try await result in group {
+                #expect(result.status == 0, "\(result)")
+                #expect(result.stdout.contains("USAGE:"), "\(result)")
+                #expect(result.stdout.contains("Example"), "every command's help shows an example: \(result)")
+            }
+        }
+    }
+
+    @Test(
+        "usage errors exit 64 with a message on stderr",
+        arguments: [
+            ["tenant", "frobnicate"],
+            ["tenant", "create", "contoso"],
+            ["tenant", "list", "--format", "xml"],
+            ["tenant", "list", "--bogus"],
+            ["tenant", "list", "--database-url", ""],
+            ["tenant", "set", "contoso", "--customer-lockbox", "maybe", "--as", "admin@contoso.com"],
+            ["role", "add", "contoso", "x@contoso.com", "--role", "Owner", "--as", "admin@contoso.com"],
+            ["operator", "add"],
+            ["request", "create", "--tenant", "contoso"],
+            ["request", "review", "3f2504e0-4f89-41d3-9a0c-0305e82c3301", "--manager", "morgan"],
+            [
+                "request", "review", "3f2504e0-4f89-41d3-9a0c-0305e82c3301", "--manager", "morgan", "--approve",
+                "--reject",
+            ],
+            ["request", "decide", "3f2504e0-4f89-41d3-9a0c-0305e82c3301", "--decision", "Maybe", "--as", "a@b.com"],
+            ["request", "decide", "3f2504e0-4f89-41d3-9a0c-0305e82c3301", "--decision", "Approve"],
+            ["request", "list", "--status", "Sleeping"],
+            ["request", "list", "--created-after", "yesterday"],
+            ["request", "list", "--limit", "0"],
+            ["audit", "search", "--from", "2026-02-01", "--to", "2026-01-01"],
+            ["audit", "search", "--from", "last week"],
+            [
+                "invoke", "--operator", "alex", "--tenant", "contoso", "--workload", "Exchange", "--operation", "X",
+                "--arg", "novalue",
+            ],
+            [
+                "invoke", "--operator", "alex", "--tenant", "contoso", "--workload", "Exchange", "--operation", "X",
+                "--arg", "a=1", "--arg", "a=2",
+            ],
+            ["operations", "--format", "yaml"],
+        ])
+    func usageErrors(_ arguments: [String]) async throws {
+        let result = try await CLI.run(arguments)
+        #expect(result.status == 64, "\(result)")
+        #expect(!result.stderr.isEmpty, "\(result)")
+        #expect(result.stdout.isEmpty, "\(result)")
+    }
+
+    @Test("an unreachable database is one line on stderr and exit 1")
+    func databaseUnavailable() async throws {
+        let result = try await CLI.run(
+            ["tenant", "list", "--database-url", "host=/nonexistent-lockbox-socket-dir port=5432 dbname=lockbox"])
+        #expect(result.status == 1, "\(result)")
+        #expect(result.stderrLines.count == 1, "\(result)")
+        #expect(result.stderr.contains("the lockbox database is unavailable"), "\(result)")
+        #expect(result.stdout.isEmpty, "\(result)")
+    }
+
+    @Test("operations lists each connector's catalogue")
+    func operations() async throws {
+        let result = try await CLI.run(["operations", "--format", "json"])
+        #expect(result.status == 0, "\(result)")
+        let operations = try result.jsonArray()
+        #expect(Set(operations.compactMap { $0["workload"] as? String }) == ["Exchange", "SharePoint", "OneDrive"])
+        for operation in operations {
+            #expect((operation["name"] as? String)?.contains("-") == true, "\(operation)")
+            #expect(["read", "change"].contains(operation["kind"] as? String), "\(operation)")
+            #expect(operation["requiredArguments"] is [String], "\(operation)")
+            #expect(operation["summary"] is String, "\(operation)")
+        }
+        let exchange = try await CLI.run(["operations", "--workload", "Exchange"])
+        #expect(
+            exchange.status == 0 && exchange.stdout.contains("Exchange") && !exchange.stdout.contains("OneDrive"),
+            "\(exchange)")
+        let csv = try await CLI.run(["operations", "--format", "csv"])
+        #expect(csv.stdout.hasPrefix("workload,name,kind,addresses,summary,requiredArguments\n"), "\(csv)")
+        let unknown = try await CLI.run(["operations", "--workload", "Teams"])
+        #expect(unknown.status == 1 && unknown.stderr.contains("workload: must be one of"), "\(unknown)")
+    }
+}
+
+@Suite("lockbox admin commands")
+struct AdminCommandTests {
+    @Test("tenant create/list/show/set, JSON field by field, table and CSV")
+    func tenants() async throws {
+        try await CLIWorld.with { world in
+            let created = try await world.object("tenant", "create", "contoso", "--admin", "Admin@Contoso.com")
+            #expect(created["name"] as? String == "contoso")
+            #expect(created["customerLockbox"] as? Bool == false)
+            #expect(created["serviceAccount"] as? String == "contosoBOXServiceAccount@contoso.prod.outlook.com")
+            #expect(UUID(uuidString: created["tenantId"] as? String ?? "") != nil)
+            let createdAt = try #require(date(created["createdAt"]))
+            #expect(abs(createdAt.timeIntervalSinceNow) < 120, "system clock")
+            #expect((created["createdAt"] as? String)?.hasSuffix("Z") == true)
+
+            try await world.refused(
+                ["tenant", "create", "contoso", "--admin", "admin@contoso.com"], "tenant contoso already exists")
+
+            let set = try await world.object(
+                "tenant", "set", "contoso", "--customer-lockbox", "on", "--as", "admin@contoso.com", "--ip", "10.0.0.8")
+            #expect(set["customerLockbox"] as? Bool == true)
+
+            let shown = try await world.object("tenant", "show", "contoso")
+            #expect(shown["tenantId"] as? String == created["tenantId"] as? String)
+            let roles = try #require(shown["roles"] as? [[String: Any]])
+            #expect(roles.count == 1)
+            #expect(roles.first?["upn"] as? String == "admin@contoso.com", "UPNs are stored lower-cased")
+            #expect(roles.first?["role"] as? String == "GlobalAdministrator")
+
+            let table = try await world.ok("tenant", "list")
+            let lines = table.stdout.split(separator: "\n")
+            #expect(lines.count == 2, "\(table)")
+            #expect(lines.first?.hasPrefix("name") == true && lines.last?.hasPrefix("contoso") == true, "\(table)")
+
+            let csv = try await world.ok("tenant", "list", "--format", "csv")
+            let csvLines = csv.stdout.split(separator: "\n").map(String.init)
+            #expect(csvLines.first == "tenantId,name,customerLockbox,serviceAccount,createdAt")
+            #expect(csvLines.count == 2 && csvLines[1].contains(",contoso,true,"), "\(csv)")
+
+            let audit = try await world.array(
+                "audit", "search", "--tenant", "contoso", "--activity", "Set-CustomerLockboxSetting")
+            #expect(audit.count == 1)
+            #expect(audit.first?["clientIp"] as? String == "10.0.0.8")
+            let parameters = try #require(audit.first?["parameters"] as? [String: Any])
+            #expect(parameters["OldValue"] as? String == "Off" && parameters["NewValue"] as? String == "On")
+        }
+    }
+
+    @Test("role add/list/remove and operator add/list")
+    func rolesAndOperators() async throws {
+        try await CLIWorld.with { world in
+            try await world.ok("tenant", "create", "contoso", "--admin", "admin@contoso.com")
+            let added = try await world.object(
+                "role", "add", "contoso", "approver@contoso.com", "--role", "CustomerLockboxApprover", "--as",
+                "admin@contoso.com")
+            #expect(added["tenant"] as? String == "contoso")
+            #expect(added["upn"] as? String == "approver@contoso.com")
+            #expect(added["role"] as? String == "CustomerLockboxApprover")
+            #expect(added["grantedBy"] as? String == "admin@contoso.com")
+            #expect(date(added["grantedAt"]) != nil)
+            try await world.refused(
+                [
+                    "role", "add", "contoso", "approver@contoso.com", "--role", "CustomerLockboxApprover", "--as",
+                    "admin@contoso.com",
+                ],
+                "already has the role")
+
+            let roles = try await world.array("role", "list", "contoso")
+            #expect(
+                roles.map { $0["upn"] as? String } == ["approver@contoso.com", "admin@contoso.com"], "by role, then UPN"
+            )
+            #expect(roles.map { $0["role"] as? String } == ["CustomerLockboxApprover", "GlobalAdministrator"])
+
+            let remaining = try await world.array(
+                "role", "remove", "contoso", "approver@contoso.com", "--role", "customerlockboxapprover", "--as",
+                "admin@contoso.com")
+            #expect(remaining.map { $0["upn"] as? String } == ["admin@contoso.com"])
+            try await world.refused(
+                [
+                    "role", "remove", "contoso", "admin@contoso.com", "--role", "GlobalAdministrator", "--as",
+                    "admin@contoso.com",
+                ],
+                "last global administrator of contoso")
+
+            let manager = try await world.object("operator", "add", "morgan", "--manager")
+            #expect(manager["alias"] as? String == "morgan" && manager["isManager"] as? Bool == true)
+            #expect(date(manager["createdAt"]) != nil)
+            try await world.ok("operator", "add", "alex")
+            let operators = try await world.array("operator", "list")
+            #expect(operators.map { $0["alias"] as? String } == ["alex", "morgan"])
+            #expect(operators.map { $0["isManager"] as? Bool } == [false, true])
+            let table = try await world.ok("operator", "list")
+            #expect(table.stdout.hasPrefix("alias"), "\(table)")
+        }
+    }
+}
+
+@Suite("lockbox requests, invoke and audit")
+struct RequestCommandTests {
+    @Test("a request from creation to revocation, every JSON field checked")
+    func lifecycle() async throws {
+        try await CLIWorld.with { world in
+            try await world.seed()
+            let started = Date()
+            let create = try await world.lockbox(
+                "request", "create", "--operator", "alex", "--tenant", "contoso", "--workload", "Exchange",
+                "--ticket", "SR-4711", "--reason", "Mailbox does not sync", "--duration", "90m",
+                "--resource", "alice@contoso.com", "--ip", "10.1.2.3", "--format", "json")
+            #expect(create.status == 0, "\(create)")
+            let created = try create.jsonObject()
+            let id = try #require(created["requestId"] as? String)
+            #expect(UUID(uuidString: id) != nil && id == id.lowercased())
+            #expect(created["tenant"] as? String == "contoso")
+            #expect(created["workload"] as? String == "Exchange")
+            #expect(created["ticket"] as? String == "SR-4711")
+            #expect(created["reason"] as? String == "Mailbox does not sync")
+            #expect(created["requester"] as? String == "alex")
+            #expect(created["durationMinutes"] as? Int == 90)
+            #expect(created["resource"] as? String == "alice@contoso.com")
+            #expect(created["status"] as? String == "PendingInternal")
+            let createdAt = try #require(date(created["createdAt"]))
+            #expect(createdAt >= started.addingTimeInterval(-5) && createdAt <= Date().addingTimeInterval(5))
+            for key in ["notifiedAt", "decidedAt", "decidedBy", "accessStartsAt", "accessEndsAt"] {
+                #expect(created.keys.contains(key), "\(key) is present")
+                #expect(created[key] is NSNull, "\(key) is null before any decision")
+            }
+
+            let reviewed = try await world.object(
+                "request", "review", id, "--manager", "morgan", "--approve", "--comment", "ticket checked")
+            #expect(reviewed["status"] as? String == "PendingCustomer")
+            #expect(reviewed["internalApprover"] as? String == "morgan")
+            let notifiedAt = try #require(date(reviewed["notifiedAt"]))
+            #expect(date(reviewed["customerDeadline"]) == notifiedAt.addingTimeInterval(12 * 3600))
+
+            let notifications = try await world.array("notifications", "list", "--tenant", "contoso")
+            #expect(
+                Set(notifications.compactMap { $0["recipient"] as? String }) == [
+                    "admin@contoso.com", "approver@contoso.com",
+                ])
+            for notification in notifications {
+                #expect(notification["requestId"] as? String == id)
+                #expect(notification["sentAt"] is NSNull)
+                let body = try #require(notification["body"] as? String)
+                #expect(
+                    body.contains(id) && body.contains("SR-4711") && body.contains("Exchange")
+                        && body.contains("1 h 30 min"))
+                #expect(!body.contains("http") && !body.contains("www."))
+            }
+            let delivered = try await world.array("notifications", "deliver")
+            #expect(delivered.count == 2)
+            #expect(try await world.array("notifications", "deliver").isEmpty, "never sent twice")
+
+            let approved = try await world.object(
+                "request", "decide", id, "--decision", "Approve", "--as", "approver@contoso.com", "--ip", "192.0.2.10")
+            #expect(approved["status"] as? String == "Approved")
+            #expect(approved["decidedBy"] as? String == "approver@contoso.com")
+            let starts = try #require(date(approved["accessStartsAt"]))
+            let ends = try #require(date(approved["accessEndsAt"]))
+            #expect(ends.timeIntervalSince(starts) == 90 * 60)
+            #expect(date(approved["decidedAt"]) == starts)
+
+            // The decision record, exactly as DESIGN.md's table.
+            let decisions = try await world.array(
+                "audit", "search", "--request", id, "--activity", "Set-AccessToCustomerDataRequest")
+            #expect(decisions.count == 1)
+            let decision = try #require(decisions.first)
+            #expect(decision["id"] is Int)
+            #expect(date(decision["occurredAt"]) == starts)
+            #expect(decision["tenant"] as? String == "contoso")
+            #expect(decision["recordType"] as? String == "CustomerLockbox")
+            #expect(decision["user"] as? String == "contosoBOXServiceAccount@contoso.prod.outlook.com")
+            #expect(decision["actor"] as? String == "approver@contoso.com")
+            #expect(decision["clientIp"] as? String == "192.0.2.10")
+            #expect(decision["activity"] as? String == "Set-AccessToCustomerDataRequest")
+            #expect(decision["item"] as? String == id)
+            #expect(decision["requestId"] as? String == id)
+            #expect(decision["workload"] as? String == "Exchange")
+            #expect(decision["result"] as? String == "Succeeded")
+            let parameters = try #require(decision["parameters"] as? [String: Any])
+            #expect(parameters["ApprovalDecision"] as? String == "Approve")
+            #expect(parameters["DecidedBy"] as? String == "approver@contoso.com")
+
+            // Operations under the grant: allowed inside the scope, refused elsewhere; all audited.
+            let operation = "Get-MailboxMessage"
+            let message = ["--resource", "alice@contoso.com/Inbox/msg-1001"]
+            let allowed = try await world.lockbox(
+                [
+                    "invoke", "--operator", "alex", "--tenant", "contoso", "--workload", "Exchange", "--operation",
+                    operation,
+                ]
+                    + message + ["--ip", "10.9.8.7", "--format", "json"])
+            #expect(allowed.status == 0, "\(allowed)")
+            let invoked = try allowed.jsonObject()
+            #expect(invoked["requestId"] as? String == id)
+            #expect(invoked["operation"] as? String == operation)
+            #expect(invoked["resource"] as? String == "alice@contoso.com/Inbox/msg-1001")
+            #expect(invoked["auditId"] is Int)
+            #expect(date(invoked["accessEndsAt"]) == ends)
+            let content = try #require(invoked["result"] as? [String: Any])
+            #expect(content["subject"] as? String == "Invoice 4471 from Northwind Traders")
+            // Named arguments instead of --resource, and no --ip: a client address is optional.
+            let named = try await world.lockbox(
+                "invoke", "--operator", "alex", "--tenant", "contoso", "--workload", "Exchange", "--operation",
+                operation,
+                "--arg", "mailbox=alice@contoso.com", "--arg", "folder=Inbox", "--arg", "messageId=msg-1001")
+            #expect(named.status == 0 && named.stdout.contains("Invoice 4471"), "\(named)")
+            try await world.refused(
+                [
+                    "invoke", "--operator", "alex", "--tenant", "contoso", "--workload", "Exchange", "--operation",
+                    operation,
+                    "--resource", "bob@contoso.com/Inbox/msg-2001",
+                ],
+                "access denied: resource bob@contoso.com/Inbox/msg-2001 is outside the scope alice@contoso.com")
+
+            let refused = try await world.refused(
+                [
+                    "invoke", "--operator", "alex", "--tenant", "contoso", "--workload", "SharePoint", "--operation",
+                    "Get-Site",
+                    "--resource", "finance",
+                ],
+                "access denied")
+            #expect(refused.stderr.contains("no access request of operator alex for SharePoint"), "\(refused)")
+            try await world.refused(
+                [
+                    "invoke", "--operator", "alex", "--tenant", "contoso", "--workload", "Exchange", "--operation",
+                    "Remove-Mailbox",
+                    "--resource", "alice@contoso.com",
+                ],
+                "not in the pre-approved catalogue")
+            let operatorRecords = try await world.array(
+                "audit", "search", "--user", "Microsoft Operator", "--oldest-first")
+            #expect(
+                operatorRecords.map { $0["result"] as? String } == [
+                    "Succeeded", "Succeeded", "Denied", "Denied", "Denied",
+                ])
+            #expect(operatorRecords.first?["requestId"] as? String == id, "operator actions carry the request id")
+            #expect(operatorRecords.first?["actor"] as? String == "alex")
+
+            // History: list filters and the timeline.
+            let listed = try await world.array("request", "list", "--tenant", "contoso", "--status", "Approved")
+            #expect(listed.map { $0["requestId"] as? String } == [id])
+            #expect(try await world.array("request", "list", "--status", "Denied").isEmpty)
+            let after = try await world.array(
+                "request", "list", "--created-after", TimeFormat.string(createdAt.addingTimeInterval(-1)))
+            #expect(after.count == 1)
+            #expect(
+                try await world.array(
+                    "request", "list", "--created-after", TimeFormat.string(Date().addingTimeInterval(60))
+                ).isEmpty)
+
+            let shown = try await world.object("request", "show", id)
+            #expect(shown["requestId"] as? String == id)
+            let timeline = try #require(shown["timeline"] as? [[String: Any]])
+            #expect(
+                timeline.compactMap { $0["activity"] as? String }.prefix(3) == [
+                    "New-AccessToCustomerDataRequest", "Approve-AccessToCustomerDataRequestInternally",
+                    "Set-AccessToCustomerDataRequest",
+                ])
+            let table = try await world.ok("request", "show", id)
+            #expect(
+                table.stdout.contains("timeline:") && table.stdout.contains("status:")
+                    && table.stdout.contains("Approved"), "\(table)")
+
+            // CSV lists have a header and one line per request.
+            let csv = try await world.ok("request", "list", "--format", "csv")
+            let header = try #require(csv.stdout.split(separator: "\n").first)
+            #expect(
+                header.hasPrefix(
+                    "requestId,tenant,workload,ticket,reason,requester,durationMinutes,resource,status,createdAt"))
+
+            // The customer ends the grant early; the next read is refused.
+            try await world.refused(
+                ["request", "revoke", id, "--as", "approver@fabrikam.com"],
+                "neither a global administrator nor a Customer Lockbox approver of contoso")
+            let revoked = try await world.object(
+                "request", "revoke", id, "--as", "approver@contoso.com", "--comment", "done")
+            #expect(revoked["status"] as? String == "Revoked")
+            try await world.refused(
+                [
+                    "invoke", "--operator", "alex", "--tenant", "contoso", "--workload", "Exchange", "--operation",
+                    operation,
+                ]
+                    + message,
+                "access denied")
+
+            let swept = try await world.object("sweep")
+            #expect(swept["expired"] as? [String] == [] && swept["completed"] as? [String] == [])
+        }
+    }
+
+    @Test("deny, cancel, and Customer Lockbox off")
+    func otherOutcomes() async throws {
+        try await CLIWorld.with { world in
+            try await world.seed()
+            let denied = try await world.newRequest()
+            try await world.ok("request", "review", denied, "--manager", "sam", "--approve")
+            let deniedJSON = try await world.object(
+                "request", "decide", denied, "--decision", "deny", "--as", "admin@contoso.com", "--comment", "not now")
+            #expect(deniedJSON["status"] as? String == "Denied")
+            #expect(deniedJSON["decision"] as? String == "Deny")
+            try await world.refused(
+                ["request", "decide", denied, "--decision", "Approve", "--as", "approver@contoso.com"],
+                "no longer pending")
+
+            let cancelled = try await world.newRequest(by: "blake")
+            try await world.refused(
+                ["request", "decide", cancelled, "--decision", "Cancel", "--as", "alex"],
+                "only the requester (blake) may cancel")
+            let cancelledJSON = try await world.object(
+                "request", "decide", cancelled, "--decision", "Cancel", "--as", "blake")
+            #expect(cancelledJSON["status"] as? String == "Cancelled")
+
+            let rejected = try await world.newRequest()
+            let rejectedJSON = try await world.object(
+                "request", "review", rejected, "--manager", "morgan", "--reject", "--comment", "wrong ticket")
+            #expect(rejectedJSON["status"] as? String == "Rejected")
+
+            try await world.ok("tenant", "set", "fabrikam", "--customer-lockbox", "off", "--as", "admin@fabrikam.com")
+            let direct = try await world.newRequest(tenant: "fabrikam", workload: "OneDrive", duration: "1m")
+            let directJSON = try await world.object("request", "review", direct, "--manager", "morgan", "--approve")
+            #expect(directJSON["status"] as? String == "Approved", "lockbox off: no customer step")
+            #expect(directJSON["notifiedAt"] is NSNull)
+            #expect(try await world.array("notifications", "list", "--tenant", "fabrikam").isEmpty)
+
+            let statuses = try await world.array("request", "list")
+            #expect(
+                Set(statuses.compactMap { $0["status"] as? String }) == ["Denied", "Cancelled", "Rejected", "Approved"])
+            let table = try await world.ok("request", "list", "--tenant", "contoso")
+            #expect(table.stdout.split(separator: "\n").count == 4, "\(table)")
+        }
+    }
+
+    @Test("the 12-hour deadline, the end of the window, and sweep (times moved back in the database)")
+    func deadlinesAndSweep() async throws {
+        try await CLIWorld.with { world in
+            try await world.seed()
+            let pending = try await world.newRequest()
+            try await world.ok("request", "review", pending, "--manager", "morgan", "--approve")
+            let granted = try await world.newRequest(duration: "30m", resource: "alice@contoso.com")
+            try await world.ok("request", "review", granted, "--manager", "morgan", "--approve")
+            try await world.ok("request", "decide", granted, "--decision", "Approve", "--as", "approver@contoso.com")
+            // The system clock cannot be moved, so move the request's times back instead.
+            try await world.db.pool.query(
+                """
+                UPDATE lockbox.requests SET notified_at = notified_at - interval '13 hours',
+                    customer_deadline = customer_deadline - interval '13 hours'
+                WHERE request_id = \(UUID(uuidString: pending)!)
+                """)
+            try await world.db.pool.query(
+                """
+                UPDATE lockbox.requests SET access_starts_at = access_starts_at - interval '1 hour',
+                    access_ends_at = access_ends_at - interval '1 hour', decided_at = decided_at - interval '1 hour'
+                WHERE request_id = \(UUID(uuidString: granted)!)
+                """)
+            #expect(
+                try await world.object("request", "show", pending)["status"] as? String == "Expired",
+                "even before a sweep")
+            #expect(try await world.object("request", "show", granted)["status"] as? String == "Completed")
+            try await world.refused(
+                ["request", "decide", pending, "--decision", "Approve", "--as", "approver@contoso.com"],
+                "expired")
+            try await world.refused(
+                [
+                    "invoke", "--operator", "alex", "--tenant", "contoso", "--workload", "Exchange", "--operation",
+                    "Get-Mailbox", "--resource", "alice@contoso.com", "--ip", "10.0.0.1",
+                ],
+                "access denied: the access window of request \(granted) ended at")
+
+            let swept = try await world.object("sweep")
+            #expect(swept["expired"] as? [String] == [pending])
+            #expect(swept["completed"] as? [String] == [granted])
+            let again = try await world.object("sweep")
+            #expect(
+                again["expired"] as? [String] == [] && again["completed"] as? [String] == [],
+                "sweeping twice changes nothing")
+            let table = try await world.ok("sweep")
+            #expect(table.stdout.contains("expired:") && table.stdout.contains("completed:"), "\(table)")
+            let expiries = try await world.array("audit", "search", "--activity", "Expire-AccessToCustomerDataRequest")
+            #expect(expiries.map { $0["requestId"] as? String } == [pending])
+            #expect(expiries.first?["user"] as? String == "System")
+        }
+    }
+
+    @Test("each bad input of the broker issue: exit 1, the message, nothing changed")
+    func badInput() async throws {
+        try await CLIWorld.with { world in
+            try await world.seed()
+            let pendingInternal = try await world.newRequest()
+            let pendingCustomer = try await world.newRequest()
+            try await world.ok("request", "review", pendingCustomer, "--manager", "morgan", "--approve")
+            let managersOwn = try await world.newRequest(by: "morgan")
+            let unknownID = UUID().uuidString.lowercased()
+            func create(_ changes: [String: String]) -> [String] {
+                var options = [
+                    "--operator": "alex", "--tenant": "contoso", "--workload": "Exchange", "--ticket": "SR-1",
+                    "--reason": "Mailbox does not sync", "--duration": "1h",
+                ]
+                options.merge(changes) { $1 }
+                return ["request", "create"] + options.sorted { $0.key < $1.key }.flatMap { [$0.key, $0.value] }
+            }
+            let cases: [(arguments: [String], message: String)] = [
+                (create(["--tenant": "nowhere"]), "no tenant named nowhere"),
+                (create(["--operator": "ghost"]), "no operator with alias ghost"),
+                (["request", "show", unknownID], "no request with id \(unknownID)"),
+                (
+                    ["request", "decide", unknownID, "--decision", "Approve", "--as", "approver@contoso.com"],
+                    "no request with id"
+                ),
+                (["request", "review", unknownID, "--manager", "morgan", "--approve"], "no request with id"),
+                (["request", "show", "not-a-uuid"], "request id: must be a UUID"),
+                (
+                    ["request", "decide", "12345", "--decision", "Approve", "--as", "approver@contoso.com"],
+                    "request id: must be a UUID"
+                ),
+                (["audit", "search", "--request", "nope"], "request: must be a UUID"),
+                (create(["--duration": "0m"]), "duration: must be between 1 minute and 4 hours"),
+                (create(["--duration": "-5m"]), "duration: must be between 1 minute and 4 hours"),
+                (create(["--duration": "4h1m"]), "duration: must be between 1 minute and 4 hours"),
+                (create(["--duration": "soon"]), "duration: must look like 4h, 90m or 1h30m"),
+                (create(["--ticket": ""]), "ticket: must not be empty or only whitespace"),
+                (create(["--ticket": "   "]), "ticket: must not be empty or only whitespace"),
+                (create(["--ticket": "SR-1\u{7}2"]), "ticket: must not contain control characters"),
+                (create(["--reason": "first line\nsecond line"]), "reason: must not contain control characters"),
+                (create(["--reason": "tab\there"]), "reason: must not contain control characters"),
+                (create(["--reason": String(repeating: "x", count: 2001)]), "reason: must be at most 2000 characters"),
+                (create(["--workload": "Teams"]), "workload: must be one of Exchange, OneDrive, SharePoint"),
+                (create(["--ip": "999.1.1.1"]), "ip: must be an IPv4 or IPv6 address"),
+                (
+                    ["request", "review", managersOwn, "--manager", "morgan", "--approve"],
+                    "morgan created request \(managersOwn) and cannot review it"
+                ),
+                (
+                    ["request", "review", pendingInternal, "--manager", "blake", "--approve"],
+                    "blake is not a support manager"
+                ),
+                (
+                    ["request", "decide", pendingCustomer, "--decision", "Approve", "--as", "approver@fabrikam.com"],
+                    "approver@fabrikam.com is neither a global administrator nor a Customer Lockbox approver of contoso"
+                ),
+                (
+                    ["request", "decide", pendingCustomer, "--decision", "Deny", "--as", "nobody@contoso.com"],
+                    "nobody@contoso.com is neither a global administrator nor a Customer Lockbox approver of contoso"
+                ),
+                (
+                    ["request", "decide", pendingInternal, "--decision", "Approve", "--as", "approver@contoso.com"],
+                    "is PendingInternal, no longer pending a customer decision"
+                ),
+                (
+                    ["request", "review", pendingCustomer, "--manager", "sam", "--approve"],
+                    "not pending internal review"
+                ),
+                (
+                    ["request", "decide", pendingCustomer, "--decision", "Cancel", "--as", "blake"],
+                    "only the requester (alex) may cancel"
+                ),
+                (
+                    ["request", "revoke", pendingCustomer, "--as", "approver@contoso.com"],
+                    "is PendingCustomer, not an active grant to revoke"
+                ),
+                (
+                    ["tenant", "set", "contoso", "--customer-lockbox", "off", "--as", "approver@contoso.com"],
+                    "only a global administrator of contoso may turn Customer Lockbox on or off"
+                ),
+                (
+                    ["tenant", "set", "contoso", "--customer-lockbox", "off", "--as", "admin@fabrikam.com"],
+                    "only a global administrator of contoso may turn Customer Lockbox on or off"
+                ),
+                (
+                    [
+                        "role", "add", "contoso", "eve@contoso.com", "--role", "GlobalAdministrator", "--as",
+                        "approver@contoso.com",
+                    ],
+                    "only a global administrator of contoso may assign roles"
+                ),
+                (
+                    [
+                        "role", "remove", "contoso", "approver@contoso.com", "--role", "CustomerLockboxApprover",
+                        "--as", "approver@contoso.com",
+                    ],
+                    "only a global administrator of contoso may remove roles"
+                ),
+                (["tenant", "create", "northwind", "--admin", "not-an-email"], "admin: must be a user principal name"),
+                (["tenant", "create", "bad name", "--admin", "admin@northwind.com"], "name: must be 1 to 63 letters"),
+                (["tenant", "show", "nowhere"], "no tenant named nowhere"),
+                (["role", "list", "nowhere"], "no tenant named nowhere"),
+                (["operator", "add", "alex"], "operator alex already exists"),
+                (["operator", "add", "Alex!"], "alias: an operator alias is"),
+                (["notifications", "list", "--tenant", "nowhere"], "no tenant named nowhere"),
+                (["audit", "search", "--tenant", "nowhere"], "no tenant named nowhere"),
+            ]
+            let before = try await world.snapshot()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for (arguments, message) in cases {
+                    group.addTask { try await world.refused(arguments, message) }
+                }
+                try await group.waitForAll()
+            }
+            let after = try await world.snapshot()
+            #expect(before == after, "a refusal must change nothing")
+        }
+    }
+}
+
+@Suite("lockbox auditor")
+struct AuditorCommandTests {
+    @Test("auditor grant/list/revoke map a login to tenants, and the report views honour it")
+    func grants() async throws {
+        try await CLIWorld.with { world in
+            try await world.seed()
+            let login = "carol_audit_\(UInt32.random(in: 0...UInt32.max))"
+            let granted = try await world.array("auditor", "grant", login, "--tenant", "contoso")
+            #expect(granted.count == 1)
+            #expect(granted.first?["login"] as? String == login && granted.first?["tenant"] as? String == "contoso")
+            try await world.refused(
+                ["auditor", "grant", login, "--tenant", "contoso"], "\(login) already audits tenant contoso")
+            try await world.refused(["auditor", "grant", login, "--tenant", "nowhere"], "no tenant named nowhere")
+            try await world.refused(
+                ["auditor", "grant", "", "--tenant", "contoso"], "login: must be a PostgreSQL login name")
+            try await world.refused(
+                ["auditor", "grant", String(repeating: "x", count: 64), "--tenant", "contoso"], "1 to 63 bytes")
+
+            let all = try await world.array("auditor", "list")
+            #expect(all.map { $0["tenant"] as? String } == ["contoso"])
+            #expect(try await world.array("auditor", "list", "--tenant", "fabrikam").isEmpty)
+            let table = try await world.ok("auditor", "list")
+            #expect(table.stdout.contains(login), "\(table)")
+
+            // With the auditor role, the login sees only the granted tenant in the report views.
+            if !world.db.connectionString.contains("://") {
+                let admin = try await world.db.connect()
+                let created =
+                    (try? await admin.execute(
+                        script: "CREATE ROLE \(quoteIdentifier(login)) LOGIN IN ROLE lockbox_auditor")) != nil
+                if created {
+                    do {
+                        let auditor = try await PGConnection.connect(world.db.connectionString + " user=\(login)")
+                        let tenants = try await auditor.query(
+                            "SELECT DISTINCT tenant FROM lockbox.audit_log ORDER BY 1")
+                        let denied = (try? await auditor.query("SELECT count(*) FROM lockbox.audit_records")) == nil
+                        await auditor.close()
+                        #expect(try tenants.map { try $0.decode(String.self, at: 0) } == ["contoso"])
+                        #expect(denied, "auditors cannot read the base tables")
+                    } catch {
+                        Issue.record("auditor connection: \(error)")
+                    }
+                    try await admin.execute(script: "DROP ROLE \(quoteIdentifier(login))")
+                }
+                await admin.close()
+            }
+
+            let revoked = try await world.array("auditor", "revoke", login, "--tenant", "contoso")
+            #expect(revoked.isEmpty)
+            try await world.refused(
+                ["auditor", "revoke", login, "--tenant", "contoso"], "\(login) does not audit tenant contoso")
+        }
+    }
+}
+
+@Suite("lockbox db")
+struct DatabaseCommandTests {
+    @Test("commands refuse an unmigrated or newer schema; db migrate and db status")
+    func schema() async throws {
+        try await CLIWorld.with { world in
+            let empty = world.db.name + "_empty"
+            let admin = try await PGConnection.connect(world.db.conninfo)
+            try await admin.execute(script: "CREATE DATABASE \(quoteIdentifier(empty))")
+            let url = conninfo(world.db, database: empty)
+            do {
+                let refused = try await CLI.run(["tenant", "list", "--database-url", url])
+                #expect(refused.status == 1, "\(refused)")
+                #expect(refused.stderrLines.count == 1)
+                #expect(
+                    refused.stderr.contains("not up to date") && refused.stderr.contains("lockbox db migrate"),
+                    "\(refused)")
+
+                let status = try await CLI.run(["db", "status", "--database-url", url, "--format", "json"])
+                #expect(status.status == 0, "\(status)")
+                let before = try status.jsonObject()
+                #expect(before["location"] as? String == "url")
+                #expect((before["schema"] as? String)?.contains("pending") == true, "\(before)")
+                let pending = try #require(before["migrations"] as? [[String: Any]])
+                #expect(!pending.isEmpty && pending.allSatisfy { $0["status"] as? String == "pending" })
+
+                let migrate = try await CLI.run(["db", "migrate", "--database-url", url, "--format", "json"])
+                #expect(migrate.status == 0, "\(migrate)")
+                let migrated = try migrate.jsonObject()
+                #expect((migrated["appliedNow"] as? [Int])?.first == 1, "\(migrated)")
+                #expect((migrated["appliedNow"] as? [Int])?.count == pending.count)
+                let again = try await CLI.run(["db", "migrate", "--database-url", url, "--format", "json"])
+                #expect(try again.jsonObject()["appliedNow"] as? [Int] == [])
+
+                let works = try await CLI.run(["tenant", "list", "--database-url", url])
+                #expect(works.status == 0, "\(works)")
+                let table = try await CLI.run(["db", "status", "--database-url", url])
+                #expect(table.stdout.contains("up to date") && table.stdout.contains("applied"), "\(table)")
+
+                let connection = try await PGConnection.connect(world.db.conninfo, database: empty)
+                try await connection.execute(
+                    script:
+                        "INSERT INTO public.lockbox_schema_migrations (version, name, checksum) "
+                        + "VALUES (9999, 'future', 'x')"
+                )
+                await connection.close()
+                let newer = try await CLI.run(["tenant", "list", "--database-url", url])
+                #expect(newer.status == 1 && newer.stderr.contains("newer than this binary"), "\(newer)")
+                let migrateNewer = try await CLI.run(["db", "migrate", "--database-url", url])
+                #expect(
+                    migrateNewer.status == 1 && migrateNewer.stderr.contains("newer than this binary"),
+                    "\(migrateNewer)")
+                let stop = try await CLI.run(["db", "stop", "--database-url", url])
+                #expect(stop.status == 1 && stop.stderr.contains("only stops the embedded cluster"), "\(stop)")
+            } catch {
+                try? await admin.execute(script: "DROP DATABASE IF EXISTS \(quoteIdentifier(empty)) WITH (FORCE)")
+                await admin.close()
+                throw error
+            }
+            try await admin.execute(script: "DROP DATABASE IF EXISTS \(quoteIdentifier(empty)) WITH (FORCE)")
+            await admin.close()
+        }
+    }
+
+    @Test("without a database named, an embedded cluster in LOCKBOX_HOME is created, used and stopped")
+    func embedded() async throws {
+        let home = NSTemporaryDirectory() + "lockbox-cli-home-\(UUID().uuidString.prefix(8))"
+        var environment: [String: String?] = ["LOCKBOX_HOME": home, "LOCKBOX_DATABASE_URL": nil]
+        for key in ProcessInfo.processInfo.environment.keys where key.hasPrefix("PG") { environment[key] = nil }
+        func lockbox(_ arguments: String...) async throws -> CLIResult {
+            try await CLI.run(arguments, environment: environment)
+        }
+        var clusterDirectory: String?
+        do {
+            let fresh = try await lockbox("db", "status", "--format", "json")
+            #expect(fresh.status == 0, "\(fresh)")
+            let freshStatus = try fresh.jsonObject()
+            #expect(freshStatus["location"] as? String == "embedded")
+            #expect(freshStatus["created"] as? Bool == false && freshStatus["running"] as? Bool == false)
+            clusterDirectory = freshStatus["clusterDirectory"] as? String
+
+            let created = try await lockbox("tenant", "create", "contoso", "--admin", "admin@contoso.com")
+            #expect(created.status == 0, "\(created)")
+            let listed = try await lockbox("tenant", "list", "--format", "json")
+            #expect(
+                try listed.jsonArray().map { $0["name"] as? String } == ["contoso"],
+                "the cluster persists between commands")
+
+            let status = try await lockbox("db", "status", "--format", "json")
+            let running = try status.jsonObject()
+            #expect(running["running"] as? Bool == true && running["created"] as? Bool == true, "\(status)")
+            #expect(running["schema"] as? String == "up to date", "created clusters are migrated")
+            #expect(running["clusterDirectory"] as? String == clusterDirectory)
+            let recorded = try String(contentsOfFile: home + "/cluster-location", encoding: .utf8)
+            #expect(recorded == clusterDirectory)
+            if geteuid() == 0 {
+                #expect(clusterDirectory?.hasPrefix("/var/tmp/lockbox-") == true, "as root, outside the home")
+            }
+            let table = try await lockbox("db", "status")
+            #expect(
+                table.stdout.contains("clusterDirectory:") && table.stdout.contains(clusterDirectory ?? "?"), "\(table)"
+            )
+
+            let stop = try await lockbox("db", "stop", "--format", "json")
+            #expect(stop.status == 0, "\(stop)")
+            #expect(try stop.jsonObject()["wasRunning"] as? Bool == true)
+            let stopped = try await lockbox("db", "status", "--format", "json")
+            #expect(try stopped.jsonObject()["running"] as? Bool == false, "\(stopped)")
+        } catch {
+            _ = try? await lockbox("db", "stop")
+            if let clusterDirectory { try? FileManager.default.removeItem(atPath: clusterDirectory) }
+            try? FileManager.default.removeItem(atPath: home)
+            throw error
+        }
+        _ = try? await lockbox("db", "stop")
+        if let clusterDirectory { try? FileManager.default.removeItem(atPath: clusterDirectory) }
+        try? FileManager.default.removeItem(atPath: home)
+    }
+}
+
+@Suite("lockbox demo")
+struct DemoTests {
+    @Test("the demo tells the whole story on a named database in under 30 seconds")
+    func demo() async throws {
+        try await CLIWorld.with { world in
+            let started = ContinuousClock.now
+            let result = try await world.lockbox("demo")
+            let elapsed = ContinuousClock.now - started
+            #expect(result.status == 0, "\(result)")
+            #expect(elapsed < .seconds(30), "took \(elapsed)")
+            let output = result.stdout
+            for line in [
+                "Customer Lockbox: Off → On",
+                "PendingInternal",
+                "PendingCustomer",
+                "This message contains no links",
+                "Approved",
+                "allowed, audit record",
+                "refused: access denied: no access request of operator alex for SharePoint",
+                "refused: access denied: the access window of request",
+                "Denied by approver@contoso.com",
+                "expired at",
+                "Request history",
+                "Audit search",
+                "Auditor report",
+            ] {
+                #expect(output.contains(line), "demo output shows “\(line)”")
+            }
+            #expect(!output.contains("http://") && !output.contains("https://"), "no links")
+            // The story went through the real broker: its records are in the database.
+            let requests = try await world.array("request", "list", "--tenant", "contoso")
+            #expect(requests.count == 3)
+            let again = try await world.lockbox("demo")
+            #expect(
+                again.status == 1 && again.stderr.contains("already"),
+                "a named database is never reused silently: \(again)")
+        }
+    }
+}
+
+/// ISO 8601 as the CLI accepts it.
+enum TimeFormat {
+    static func string(_ date: Date) -> String {
+        Date.ISO8601FormatStyle(includingFractionalSeconds: true).format(date)
+    }
+}
