@@ -115,7 +115,13 @@ let package = Package(
                 .product(name: "Subprocess", package: "swift-subprocess"),
             ]
         ),
-        .testTarget(name: "ReportTests", dependencies: ["LockboxCore", "LockboxConnectors", "LockboxTestSupport"]),
+        .testTarget(
+            name: "ReportTests",
+            dependencies: [
+                "LockboxCore", "LockboxConnectors", "LockboxPostgres", "LockboxSQL", "LockboxTestSupport",
+                .product(name: "Subprocess", package: "swift-subprocess"),
+            ]
+        ),
     ]
 )
 

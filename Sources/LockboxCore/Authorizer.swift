@@ -1,5 +1,6 @@
 import Foundation
 import LockboxPostgres
+import Synchronization
 
 /// One operator content operation to check and record.
 struct AuthorizeCall: Sendable {
@@ -10,17 +11,10 @@ struct AuthorizeCall: Sendable {
     var resource: String
     var clientIP: String?
     var arguments: PGJSON
-    /// nil when the clock could not be read (the function then refuses).
+    /// nil when the clock could not be read (the database then refuses).
     var now: Date?
     /// A refusal decided before the database (e.g. not in the catalogue).
     var denial: String?
-
-    var query: PGQuery {
-        """
-        SELECT allowed, audit_id, request_id, reason, access_ends_at FROM lockbox.authorize(\(operatorAlias), \(tenant),
-            \(workload), \(operation), \(resource), \(clientIP.map(PGInet.init)), \(arguments), \(now), \(denial))
-        """
-    }
 }
 
 /// The database's answer for one call.
@@ -30,113 +24,141 @@ struct AuthorizeOutcome: Sendable {
     var requestID: UUID?
     var reason: String?
     var accessEndsAt: Date?
-
-    init(_ row: PGRow) throws {
-        (allowed, auditID, requestID, reason, accessEndsAt) = try row.decode((Bool, Int64, UUID?, String?, Date?).self)
-    }
 }
 
-/// Runs `lockbox.authorize` — check and audit in one statement — with group commit.
+/// Runs `lockbox.authorize_batch` — check and audit in one statement — with group commit.
 ///
-/// Calls that arrive while a batch is being committed wait and go together in
-/// the next batch: one pipelined transaction (BEGIN, one prepared
-/// `lockbox.authorize` per call, COMMIT) in one round trip and one commit.
-/// Every caller gets its answer only after that commit. If the batch fails,
-/// every caller in it gets the error (fail closed); a refusal is a row, not an
-/// error, so it never affects the others. A lone call runs as a single
-/// autocommitted statement.
+/// Callers that arrive while batches are being committed wait; when a batch
+/// finishes, the first waiter leads the next one, taking every call that queued
+/// meanwhile (up to ``maxBatch``): one statement, one commit, on the leader's own
+/// connection from the pool. Every caller gets its answer only after that commit. If the batch
+/// fails, every caller in it gets the error (fail closed); a refusal is a row,
+/// not an error, so it never affects the others. A caller that finds a free slot
+/// leads at once, so a lone call costs one statement and nothing else.
 final class Authorizer: Sendable {
     let pool: PGPool
     let groupCommit: Bool
     /// The most calls in one batch.
     let maxBatch = 256
+    /// The most batches committing at once (each on a pooled connection).
+    let slots: Int
     private let queue: Queue
+
+    static let statement: PGQuery = """
+        SELECT ord, allowed, audit_id, request_id, reason, access_ends_at
+        FROM lockbox.authorize_batch($1, $2, $3, $4, $5, $6, $7, $8, $9)
+        """
 
     init(pool: PGPool, groupCommit: Bool) {
         self.pool = pool
         self.groupCommit = groupCommit
-        // Leave connections for the rest of the broker.
-        self.queue = Queue(maxInFlight: max(1, min(4, pool.maxConnections / 2)))
+        // Two batches in flight: one commits while the next gathers. More slots make
+        // smaller batches (more commits); one slot idles the server between batches.
+        slots = min(2, pool.maxConnections)
+        queue = Queue(slots: slots, grouping: groupCommit)
     }
 
     func authorize(_ call: AuthorizeCall) async throws -> AuthorizeOutcome {
-        guard groupCommit else { return try await run([call])[0].get() }
-        return try await withCheckedThrowingContinuation { continuation in
-            Task { await queue.enqueue(call, continuation, authorizer: self) }
+        switch await queue.arrive(call) {
+        case .done(let result):
+            return try result.get()
+        case .lead(let batch):
+            let result = await execute(batch.map(\.call) + [call])
+            let next = await queue.finish(batch, result: result)
+            if let next { next.waiter.continuation.resume(returning: next.role) }
+            return try result.get().last!.get()
         }
     }
 
-    /// Runs a batch; one result per call.
-    func run(_ calls: [AuthorizeCall]) async throws -> [Result<AuthorizeOutcome, any Error>] {
-        try await pool.withConnection { connection in
-            if calls.count == 1 {
-                let rows = try await connection.query(calls[0].query, prepared: true)
-                return [Result { try AuthorizeOutcome(rows.first!) }]
+    /// Runs one batch on a connection leased from the pool.
+    private func execute(_ calls: [AuthorizeCall]) async -> Result<[Result<AuthorizeOutcome, any Error>], any Error> {
+        do {
+            let rows = try await pool.withConnection { try await $0.query(Self.query(calls), prepared: true) }
+            guard rows.count == calls.count else {
+                throw PostgresError(kind: .server, message: "authorize_batch returned \(rows.count) rows for \(calls.count)")
             }
-            let statements: [PGQuery] = ["BEGIN"] + calls.map(\.query) + ["COMMIT"]
-            let results = try await connection.pipeline(statements, prepared: true)
-            if case .failure(let error) = results.last! {
-                if case .failure(let first) = results.first(where: { if case .failure = $0 { true } else { false } }) {
-                    throw first
-                }
-                throw error
-            }
-            return results.dropFirst().dropLast().map { result in
-                Result { try AuthorizeOutcome(try result.get().first!) }
-            }
+            return .success(
+                try rows.map { row in
+                    let (_, allowed, auditID, requestID, reason, ends) = try row.decode(
+                        (Int, Bool, Int64, UUID?, String?, Date?).self)
+                    return .success(
+                        AuthorizeOutcome(
+                            allowed: allowed, auditID: auditID, requestID: requestID, reason: reason,
+                            accessEndsAt: ends))
+                })
+        } catch {
+            return .failure(error)
         }
+    }
+
+    static func query(_ calls: [AuthorizeCall]) -> PGQuery {
+        var query = statement
+        query.binds = [
+            PGArray(calls.map(\.operatorAlias)), PGArray(calls.map(\.tenant)), PGArray(calls.map(\.workload)),
+            PGArray(calls.map(\.operation)), PGArray(calls.map(\.resource)), PGArray(calls.map(\.clientIP)),
+            PGArray(calls.map(\.arguments.text)), PGArray(calls.map { $0.now.map(PGTimestamp.format) }),
+            PGArray(calls.map(\.denial)),
+        ].map(\.pgBind)
+        return query
+    }
+
+    enum Role: Sendable {
+        /// Your call was in a batch that finished.
+        case done(Result<AuthorizeOutcome, any Error>)
+        /// Lead a batch: run these waiters' calls and yours, in one statement.
+        case lead([Waiter])
+    }
+
+    struct Waiter: Sendable {
+        var call: AuthorizeCall
+        var continuation: CheckedContinuation<Role, Never>
     }
 
     private actor Queue {
-        typealias Waiter = (call: AuthorizeCall, continuation: CheckedContinuation<AuthorizeOutcome, any Error>)
-        let maxInFlight: Int
         var pending: [Waiter] = []
-        var inFlight = 0
+        var freeSlots: Int
+        let grouping: Bool
 
-        init(maxInFlight: Int) { self.maxInFlight = maxInFlight }
-
-        func enqueue(
-            _ call: AuthorizeCall, _ continuation: CheckedContinuation<AuthorizeOutcome, any Error>,
-            authorizer: Authorizer
-        ) {
-            pending.append((call, continuation))
-            startBatches(authorizer)
+        init(slots: Int, grouping: Bool) {
+            self.grouping = grouping
+            freeSlots = slots
         }
 
-        private func startBatches(_ authorizer: Authorizer) {
-            while inFlight < maxInFlight, !pending.isEmpty {
-                let batch = Array(pending.prefix(authorizer.maxBatch))
-                pending.removeFirst(batch.count)
-                inFlight += 1
-                Task {
-                    let results = await Self.execute(batch, authorizer)
-                    self.finish(batch, results: results, authorizer: authorizer)
+        func arrive(_ call: AuthorizeCall) async -> Role {
+            if freeSlots > 0 {
+                freeSlots -= 1
+                return .lead(take())
+            }
+            return await withCheckedContinuation { continuation in
+                pending.append(Waiter(call: call, continuation: continuation))
+            }
+        }
+
+        /// Answers the followers of a finished batch, and hands the slot to the next leader.
+        func finish(
+            _ batch: [Waiter], result: Result<[Result<AuthorizeOutcome, any Error>], any Error>
+        ) -> (waiter: Waiter, role: Role)? {
+            for (index, waiter) in batch.enumerated() {
+                switch result {
+                case .success(let outcomes): waiter.continuation.resume(returning: .done(outcomes[index]))
+                case .failure(let error): waiter.continuation.resume(returning: .done(.failure(error)))
                 }
             }
+            guard !pending.isEmpty else {
+                freeSlots += 1
+                return nil
+            }
+            let leader = pending.removeFirst()
+            return (leader, .lead(take()))
         }
 
-        private static func execute(_ batch: [Waiter], _ authorizer: Authorizer) async -> Result<
-            [Result<AuthorizeOutcome, any Error>], any Error
-        > {
-            do {
-                return .success(try await authorizer.run(batch.map(\.call)))
-            } catch {
-                return .failure(error)
-            }
+        /// The waiters a new leader takes along: all that fit, or none without group commit.
+        private func take() -> [Waiter] {
+            guard grouping else { return [] }
+            let batch = Array(pending.prefix(255))
+            pending.removeFirst(batch.count)
+            return batch
         }
 
-        private func finish(
-            _ batch: [Waiter], results: Result<[Result<AuthorizeOutcome, any Error>], any Error>,
-            authorizer: Authorizer
-        ) {
-            inFlight -= 1
-            switch results {
-            case .success(let outcomes):
-                for (waiter, outcome) in zip(batch, outcomes) { waiter.continuation.resume(with: outcome) }
-            case .failure(let error):
-                for waiter in batch { waiter.continuation.resume(throwing: error) }
-            }
-            startBatches(authorizer)
-        }
     }
 }

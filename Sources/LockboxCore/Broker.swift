@@ -36,9 +36,11 @@ public final class Broker: Sendable {
 
     // MARK: Plumbing
 
+    /// The clock's time, rounded to the microsecond as PostgreSQL stores it, so that
+    /// a comparison here and the same comparison in the database always agree.
     func now() throws -> Date {
         do {
-            return try clock.now()
+            return PGTimestamp.date(microseconds: PGTimestamp.microseconds(try clock.now()))
         } catch let error as LockboxError {
             throw error
         } catch {

@@ -188,14 +188,14 @@ extension Broker {
     ) async throws -> ContentAccess {
         var denial = denial
         var clientIP = attempt.clientIP
-        if (try? Validate.clientIP(clientIP)) == nil {
+        if clientIP != nil, (try? Validate.clientIP(clientIP)) == nil {
             denial = denial ?? "invalid client IP address \(Validate.quoted(clientIP ?? ""))"
             clientIP = nil
         }
         let arguments = try PGJSON(encoding: attempt.arguments)
         var now: Date?
         do {
-            now = try clock.now()
+            now = try self.now()
         } catch {
             denial = denial ?? "the broker clock is unavailable: \(error)"
         }
@@ -206,11 +206,12 @@ extension Broker {
         let outcome: AuthorizeOutcome
         do {
             outcome = try await authorizer.authorize(call)
-        } catch let error as PostgresError {
+        } catch {
             throw LockboxError(
                 .databaseUnavailable,
-                "access denied: the audit record could not be written (\(error.message)), so nothing was returned",
-                detail: error.debugDescription)
+                "access denied: the audit record could not be written (\((error as? PostgresError)?.message ?? "\(error)")), "
+                    + "so nothing was returned",
+                detail: String(reflecting: error))
         }
         guard outcome.allowed, let requestID = outcome.requestID, let ends = outcome.accessEndsAt else {
             throw LockboxError(

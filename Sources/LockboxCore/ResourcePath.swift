@@ -2,6 +2,8 @@
 /// joined by `/`, most general first, so that the scope `S` covers `S/…`.
 /// Connectors share it to turn operation arguments into resource paths.
 public struct ResourcePath: Sendable {
+    /// Compiled once: a regex literal in a function body is compiled on every call.
+    nonisolated(unsafe) private static let addressPattern = /[^@\s]+@[^@\s.]+(\.[^@\s.]+)+/
     /// The argument naming each segment, in order (e.g. `mailbox`, `folder`).
     public let segmentArguments: [String]
     /// What the first segment is, for error messages (e.g. "a mailbox address").
@@ -104,7 +106,7 @@ public struct ResourcePath: Sendable {
         }
         guard position == 0 else { return value }
         let lowered = value.lowercased()
-        if firstIsAddress && lowered.wholeMatch(of: /[^@\s]+@[^@\s.]+(\.[^@\s.]+)+/) == nil {
+        if firstIsAddress && lowered.wholeMatch(of: Self.addressPattern) == nil {
             throw refuse("must be \(firstSegment) like alice@contoso.com")
         }
         return lowered

@@ -435,3 +435,45 @@ public struct PGInet: PGEncodable, PGDecodable, Hashable, CustomStringConvertibl
     public static func pgDecode(_ text: String?) throws(PGDecodeFailure) -> PGInet { PGInet(try nonNull(text)) }
     public static var pgTypeName: String { "PGInet (inet)" }
 }
+
+// MARK: - arrays
+
+/// A one-dimensional array sent in PostgreSQL's array text form (`{"a","b",NULL}`),
+/// untyped so the server reads it as the parameter's declared array type
+/// (`text[]`, `inet[]`, `jsonb[]`, `timestamptz[]`, …). Elements are the text
+/// forms of the values; nil is NULL.
+public struct PGArray: PGEncodable, Hashable {
+    public var elements: [String?]
+
+    public init(_ elements: [String?]) { self.elements = elements }
+
+    /// The array of the values' text forms (binary values are not supported in arrays).
+    public init(_ values: [any PGEncodable]) {
+        elements = values.map { value in
+            switch value.pgBind.value {
+            case .text(let text): text
+            case .null, .binary: nil
+            }
+        }
+    }
+
+    public var pgBind: PGBind {
+        var bytes: [UInt8] = [UInt8(ascii: "{")]
+        bytes.reserveCapacity(2 + elements.reduce(0) { $0 + ($1?.utf8.count ?? 4) + 3 })
+        for (index, element) in elements.enumerated() {
+            if index > 0 { bytes.append(UInt8(ascii: ",")) }
+            guard let element else {
+                bytes.append(contentsOf: "NULL".utf8)
+                continue
+            }
+            bytes.append(UInt8(ascii: "\""))
+            for byte in element.utf8 {
+                if byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") { bytes.append(UInt8(ascii: "\\")) }
+                bytes.append(byte)
+            }
+            bytes.append(UInt8(ascii: "\""))
+        }
+        bytes.append(UInt8(ascii: "}"))
+        return PGBind(.text(String(decoding: bytes, as: UTF8.self)), type: PGType.unknown)
+    }
+}

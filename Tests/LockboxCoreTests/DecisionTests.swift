@@ -26,6 +26,20 @@ struct ExpiryTests {
         }
     }
 
+    @Test("exactly 12 h after a notification at a sub-microsecond time, the request is expired")
+    func deadlineAtFractionalTime() async throws {
+        try await World.with { world in
+            for fraction in [0.000_000_4, 0.000_000_6, 0.123_456_7] {
+                world.clock.set(World.start.addingTimeInterval(fraction))
+                let request = try await world.pendingCustomer()
+                world.clock.advance(by: .seconds(12 * 3600))
+                try await world.expectRefusal(.expired) {
+                    _ = try await world.broker.decide(request.requestId, decision: .approve, by: "admin@contoso.com")
+                }
+            }
+        }
+    }
+
     @Test("the sweeper records each expiry and completion once; a second run changes nothing")
     func sweep() async throws {
         try await World.with { world in

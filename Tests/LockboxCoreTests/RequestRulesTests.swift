@@ -87,6 +87,28 @@ struct RequestInputTests {
     }
 }
 
+@Suite("operation attempts without a client address")
+struct NoClientIPTests {
+    @Test("an attempt without a client IP is judged on its grant and recorded with no address")
+    func noAddress() async throws {
+        try await World.with { world in
+            _ = try await world.approved()
+            let attempt = OperationAttempt(
+                operatorAlias: "alex", tenant: "contoso", workload: .exchange, operation: "Get-Mailbox",
+                arguments: ["mailbox": "user@contoso.com"])
+            let access = try await world.broker.authorize(attempt, operation: "Get-Mailbox", resource: "user@contoso.com")
+            let record = try #require(try await world.broker.auditRecords(AuditFilter(limit: 1)).first)
+            #expect(record.id == access.auditID && record.clientIp == nil && record.result == "Succeeded")
+            var bad = attempt
+            bad.clientIP = "999.1.1.1"
+            let error = try await #require(throws: LockboxError.self) {
+                _ = try await world.broker.authorize(bad, operation: "Get-Mailbox", resource: "user@contoso.com")
+            }
+            #expect(error.code == .accessDenied && error.message.contains("invalid client IP"))
+        }
+    }
+}
+
 @Suite("Rule 2: the two-person rule")
 struct TwoPersonRuleTests {
     @Test("a manager cannot review their own request and a non-manager cannot review at all")

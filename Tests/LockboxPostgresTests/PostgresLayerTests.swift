@@ -176,3 +176,18 @@ struct PostgresLayerTests {
         #expect(error.isConnectionFailure)
     }
 }
+
+@Suite("array parameters")
+struct ArrayParameterTests {
+    @Test("text arrays carry quotes, backslashes, braces, commas, NULL and non-ASCII verbatim")
+    func textArrays() async throws {
+        try await TestDatabase.with { db in
+            let elements: [String?] = ["plain", "with \"quotes\"", "back\\slash", "{braces}, commas", nil, "", "Zoë 東京", "NULL"]
+            let rows = try await db.pool.query(
+                "SELECT ordinality, value FROM unnest(\(PGArray(elements))::text[]) WITH ORDINALITY AS u(value, ordinality)")
+            let decoded = try rows.decode((Int, String?).self)
+            #expect(decoded.map(\.0) == Array(1...elements.count))
+            #expect(decoded.map(\.1) == elements)
+        }
+    }
+}

@@ -209,11 +209,128 @@ CREATE INDEX notifications_unsent ON lockbox.notifications (notification_id) WHE
 
 -- MARK: Authorization of operator content operations
 --
--- One call checks the operator's grant and writes the audit record, in one
--- statement. `p_denial` carries a refusal decided before the database (an
--- operation outside the connector's catalogue): it is recorded as Denied.
--- Returns the decision; a Denied decision says why.
+-- A connector's every content operation is checked against the operator's
+-- grant and recorded in the audit log by ONE statement: the check and the
+-- insert cannot be separated, and a batch of concurrent attempts (group
+-- commit) costs one statement and one commit. `denial` carries a refusal
+-- decided before the database (an operation outside the connector's
+-- catalogue, bad arguments): it is recorded as Denied. A NULL `now` means the
+-- broker's clock could not be read: refused, stamped with the server's clock.
 
+-- Why an attempt found no grant, explained from the operator's most relevant
+-- request for that tenant and workload (an approved one first, then the most
+-- recently changed).
+CREATE FUNCTION lockbox.refusal(
+    p_operator text, p_tenant_id uuid, p_tenant text, p_workload text, p_resource text, p_now timestamptz
+) RETURNS TABLE (request_id uuid, reason text)
+LANGUAGE sql STABLE AS $$
+    SELECT r.request_id,
+        CASE
+            WHEN r.request_id IS NULL THEN
+                format('no access request of operator %s for %s in tenant %s', p_operator, p_workload, p_tenant)
+            WHEN r.status = 'Approved' AND p_now >= r.access_ends_at THEN
+                format('the access window of request %s ended at %s', r.request_id,
+                       to_char(r.access_ends_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))
+            WHEN r.status = 'Approved' AND p_now < r.access_starts_at THEN
+                format('the access window of request %s has not started', r.request_id)
+            WHEN r.status = 'Approved' THEN
+                format('resource %s is outside the scope %s of request %s', p_resource, r.resource, r.request_id)
+            WHEN r.status = 'PendingCustomer' AND p_now >= r.customer_deadline THEN
+                format('request %s expired without a customer decision', r.request_id)
+            ELSE format('request %s is %s, not approved', r.request_id, r.status)
+        END
+    FROM (SELECT 1) AS one
+    LEFT JOIN LATERAL (
+        SELECT x.* FROM lockbox.requests x
+        WHERE x.requester = p_operator AND x.tenant_id = p_tenant_id AND x.workload = p_workload
+        ORDER BY (x.status = 'Approved') DESC,
+                 greatest(x.created_at, x.reviewed_at, x.decided_at, x.ended_at) DESC, x.created_at DESC
+        LIMIT 1
+    ) r ON true
+$$;
+
+-- Checks and records a batch of attempts; one result row per attempt, by
+-- position (`ord`, from 1). The audit ids are drawn before the insert so that
+-- each caller gets exactly the record written for it. (PL/pgSQL so that the
+-- statement's generic plan is cached per connection.)
+CREATE FUNCTION lockbox.authorize_batch(
+    p_operators text[],
+    p_tenants text[],
+    p_workloads text[],
+    p_operations text[],
+    p_resources text[],
+    p_client_ips inet[],
+    p_arguments jsonb[],
+    p_now timestamptz[],
+    p_denials text[]
+) RETURNS TABLE (ord bigint, allowed boolean, audit_id bigint, request_id uuid, reason text,
+                 access_ends_at timestamptz)
+LANGUAGE plpgsql
+-- A custom plan per call would cost more than the work itself.
+SET plan_cache_mode = force_generic_plan
+AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    WITH input AS (
+        SELECT i.ord, i.operator, i.tenant, i.workload, i.operation, i.resource, i.client_ip,
+            coalesce(i.arguments, '{}'::jsonb) AS arguments,
+            coalesce(i.now, clock_timestamp()) AS now,
+            CASE WHEN i.now IS NULL THEN coalesce(i.denial, 'the broker clock is unavailable')
+                 ELSE i.denial END AS denial
+        FROM unnest(p_operators, p_tenants, p_workloads, p_operations, p_resources, p_client_ips, p_arguments,
+                    p_now, p_denials)
+            WITH ORDINALITY AS i(operator, tenant, workload, operation, resource, client_ip, arguments, now,
+                                 denial, ord)
+    ),
+    checked AS MATERIALIZED (
+        SELECT i.*, t.tenant_id, g.request_id AS grant_id, g.access_ends_at AS grant_ends
+        FROM input i
+        LEFT JOIN lockbox.tenants t ON t.name = i.tenant
+        LEFT JOIN LATERAL (
+            SELECT r.request_id, r.access_ends_at FROM lockbox.requests r
+            WHERE i.denial IS NULL AND r.requester = i.operator AND r.tenant_id = t.tenant_id
+              AND r.workload = i.workload AND r.status = 'Approved'
+              AND r.access_starts_at <= i.now AND i.now < r.access_ends_at
+              AND (r.resource IS NULL OR i.resource = r.resource OR starts_with(i.resource, r.resource || '/'))
+            ORDER BY r.access_ends_at DESC
+            LIMIT 1
+        ) g ON true
+    ),
+    decided AS MATERIALIZED (
+        SELECT c.*, nextval('lockbox.audit_records_id_seq') AS audit_id,
+            coalesce(c.grant_id, x.request_id) AS request_id,
+            CASE WHEN c.grant_id IS NOT NULL THEN NULL
+                 WHEN c.denial IS NOT NULL THEN c.denial
+                 WHEN c.tenant_id IS NULL THEN format('unknown tenant %s', c.tenant)
+                 ELSE x.reason END AS reason
+        FROM checked c
+        LEFT JOIN LATERAL (
+            SELECT f.request_id, f.reason
+            FROM lockbox.refusal(c.operator, c.tenant_id, c.tenant, c.workload, c.resource, c.now) f
+            WHERE c.grant_id IS NULL AND c.tenant_id IS NOT NULL
+        ) x ON true
+    ),
+    recorded AS (
+        INSERT INTO lockbox.audit_records (id, occurred_at, tenant_id, record_type, user_id, actor, client_ip,
+                                           activity, item, request_id, workload, result, parameters)
+        OVERRIDING SYSTEM VALUE
+        SELECT d.audit_id, d.now, d.tenant_id, 'OperatorAction', 'Microsoft Operator', d.operator, d.client_ip,
+            d.operation, '', d.request_id, d.workload,
+            CASE WHEN d.reason IS NULL THEN 'Succeeded' ELSE 'Denied' END,
+            jsonb_build_object('operation', d.operation, 'resource', d.resource, 'operator', d.operator,
+                               'arguments', d.arguments)
+                || CASE WHEN d.reason IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('reason', d.reason) END
+        FROM decided d
+        ORDER BY d.ord
+    )
+    SELECT d.ord, d.reason IS NULL, d.audit_id, d.request_id, d.reason,
+        CASE WHEN d.reason IS NULL THEN d.grant_ends END
+    FROM decided d
+    ORDER BY d.ord;
+END $$;
+
+-- One attempt (for SQL users and tools): the batch of one.
 CREATE FUNCTION lockbox.authorize(
     p_operator text,
     p_tenant text,
@@ -225,75 +342,9 @@ CREATE FUNCTION lockbox.authorize(
     p_now timestamptz,
     p_denial text
 ) RETURNS TABLE (allowed boolean, audit_id bigint, request_id uuid, reason text, access_ends_at timestamptz)
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_tenant_id uuid;
-    v_grant lockbox.requests%ROWTYPE;
-    v_latest lockbox.requests%ROWTYPE;
-    v_reason text := p_denial;
-    v_parameters jsonb;
-BEGIN
-    -- No usable broker clock: refuse, stamped with the server's clock.
-    IF p_now IS NULL THEN
-        p_now := clock_timestamp();
-        v_reason := coalesce(v_reason, 'the broker clock is unavailable');
-    END IF;
-    SELECT t.tenant_id INTO v_tenant_id FROM lockbox.tenants t WHERE t.name = p_tenant;
-    IF v_reason IS NULL AND v_tenant_id IS NULL THEN
-        v_reason := format('unknown tenant %s', p_tenant);
-    END IF;
-    IF v_reason IS NULL THEN
-        SELECT r.* INTO v_grant FROM lockbox.requests r
-        WHERE r.requester = p_operator AND r.tenant_id = v_tenant_id AND r.workload = p_workload
-          AND r.status = 'Approved' AND r.access_starts_at <= p_now AND p_now < r.access_ends_at
-          AND (r.resource IS NULL OR p_resource = r.resource OR starts_with(p_resource, r.resource || '/'))
-        ORDER BY r.access_ends_at DESC
-        LIMIT 1;
-    END IF;
-    IF v_grant.request_id IS NULL AND v_tenant_id IS NOT NULL THEN
-        -- Refused: name the operator's most relevant request, and explain from it.
-        SELECT r.* INTO v_latest FROM lockbox.requests r
-        WHERE r.requester = p_operator AND r.tenant_id = v_tenant_id AND r.workload = p_workload
-        ORDER BY (r.status = 'Approved') DESC,
-                 greatest(r.created_at, r.reviewed_at, r.decided_at, r.ended_at) DESC, r.created_at DESC
-        LIMIT 1;
-        IF v_reason IS NOT NULL THEN
-            NULL;
-        ELSIF v_latest.request_id IS NULL THEN
-            v_reason := format('no access request of operator %s for %s in tenant %s',
-                               p_operator, p_workload, p_tenant);
-        ELSIF v_latest.status = 'Approved' AND p_now >= v_latest.access_ends_at THEN
-            v_reason := format('the access window of request %s ended at %s',
-                               v_latest.request_id, to_char(v_latest.access_ends_at AT TIME ZONE 'UTC',
-                               'YYYY-MM-DD"T"HH24:MI:SS"Z"'));
-        ELSIF v_latest.status = 'Approved' AND p_now < v_latest.access_starts_at THEN
-            v_reason := format('the access window of request %s has not started', v_latest.request_id);
-        ELSIF v_latest.status = 'Approved' THEN
-            v_reason := format('resource %s is outside the scope %s of request %s',
-                               p_resource, v_latest.resource, v_latest.request_id);
-        ELSIF v_latest.status = 'PendingCustomer' AND p_now >= v_latest.customer_deadline THEN
-            v_reason := format('request %s expired without a customer decision', v_latest.request_id);
-        ELSE
-            v_reason := format('request %s is %s, not approved', v_latest.request_id, v_latest.status);
-        END IF;
-    END IF;
-
-    v_parameters := jsonb_build_object('operation', p_operation, 'resource', p_resource,
-                                       'operator', p_operator, 'arguments', coalesce(p_arguments, '{}'::jsonb));
-    IF v_reason IS NOT NULL THEN
-        v_parameters := v_parameters || jsonb_build_object('reason', v_reason);
-    END IF;
-
-    INSERT INTO lockbox.audit_records AS a (occurred_at, tenant_id, record_type, user_id, actor, client_ip,
-                                            activity, item, request_id, workload, result, parameters)
-    VALUES (p_now, v_tenant_id, 'OperatorAction', 'Microsoft Operator', p_operator, p_client_ip,
-            p_operation, '', coalesce(v_grant.request_id, v_latest.request_id), p_workload,
-            CASE WHEN v_reason IS NULL THEN 'Succeeded' ELSE 'Denied' END, v_parameters)
-    RETURNING a.id INTO audit_id;
-
-    allowed := v_reason IS NULL;
-    request_id := coalesce(v_grant.request_id, v_latest.request_id);
-    reason := v_reason;
-    access_ends_at := v_grant.access_ends_at;
-    RETURN NEXT;
-END $$;
+LANGUAGE sql AS $$
+    SELECT b.allowed, b.audit_id, b.request_id, b.reason, b.access_ends_at
+    FROM lockbox.authorize_batch(ARRAY[p_operator], ARRAY[p_tenant], ARRAY[p_workload], ARRAY[p_operation],
+                                 ARRAY[p_resource], ARRAY[p_client_ip], ARRAY[p_arguments], ARRAY[p_now],
+                                 ARRAY[p_denial]) b
+$$;
