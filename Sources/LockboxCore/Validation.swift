@@ -96,6 +96,16 @@ enum Validate {
         return id
     }
 
+    /// A PostgreSQL login name: 1 to 63 bytes, no control characters.
+    static func login(_ value: String) throws -> String {
+        guard (1...63).contains(value.utf8.count),
+            !value.unicodeScalars.contains(where: { $0.properties.generalCategory == .control })
+        else {
+            throw LockboxError.invalid("login", "must be a PostgreSQL login name of 1 to 63 bytes without control characters")
+        }
+        return value
+    }
+
     static func quoted(_ value: String) -> String {
         let shown = value.count > 60 ? String(value.prefix(60)) + "…" : value
         return "\"" + shown.unicodeScalars.map { $0.properties.generalCategory == .control ? "?" : String($0) }.joined()

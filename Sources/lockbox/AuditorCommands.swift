@@ -30,19 +30,9 @@ struct AuditorCommand: AsyncParsableCommand {
         @Option(help: ArgumentHelp("The tenant.", valueName: "name")) var tenant: String
 
         func run() async throws {
-            let login = try AuditorCommand.checkLogin(login)
-            let records = try await options.database.withBroker { broker, session in
-                let tenant = try await broker.tenant(named: tenant)
-                try await AuditorCommand.requireTable(session.pool)
-                let inserted = try await session.pool.query(
-                    """
-                    INSERT INTO lockbox.auditor_tenants (login, tenant_id) VALUES (\(login), \(tenant.tenantId))
-                    ON CONFLICT DO NOTHING
-                    """)
-                guard inserted.affectedRows == 1 else {
-                    throw CLIError("\(login) already audits tenant \(tenant.name)")
-                }
-                return try await AuditorCommand.list(session.pool, tenant: tenant.name)
+            let records = try await options.database.withBroker { broker, _ in
+                let grant = try await broker.grantAuditor(login: login, tenant: tenant)
+                return try await AuditorCommand.list(broker, tenant: grant.tenant)
             }
             options.printer.list(records, columns: ["login", "tenant"])
         }
@@ -58,16 +48,9 @@ struct AuditorCommand: AsyncParsableCommand {
         @Option(help: ArgumentHelp("The tenant.", valueName: "name")) var tenant: String
 
         func run() async throws {
-            let login = try AuditorCommand.checkLogin(login)
-            let records = try await options.database.withBroker { broker, session in
-                let tenant = try await broker.tenant(named: tenant)
-                try await AuditorCommand.requireTable(session.pool)
-                let deleted = try await session.pool.query(
-                    "DELETE FROM lockbox.auditor_tenants WHERE login = \(login) AND tenant_id = \(tenant.tenantId)")
-                guard deleted.affectedRows == 1 else {
-                    throw CLIError("\(login) does not audit tenant \(tenant.name)")
-                }
-                return try await AuditorCommand.list(session.pool, tenant: tenant.name)
+            let records = try await options.database.withBroker { broker, _ in
+                try await broker.revokeAuditor(login: login, tenant: tenant)
+                return try await AuditorCommand.list(broker, tenant: tenant)
             }
             options.printer.list(records, columns: ["login", "tenant"])
         }
@@ -82,43 +65,16 @@ struct AuditorCommand: AsyncParsableCommand {
         @Option(help: ArgumentHelp("Only this tenant.", valueName: "name")) var tenant: String?
 
         func run() async throws {
-            let records = try await options.database.withBroker { broker, session in
-                if let tenant { _ = try await broker.tenant(named: tenant) }
-                try await AuditorCommand.requireTable(session.pool)
-                return try await AuditorCommand.list(session.pool, tenant: tenant)
+            let records = try await options.database.withBroker { broker, _ in
+                try await AuditorCommand.list(broker, tenant: tenant)
             }
             options.printer.list(records, columns: ["login", "tenant"])
         }
     }
 
-    /// A PostgreSQL login name: 1 to 63 bytes, no control characters.
-    static func checkLogin(_ login: String) throws -> String {
-        guard (1...63).contains(login.utf8.count),
-            !login.unicodeScalars.contains(where: { $0.properties.generalCategory == .control })
-        else {
-            throw CLIError("login: must be a PostgreSQL login name of 1 to 63 bytes without control characters")
-        }
-        return login
-    }
-
-    static func requireTable(_ pool: PGPool) async throws {
-        let rows = try await pool.query("SELECT to_regclass('lockbox.auditor_tenants') IS NOT NULL")
-        guard try rows.first?.decode(Bool.self, at: 0) == true else {
-            throw CLIError(
-                "this database has no auditor mapping table lockbox.auditor_tenants "
-                    + "(migration auditor_roles is not applied)")
-        }
-    }
-
-    static func list(_ pool: PGPool, tenant: String?) async throws -> [Record] {
-        var query: PGQuery = """
-            SELECT a.login, t.name FROM lockbox.auditor_tenants a JOIN lockbox.tenants t ON t.tenant_id = a.tenant_id
-            """
-        if let tenant { query += " WHERE t.name = \(tenant)" }
-        query += " ORDER BY a.login, t.name"
-        return try await pool.query(query).map { row in
-            let (login, tenant) = try row.decode((String, String).self)
-            return Record([("login", .string(login)), ("tenant", .string(tenant))])
+    static func list(_ broker: Broker, tenant: String?) async throws -> [Record] {
+        try await broker.auditorGrants(tenant: tenant).map { grant in
+            Record([("login", .string(grant.login)), ("tenant", .string(grant.tenant))])
         }
     }
 }

@@ -136,7 +136,9 @@ struct BenchRunner {
         var loaded = 0
         while loaded < d.requests {
             let size = min(chunk, d.requests - loaded)
-            try await pool.query(Self.historicalRequests(offset: loaded, count: size, operators: d.operators, now: start))
+            try await pool.query(
+                Self.historicalRequests(
+                    offset: loaded, count: size, tenants: d.tenants, operators: d.operators, now: start))
             loaded += size
             progress("historical requests", 0.05 + 0.25 * Double(loaded) / Double(max(d.requests, 1)))
         }
@@ -161,7 +163,9 @@ struct BenchRunner {
         while written < d.auditRows {
             let size = min(auditChunk, d.auditRows - written)
             try await pool.query(
-                Self.historicalAudit(offset: written, count: size, requests: max(d.requests, 1), now: start))
+                Self.historicalAudit(
+                    offset: written, count: size, tenants: d.tenants, operators: d.operators,
+                    requests: max(d.requests, 1), now: start))
             written += size
             progress("audit log", 0.35 + 0.55 * Double(written) / Double(max(d.auditRows, 1)))
         }
@@ -175,7 +179,7 @@ struct BenchRunner {
         }
     }
 
-    static func historicalRequests(offset: Int, count: Int, operators: Int, now: Date) -> PGQuery {
+    static func historicalRequests(offset: Int, count: Int, tenants: Int, operators: Int, now: Date) -> PGQuery {
         """
         INSERT INTO lockbox.requests (request_id, tenant_id, workload, ticket, reason, resource, requester, duration,
             status, created_at, reviewed_at, internal_approver, notified_at, customer_deadline, decided_at,
@@ -194,7 +198,7 @@ struct BenchRunner {
         FROM (
             SELECT i, \(now) - (i || ' minutes')::interval - interval '1 day' AS created,
                 (ARRAY['Completed','Completed','Completed','Denied','Expired','Rejected'])[1 + i % 6] AS status,
-                1 + i % 100 AS tenant_number
+                1 + i % \(tenants) AS tenant_number
             FROM generate_series(\(offset + 1), \(offset + count)) i
         ) s
         JOIN lockbox.tenants t ON t.name = 'bench-' || lpad(s.tenant_number::text, 4, '0')
@@ -202,18 +206,20 @@ struct BenchRunner {
     }
 
     /// Operator actions of the past, each under one of the historical requests.
-    static func historicalAudit(offset: Int, count: Int, requests: Int, now: Date) -> PGQuery {
+    static func historicalAudit(
+        offset: Int, count: Int, tenants: Int, operators: Int, requests: Int, now: Date
+    ) -> PGQuery {
         """
         INSERT INTO lockbox.audit_records (occurred_at, tenant_id, record_type, user_id, actor, client_ip, activity,
             item, request_id, workload, result, parameters)
         SELECT \(now) - (i || ' seconds')::interval - interval '1 day', t.tenant_id, 'OperatorAction',
-            'Microsoft Operator', 'op' || lpad((1 + i % 1000)::text, 5, '0'), '10.0.0.1',
+            'Microsoft Operator', 'op' || lpad((1 + i % \(operators))::text, 5, '0'), '10.0.0.1',
             (ARRAY['Get-Mailbox','Get-MailboxMessage','Get-SiteDocument','Get-DriveFile'])[1 + i % 4], '',
             md5('h' || (1 + i % \(requests)))::uuid, (ARRAY['Exchange','Exchange','SharePoint','OneDrive'])[1 + i % 4],
             CASE WHEN i % 20 = 0 THEN 'Denied' ELSE 'Succeeded' END,
             jsonb_build_object('operation', 'historical', 'n', i)
         FROM generate_series(\(offset + 1), \(offset + count)) i
-        JOIN lockbox.tenants t ON t.name = 'bench-' || lpad((1 + i % 100)::text, 4, '0')
+        JOIN lockbox.tenants t ON t.name = 'bench-' || lpad((1 + i % \(tenants))::text, 4, '0')
         """
     }
 

@@ -659,6 +659,11 @@ struct AuditorCommandTests {
             #expect(revoked.isEmpty)
             try await world.refused(
                 ["auditor", "revoke", login, "--tenant", "contoso"], "\(login) does not audit tenant contoso")
+            for activity in ["Add-AuditorTenant", "Remove-AuditorTenant"] {
+                let records = try await world.array("audit", "search", "--activity", activity)
+                #expect(records.count == 1, "\(activity)")
+                #expect(records.first?["item"] as? String == login && records.first?["tenant"] as? String == "contoso")
+            }
         }
     }
 }

@@ -1,0 +1,51 @@
+import Foundation
+import LockboxTestSupport
+import Testing
+
+@Suite("lockbox bench")
+struct BenchCommandTests {
+    @Test("a one-second run on a tiny dataset measures both modes and checks the audit count")
+    func tinyRun() async throws {
+        try await TestDatabase.with { db in
+            let result = try await CLI.run(
+                [
+                    "bench", "--database-url", db.connectionString, "--operators", "1", "4", "--duration", "1s",
+                    "--dataset-tenants", "3", "--dataset-operators", "12", "--dataset-requests", "60",
+                    "--dataset-grants", "12", "--dataset-audit", "200", "--format", "json",
+                ])
+            #expect(result.status == 0, "\(result)")
+            let report = try result.jsonObject()
+            #expect((report["auditCheck"] as? String)?.hasPrefix("ok") == true, "\(result)")
+            let levels = try #require(report["levels"] as? [[String: Any]])
+            #expect(levels.compactMap { $0["operators"] as? Int } == [1, 4])
+            for level in levels {
+                for mode in ["raw", "gateway"] {
+                    let phase = try #require(level[mode] as? [String: Any])
+                    let operations = try #require(phase["operations"] as? Int)
+                    #expect(operations > 0, "\(mode): \(phase)")
+                    #expect(phase["auditRowsAdded"] as? Int == operations)
+                    #expect(phase["errors"] as? Int == 0, "\(mode): \(phase)")
+                    #expect((phase["refused"] as? Int ?? 0) > 0 || operations < 20, "\(mode): ~5 % are refused")
+                    #expect((phase["p99Micros"] as? Int ?? 0) >= (phase["p50Micros"] as? Int ?? 0))
+                }
+                #expect((level["ratio"] as? Double ?? 0) > 0)
+            }
+            // The benchmark's own database is gone afterwards.
+            let connection = try await db.connect()
+            let left = try await connection.query("SELECT count(*) FROM pg_database WHERE datname LIKE 'lockbox_bench_%'")
+            await connection.close()
+            #expect(try left.first?.decode(Int.self, at: 0) == 0)
+        }
+    }
+
+    @Test("bad options are usage errors")
+    func usage() async throws {
+        for arguments in [
+            ["bench", "--operators", "0"], ["bench", "--duration", "0s"], ["bench", "--format", "csv"],
+            ["bench", "--dataset-grants", "0"],
+        ] {
+            let result = try await CLI.run(arguments)
+            #expect(result.status == 64, "\(result)")
+        }
+    }
+}
