@@ -185,13 +185,7 @@ extension Broker {
         let now = try now()
         try await transaction { connection in
             let locked = try await lockRequest(requestID, on: connection)
-            let roles = try await customerRoles(of: upn, in: locked.tenantId, on: connection)
-            guard !roles.isEmpty else {
-                throw LockboxError(
-                    .notAuthorized,
-                    "\(upn) is neither a global administrator nor a Customer Lockbox approver of \(locked.tenantName) "
-                        + "and cannot approve or deny its requests", field: "as")
-            }
+            try await requireCustomerApprover(upn, of: locked, on: connection, action: "approve or deny its requests")
             guard locked.status == .pendingCustomer, let deadline = locked.customerDeadline else {
                 throw LockboxError(
                     .notPending,
@@ -290,13 +284,7 @@ extension Broker {
         let now = try now()
         try await transaction { connection in
             let locked = try await lockRequest(requestID, on: connection)
-            let roles = try await customerRoles(of: upn, in: locked.tenantId, on: connection)
-            guard !roles.isEmpty else {
-                throw LockboxError(
-                    .notAuthorized,
-                    "\(upn) is neither a global administrator nor a Customer Lockbox approver of \(locked.tenantName) "
-                        + "and cannot revoke its grants", field: "as")
-            }
+            try await requireCustomerApprover(upn, of: locked, on: connection, action: "revoke its grants")
             let status = locked.effectiveStatus(at: now)
             guard status == .approved else {
                 throw LockboxError(
@@ -495,6 +483,18 @@ extension Broker {
             if status == .approved, let ends = accessEndsAt, now >= ends { return .completed }
             if status == .pendingCustomer, let deadline = customerDeadline, now >= deadline { return .expired }
             return status
+        }
+    }
+
+    /// Refuses unless `upn` is a global administrator or lockbox approver of the request's tenant.
+    func requireCustomerApprover(
+        _ upn: String, of request: LockedRequest, on connection: PGConnection, action: String
+    ) async throws {
+        guard try await !customerRoles(of: upn, in: request.tenantId, on: connection).isEmpty else {
+            throw LockboxError(
+                .notAuthorized,
+                "\(upn) is neither a global administrator nor a Customer Lockbox approver of \(request.tenantName) "
+                    + "and cannot \(action)", field: "as")
         }
     }
 
