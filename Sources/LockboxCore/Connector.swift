@@ -192,7 +192,7 @@ extension Broker {
             denial = denial ?? "invalid client IP address \(Validate.quoted(clientIP ?? ""))"
             clientIP = nil
         }
-        let arguments = try PGJSON(encoding: attempt.arguments)
+        let arguments = PGJSON(object: attempt.arguments)
         var now: Date?
         do {
             now = try self.now()

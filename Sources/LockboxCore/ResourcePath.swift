@@ -90,7 +90,28 @@ public struct ResourcePath: Sendable {
         return text + String(repeating: "]", count: depth.upperBound - depth.lowerBound)
     }
 
+    /// `addressPattern` for printable ASCII without spaces: one `@`, a non-empty
+    /// local part, and a domain of at least two non-empty dot-separated labels.
+    static func isASCIIAddress(_ value: String) -> Bool {
+        let bytes = Array(value.utf8)
+        guard let at = bytes.firstIndex(of: UInt8(ascii: "@")), at > 0,
+            !bytes[(at + 1)...].contains(UInt8(ascii: "@"))
+        else { return false }
+        let labels = bytes[(at + 1)...].split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false)
+        return labels.count >= 2 && labels.allSatisfy { !$0.isEmpty }
+    }
+
     private func check(_ value: String, argument: String, position: Int) throws -> String {
+        // Fast path for the common case, printable ASCII without spaces or '/': every rule
+        // below holds but the address form, which is then a plain scan. Anything else
+        // (including an address that fails the scan) takes the general path and its message.
+        if !value.isEmpty, value.utf8.count <= 256, value != ".", value != "..",
+            value.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != 0x2F })
+        {
+            guard position == 0 else { return value }
+            let lowered = value.lowercased()
+            if !firstIsAddress || Self.isASCIIAddress(lowered) { return lowered }
+        }
         func refuse(_ rule: String) -> LockboxError {
             LockboxError(.invalidInput, "\(argument) \(rule) (got \"\(value.prefix(80))\")", field: argument)
         }

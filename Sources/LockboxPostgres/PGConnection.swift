@@ -2,6 +2,7 @@ import CLibPQ
 import Dispatch
 import Foundation
 import Logging
+import Synchronization
 
 /// One libpq connection.
 ///
@@ -15,6 +16,8 @@ public final class PGConnection: @unchecked Sendable {
     private var handle: OpaquePointer?
     private var preparedStatements: [String: String] = [:]
     private let logger: Logger
+    /// libpq's status after the last call, readable without hopping onto `queue`.
+    private let usable = Atomic<Bool>(true)
 
     /// Session settings every connection gets, so text results decode the same way.
     static let sessionSettings =
@@ -86,6 +89,7 @@ public final class PGConnection: @unchecked Sendable {
             queue.async {
                 if let handle = self.handle { PQfinish(handle) }
                 self.handle = nil
+                self.usable.store(false, ordering: .releasing)
                 continuation.resume()
             }
         }
@@ -93,7 +97,7 @@ public final class PGConnection: @unchecked Sendable {
 
     /// False once the connection is closed or libpq reports it broken.
     public var isUsable: Bool {
-        queue.sync { handle.map { PQstatus($0) == CONNECTION_OK } ?? false }
+        usable.load(ordering: .acquiring)
     }
 
     /// The server's process id for this connection (useful to terminate it in tests).
@@ -148,7 +152,11 @@ public final class PGConnection: @unchecked Sendable {
 
     private func onQueue<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
-            queue.async { continuation.resume(with: Result { try work() }) }
+            queue.async {
+                let result = Result { try work() }
+                self.usable.store(self.handle.map { PQstatus($0) == CONNECTION_OK } ?? false, ordering: .releasing)
+                continuation.resume(with: result)
+            }
         }
     }
 

@@ -1,4 +1,5 @@
 import Logging
+import Synchronization
 
 /// A pool of ``PGConnection``s shared by many tasks.
 ///
@@ -19,7 +20,7 @@ public final class PGPool: Sendable {
     public let database: String?
     /// The most connections open at once.
     public let maxConnections: Int
-    private let state: State
+    private let state: Mutex<State>
     private let logger: Logger
 
     public init(
@@ -31,7 +32,7 @@ public final class PGPool: Sendable {
         self.database = database
         self.maxConnections = maxConnections
         self.logger = logger
-        self.state = State(limit: maxConnections)
+        self.state = Mutex(State(limit: maxConnections))
     }
 
     /// Leases a connection for the duration of `body`, opening one if needed.
@@ -39,11 +40,11 @@ public final class PGPool: Sendable {
         let connection = try await lease()
         do {
             let value = try await body(connection)
-            await state.give(back: connection, usable: connection.isUsable)
+            giveBack(connection, usable: connection.isUsable)
             return value
         } catch {
             let usable = connection.isUsable && !((error as? PostgresError)?.isConnectionFailure ?? false)
-            await state.give(back: connection, usable: usable)
+            giveBack(connection, usable: usable)
             throw error
         }
     }
@@ -67,44 +68,47 @@ public final class PGPool: Sendable {
 
     /// Closes idle connections and refuses new leases.
     public func close() async {
-        for connection in await state.shutDown() { await connection.close() }
+        let (connections, waiters) = state.withLock { state -> ([PGConnection], [Waiter]) in
+            state.closed = true
+            let waiters = state.waiters
+            state.waiters.removeAll()
+            let connections = state.idle
+            state.open -= state.idle.count
+            state.idle.removeAll()
+            return (connections, waiters)
+        }
+        for waiter in waiters { waiter.resume(throwing: Self.closedError) }
+        for connection in connections { await connection.close() }
     }
+
+    /// True once ``close()`` has begun: no new leases are handed out.
+    public var isClosed: Bool { state.withLock { $0.closed } }
 
     public var statistics: Statistics {
-        get async { await state.statistics }
+        get async { state.withLock { Statistics(opened: $0.opened, open: $0.open, peakOpen: $0.peakOpen) } }
     }
 
-    private func lease() async throws -> PGConnection {
-        switch try await state.reserve() {
-        case .idle(let connection):
-            return connection
-        case .open:
-            do {
-                return try await PGConnection.connect(conninfo, database: database, logger: logger)
-            } catch {
-                await state.openFailed()
-                throw error
-            }
-        }
-    }
+    private static var closedError: PostgresError { PostgresError(kind: .client, message: "the connection pool is closed") }
 
-    private actor State {
-        enum Reservation { case idle(PGConnection), open }
+    private enum Reservation { case idle(PGConnection), open }
+    private typealias Waiter = CheckedContinuation<Reservation, any Error>
 
+    /// The pool's book-keeping, behind a lock: leasing an idle connection is one
+    /// uncontended lock, not an actor hop; only a caller that must wait suspends.
+    private struct State: ~Copyable {
         let limit: Int
         var idle: [PGConnection] = []
         var open = 0
         var opened = 0
         var peakOpen = 0
         var closed = false
-        var waiters: [CheckedContinuation<Reservation, any Error>] = []
+        var waiters: [Waiter] = []
 
         init(limit: Int) { self.limit = limit }
 
-        var statistics: Statistics { Statistics(opened: opened, open: open, peakOpen: peakOpen) }
-
-        func reserve() async throws -> Reservation {
-            if closed { throw PostgresError(kind: .client, message: "the connection pool is closed") }
+        /// An idle connection, or the right to open one, or nil when the caller must wait.
+        mutating func reserve() throws -> Reservation? {
+            if closed { throw PGPool.closedError }
             if let connection = idle.popLast() { return .idle(connection) }
             if open < limit {
                 open += 1
@@ -112,46 +116,65 @@ public final class PGPool: Sendable {
                 peakOpen = max(peakOpen, open)
                 return .open
             }
-            return try await withCheckedThrowingContinuation { waiters.append($0) }
+            return nil
         }
 
-        func openFailed() {
-            open -= 1
-            handOver()
-        }
-
-        func give(back connection: PGConnection, usable: Bool) {
-            if usable && !closed {
-                if waiters.isEmpty {
-                    idle.append(connection)
-                } else {
-                    waiters.removeFirst().resume(returning: .idle(connection))
-                }
-            } else {
-                open -= 1
-                handOver()
-            }
-        }
-
-        /// A slot freed up: let the first waiter open a new connection in it.
-        private func handOver() {
-            guard !waiters.isEmpty, open < limit else { return }
+        /// A slot freed up: the first waiter may open a new connection in it.
+        mutating func handOver() -> Waiter? {
+            guard !waiters.isEmpty, open < limit else { return nil }
             open += 1
             opened += 1
             peakOpen = max(peakOpen, open)
-            waiters.removeFirst().resume(returning: .open)
+            return waiters.removeFirst()
         }
+    }
 
-        func shutDown() -> [PGConnection] {
-            closed = true
-            for waiter in waiters {
-                waiter.resume(throwing: PostgresError(kind: .client, message: "the connection pool is closed"))
+    private func reserve() async throws -> Reservation {
+        if let reservation = try state.withLock({ try $0.reserve() }) { return reservation }
+        return try await withCheckedThrowingContinuation { (continuation: Waiter) in
+            let ready = state.withLock { state -> Result<Reservation, any Error>? in
+                do {
+                    if let reservation = try state.reserve() { return .success(reservation) }
+                } catch {
+                    return .failure(error)
+                }
+                state.waiters.append(continuation)
+                return nil
             }
-            waiters.removeAll()
-            let connections = idle
-            open -= idle.count
-            idle.removeAll()
-            return connections
+            if let ready { continuation.resume(with: ready) }
         }
+    }
+
+    private func lease() async throws -> PGConnection {
+        switch try await reserve() {
+        case .idle(let connection):
+            return connection
+        case .open:
+            do {
+                return try await PGConnection.connect(conninfo, database: database, logger: logger)
+            } catch {
+                let next = state.withLock { state -> Waiter? in
+                    state.open -= 1
+                    return state.handOver()
+                }
+                next?.resume(returning: .open)
+                throw error
+            }
+        }
+    }
+
+    private func giveBack(_ connection: PGConnection, usable: Bool) {
+        let handOff = state.withLock { state -> (Waiter, Reservation)? in
+            if usable && !state.closed {
+                if state.waiters.isEmpty {
+                    state.idle.append(connection)
+                    return nil
+                }
+                return (state.waiters.removeFirst(), .idle(connection))
+            }
+            state.open -= 1
+            return state.handOver().map { ($0, .open) }
+        }
+        if let (waiter, reservation) = handOff { waiter.resume(returning: reservation) }
     }
 }

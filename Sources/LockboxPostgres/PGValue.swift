@@ -410,6 +410,47 @@ public struct PGJSON: PGEncodable, PGDecodable, Hashable {
         self.text = String(decoding: try encoder.encode(value), as: UTF8.self)
     }
 
+    /// A flat object of strings, keys sorted: the same document as
+    /// `PGJSON(encoding:)` gives for a `[String: String]`, without JSONEncoder's cost.
+    /// Strings are escaped per RFC 8259 (quote, backslash and control characters).
+    public init(object: [String: String]) {
+        var text = "{"
+        var first = true
+        for key in object.keys.sorted() {
+            if !first { text.append(",") }
+            first = false
+            Self.appendQuoted(key, to: &text)
+            text.append(":")
+            Self.appendQuoted(object[key]!, to: &text)
+        }
+        text.append("}")
+        self.text = text
+    }
+
+    private static func appendQuoted(_ string: String, to text: inout String) {
+        text.append("\"")
+        if !string.utf8.contains(where: { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C }) {
+            text.append(string)
+        } else {
+            for scalar in string.unicodeScalars {
+                switch scalar {
+                case "\"": text.append("\\\"")
+                case "\\": text.append("\\\\")
+                case "\n": text.append("\\n")
+                case "\r": text.append("\\r")
+                case "\t": text.append("\\t")
+                case "\u{08}": text.append("\\b")
+                case "\u{0C}": text.append("\\f")
+                case _ where scalar.value < 0x20:
+                    let hex = String(scalar.value, radix: 16)
+                    text.append("\\u" + String(repeating: "0", count: 4 - hex.count) + hex)
+                default: text.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        text.append("\"")
+    }
+
     /// Decodes the JSON text into `type`.
     public func decode<T: Decodable>(_ type: T.Type) throws -> T {
         try JSONDecoder().decode(T.self, from: Data(text.utf8))
