@@ -95,6 +95,38 @@ struct AuditLogTests {
         }
     }
 
+    @Test("audit records name existing tenants, and an audited tenant cannot be deleted")
+    func tenantReference() async throws {
+        try await World.with { world in
+            let error = try await #require(throws: PostgresError.self) {
+                try await world.db.pool.query(
+                    """
+                    INSERT INTO lockbox.audit_records (occurred_at, tenant_id, record_type, user_id, actor, activity,
+                        result)
+                    VALUES (now(), \(UUID()), 'TenantSettings', 'System', 'System', 'x', 'Succeeded')
+                    """)
+            }
+            #expect(error.sqlState == "23503", "\(error.debugDescription)")
+            // A tenant with audit records and nothing else still cannot be deleted.
+            let tenantID = UUID()
+            try await world.db.pool.query(
+                """
+                INSERT INTO lockbox.tenants (tenant_id, name, service_account, created_at)
+                VALUES (\(tenantID), 'northwind', 'svc', now())
+                """)
+            try await world.db.pool.query(
+                """
+                INSERT INTO lockbox.audit_records (occurred_at, tenant_id, record_type, user_id, actor, activity, result)
+                VALUES (now(), \(tenantID), 'TenantSettings', 'System', 'System', 'x', 'Succeeded')
+                """)
+            let delete = try await #require(throws: PostgresError.self) {
+                try await world.db.pool.query("DELETE FROM lockbox.tenants WHERE tenant_id = \(tenantID)")
+            }
+            #expect(delete.sqlState == "23503", "\(delete.debugDescription)")
+            #expect(delete.message.contains("audit_records"))
+        }
+    }
+
     @Test("every transition is in the request's timeline with who and when")
     func timeline() async throws {
         try await World.with { world in
