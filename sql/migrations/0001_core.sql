@@ -297,6 +297,14 @@ BEGIN
             LIMIT 1
         ) g ON true
     ),
+    -- Explained only for the attempts that found no grant (the filter on c is
+    -- applied before the lateral call, so allowed attempts cost nothing here).
+    refused AS MATERIALIZED (
+        SELECT c.ord, f.request_id, f.reason
+        FROM checked c
+        CROSS JOIN LATERAL lockbox.refusal(c.operator, c.tenant_id, c.tenant, c.workload, c.resource, c.now) f
+        WHERE c.grant_id IS NULL AND c.tenant_id IS NOT NULL
+    ),
     decided AS MATERIALIZED (
         SELECT c.*, nextval('lockbox.audit_records_id_seq') AS audit_id,
             coalesce(c.grant_id, x.request_id) AS request_id,
@@ -305,11 +313,7 @@ BEGIN
                  WHEN c.tenant_id IS NULL THEN format('unknown tenant %s', c.tenant)
                  ELSE x.reason END AS reason
         FROM checked c
-        LEFT JOIN LATERAL (
-            SELECT f.request_id, f.reason
-            FROM lockbox.refusal(c.operator, c.tenant_id, c.tenant, c.workload, c.resource, c.now) f
-            WHERE c.grant_id IS NULL AND c.tenant_id IS NOT NULL
-        ) x ON true
+        LEFT JOIN refused x ON x.ord = c.ord
     ),
     recorded AS (
         INSERT INTO lockbox.audit_records (id, occurred_at, tenant_id, record_type, user_id, actor, client_ip,
