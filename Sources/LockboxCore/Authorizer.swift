@@ -38,8 +38,8 @@ struct AuthorizeOutcome: Sendable {
 final class Authorizer: Sendable {
     let pool: PGPool
     let groupCommit: Bool
-    /// The most calls in one batch.
-    let maxBatch = 256
+    /// The most calls in one batch (the leader's and the waiters' it takes along).
+    static let maxBatch = 256
     /// The most batches committing at once (each on a pooled connection).
     let slots: Int
     private let queue: Mutex<Queue>
@@ -167,7 +167,7 @@ final class Authorizer: Sendable {
         /// The waiters a new leader takes along: all that fit, or none without group commit.
         private mutating func take() -> [Waiter] {
             guard grouping, !pending.isEmpty else { return [] }
-            let count = min(pending.count, 255)
+            let count = min(pending.count, Authorizer.maxBatch - 1)
             let batch = Array(pending.prefix(count))
             pending.removeFirst(count)
             return batch
