@@ -1,5 +1,6 @@
 import Foundation
 import LockboxPostgres
+import LockboxSQL
 import Synchronization
 
 /// One operator content operation to check and record.
@@ -26,95 +27,128 @@ struct AuthorizeOutcome: Sendable {
     var accessEndsAt: Date?
 }
 
-/// Runs `lockbox.authorize_batch` — check and audit in one statement — with group commit.
+/// Runs the authorization statement — check and audit in one statement — with group commit.
 ///
-/// Callers that arrive while batches are being committed wait; when a batch
-/// finishes, the first waiter leads the next one, taking every call that queued
-/// meanwhile (up to ``maxBatch``): one statement, one commit, on the leader's own
-/// connection from the pool. Every caller gets its answer only after that commit. If the batch
-/// fails, every caller in it gets the error (fail closed); a refusal is a row,
-/// not an error, so it never affects the others. A caller that finds a free slot
-/// leads at once, so a lone call costs one statement and nothing else.
+/// Calls queue up; a few dedicated writer threads (``writers``, not tasks: each
+/// blocks in libpq, so none of this runs on Swift's cooperative pool) each take
+/// every call queued so far (up to ``maxBatch``), run them as one statement on
+/// its own connection, and let the transaction commit; only then
+/// does every caller in the batch get its answer. While one writer commits, the
+/// next calls gather for the other. If the batch fails, every caller in it gets
+/// the error (fail closed); a refusal is a row, not an error, so it never affects
+/// the others. A lone call costs one statement and one thread hand-off, as a
+/// plain query would.
+///
+/// Writer threads start when calls arrive and end after ``idleTimeout`` without
+/// work, so an idle broker holds no thread and no connection.
 final class Authorizer: Sendable {
     let pool: PGPool
     let groupCommit: Bool
-    /// The most calls in one batch (the leader's and the waiters' it takes along).
+    /// The most calls in one batch.
     static let maxBatch = 256
-    /// The most batches committing at once (each on a pooled connection).
-    let slots: Int
-    private let queue: Mutex<Queue>
+    /// The most batches committing at once, each by its own writer thread.
+    /// Two: one commits (waiting for the WAL flush) while the other executes.
+    let writers: Int
+    /// How long a writer thread waits for work before it ends.
+    static let idleTimeout: TimeInterval = 2
+    private let queue: CallQueue
 
-    static let statement: PGQuery = """
-        SELECT ord, allowed, audit_id, request_id, reason, access_ends_at
-        FROM lockbox.authorize_batch($1, $2, $3, $4, $5, $6, $7, $8, $9)
-        """
+    /// `sql/statements/authorize_batch.sql`: the check and the audit inserts of a
+    /// batch, one statement.
+    static let batchStatement = PGQuery(stringLiteral: LockboxSQL.statements["authorize_batch"]!)
+    /// `sql/statements/authorize_one.sql`: the same for a lone call, without arrays.
+    static let oneStatement = PGQuery(stringLiteral: LockboxSQL.statements["authorize_one"]!)
 
     init(pool: PGPool, groupCommit: Bool) {
         self.pool = pool
         self.groupCommit = groupCommit
-        // Two batches in flight: one commits while the next gathers. More slots make
-        // smaller batches (more commits); one slot idles the server between batches.
-        // (Measured: 4 slots was no better at 4 operators and worse at 16 and 64.)
-        slots = min(2, pool.maxConnections)
-        queue = Mutex(Queue(slots: slots, grouping: groupCommit))
+        writers = min(2, pool.maxConnections)
+        queue = CallQueue()
     }
 
     func authorize(_ call: AuthorizeCall) async throws -> AuthorizeOutcome {
-        let role: Role
-        if let batch = queue.withLock({ $0.claimSlot() }) {
-            role = .lead(batch)
-        } else {
-            role = await withCheckedContinuation { continuation in
-                let batch = queue.withLock { queue -> [Waiter]? in
-                    if let batch = queue.claimSlot() { return batch }
-                    queue.pending.append(Waiter(call: call, continuation: continuation))
-                    return nil
-                }
-                if let batch { continuation.resume(returning: .lead(batch)) }
+        guard groupCommit else {
+            // Each call commits on its own, on a pooled connection.
+            let calls = [call]
+            let rows = try await pool.withConnection { try await $0.query(Self.query(calls), prepared: true) }
+            return try Self.outcomes(rows, for: calls)[0].get()
+        }
+        return try await withCheckedThrowingContinuation { continuation in
+            if queue.enqueue(Waiter(call: call, continuation: continuation), writers: writers) {
+                let thread = Thread { [self] in writerLoop() }
+                thread.name = "lockbox.authorizer"
+                thread.start()
             }
         }
-        switch role {
-        case .done(let result):
-            return try result.get()
-        case .lead(let batch):
-            let result = await execute(batch.map(\.call) + [call])
-            // Start the next batch first, then answer this one's followers.
-            if let next = queue.withLock({ $0.nextLeader() }) {
-                next.waiter.continuation.resume(returning: .lead(next.batch))
-            }
+    }
+
+    /// A writer thread: runs batches until no call arrives for ``idleTimeout``.
+    private func writerLoop() {
+        var connection: PGConnection?
+        while let batch = queue.nextBatch(limit: Self.maxBatch, idleTimeout: Self.idleTimeout) {
+            let result = execute(batch.map(\.call), on: &connection)
             for (index, waiter) in batch.enumerated() {
                 switch result {
-                case .success(let outcomes): waiter.continuation.resume(returning: .done(outcomes[index]))
-                case .failure(let error): waiter.continuation.resume(returning: .done(.failure(error)))
+                case .success(let outcomes): waiter.continuation.resume(with: outcomes[index])
+                case .failure(let error): waiter.continuation.resume(throwing: error)
                 }
             }
-            return try result.get().last!.get()
         }
     }
 
-    /// Runs one batch on a connection leased from the pool.
-    private func execute(_ calls: [AuthorizeCall]) async -> Result<[Result<AuthorizeOutcome, any Error>], any Error> {
-        do {
-            let rows = try await pool.withConnection { try await $0.query(Self.query(calls), prepared: true) }
-            guard rows.count == calls.count else {
-                throw PostgresError(kind: .server, message: "authorize_batch returned \(rows.count) rows for \(calls.count)")
+    /// Runs one batch as one statement (one transaction), blocking the calling
+    /// writer thread, on the writer's own connection: opened on first use (to the
+    /// pool's database) and again after a failure. Refused once the broker's pool
+    /// is closed: a broker that was shut down authorizes nothing.
+    private func execute(
+        _ calls: [AuthorizeCall], on connection: inout PGConnection?
+    ) -> Result<[Result<AuthorizeOutcome, any Error>], any Error> {
+        Result {
+            guard !pool.isClosed else { throw PostgresError(kind: .client, message: "the connection pool is closed") }
+            if connection?.isUsable != true {
+                connection = nil
+                let opened = try PGConnection.connectBlocking(pool.conninfo, database: pool.database)
+                // One plan for every batch size: planning this statement anew costs more than running it.
+                try opened.queryBlocking("SET plan_cache_mode = force_generic_plan")
+                connection = opened
             }
-            return .success(
-                try rows.map { row in
-                    let (_, allowed, auditID, requestID, reason, ends) = try row.decode(
-                        (Int, Bool, Int64, UUID?, String?, Date?).self)
-                    return .success(
-                        AuthorizeOutcome(
-                            allowed: allowed, auditID: auditID, requestID: requestID, reason: reason,
-                            accessEndsAt: ends))
-                })
-        } catch {
-            return .failure(error)
+            return try Self.outcomes(try connection!.queryBlocking(Self.query(calls), prepared: true), for: calls)
         }
     }
 
+    /// Each call's outcome, by the position (`ord`, from 1) the statement returns.
+    static func outcomes(_ rows: PGRows, for calls: [AuthorizeCall]) throws -> [Result<AuthorizeOutcome, any Error>] {
+        guard rows.count == calls.count else {
+            throw PostgresError(kind: .server, message: "authorize_batch returned \(rows.count) rows for \(calls.count)")
+        }
+        var outcomes = [Result<AuthorizeOutcome, any Error>](
+            repeating: .failure(PostgresError(kind: .server, message: "authorize_batch returned no row for a call")),
+            count: calls.count)
+        for row in rows {
+            let (ord, allowed, auditID, requestID, reason, ends) = try row.decode(
+                (Int, Bool, Int64, UUID?, String?, Date?).self)
+            guard (1...calls.count).contains(ord) else {
+                throw PostgresError(kind: .server, message: "authorize_batch returned position \(ord) of \(calls.count)")
+            }
+            outcomes[ord - 1] = .success(
+                AuthorizeOutcome(allowed: allowed, auditID: auditID, requestID: requestID, reason: reason, accessEndsAt: ends))
+        }
+        return outcomes
+    }
+
+    /// The statement for `calls`: the one-call statement for a lone call, else the batch statement.
     static func query(_ calls: [AuthorizeCall]) -> PGQuery {
-        var query = statement
+        if calls.count == 1 {
+            let call = calls[0]
+            var query = oneStatement
+            query.binds = [
+                call.operatorAlias.pgBind, call.tenant.pgBind, call.workload.pgBind, call.operation.pgBind,
+                call.resource.pgBind, call.clientIP.map(PGInet.init).pgBind, call.arguments.pgBind, call.now.pgBind,
+                call.denial.pgBind,
+            ]
+            return query
+        }
+        var query = batchStatement
         query.binds = [
             PGArray(calls.map(\.operatorAlias)), PGArray(calls.map(\.tenant)), PGArray(calls.map(\.workload)),
             PGArray(calls.map(\.operation)), PGArray(calls.map(\.resource)), PGArray(calls.map(\.clientIP)),
@@ -124,53 +158,57 @@ final class Authorizer: Sendable {
         return query
     }
 
-    enum Role: Sendable {
-        /// Your call was in a batch that finished.
-        case done(Result<AuthorizeOutcome, any Error>)
-        /// Lead a batch: run these waiters' calls and yours, in one statement.
-        case lead([Waiter])
-    }
-
     struct Waiter: Sendable {
         var call: AuthorizeCall
-        var continuation: CheckedContinuation<Role, Never>
+        var continuation: CheckedContinuation<AuthorizeOutcome, any Error>
     }
 
-    /// Who waits and how many batches may start, behind a lock (no actor hop per call).
-    private struct Queue: ~Copyable {
-        var pending: [Waiter] = []
-        var freeSlots: Int
-        let grouping: Bool
+    /// The calls waiting for a writer, and the writers, behind one lock with a
+    /// condition the idle writers wait on.
+    private final class CallQueue: @unchecked Sendable {
+        // Guarded by `condition`.
+        private let condition = NSCondition()
+        private var pending: [Waiter] = []
+        /// Writer threads alive, and how many of them are waiting for work.
+        private var running = 0
+        private var idle = 0
 
-        init(slots: Int, grouping: Bool) {
-            self.grouping = grouping
-            freeSlots = slots
-        }
-
-        /// The waiters to take along when a slot is free (the caller leads), else nil.
-        mutating func claimSlot() -> [Waiter]? {
-            guard freeSlots > 0 else { return nil }
-            freeSlots -= 1
-            return take()
-        }
-
-        /// After a batch: the slot goes to the first waiter, with those queued behind it.
-        mutating func nextLeader() -> (waiter: Waiter, batch: [Waiter])? {
-            guard !pending.isEmpty else {
-                freeSlots += 1
-                return nil
+        /// Queues a call and wakes an idle writer. Returns true when the caller
+        /// must start a new writer thread (none is idle and fewer than `writers` run).
+        func enqueue(_ waiter: Waiter, writers: Int) -> Bool {
+            condition.lock()
+            defer { condition.unlock() }
+            pending.append(waiter)
+            if idle > 0 {
+                condition.signal()
+                return false
             }
-            let leader = pending.removeFirst()
-            return (leader, take())
+            guard running < writers else { return false }
+            running += 1
+            return true
         }
 
-        /// The waiters a new leader takes along: all that fit, or none without group commit.
-        private mutating func take() -> [Waiter] {
-            guard grouping, !pending.isEmpty else { return [] }
-            let count = min(pending.count, Authorizer.maxBatch - 1)
-            let batch = Array(pending.prefix(count))
-            pending.removeFirst(count)
-            return batch
+        /// The next batch for a writer, waiting for one; nil when the writer should end.
+        func nextBatch(limit: Int, idleTimeout: TimeInterval) -> [Waiter]? {
+            condition.lock()
+            defer { condition.unlock() }
+            idle += 1
+            defer { idle -= 1 }
+            var deadline: Date?
+            while pending.isEmpty {
+                let until = deadline ?? Date(timeIntervalSinceNow: idleTimeout)
+                deadline = until
+                if !condition.wait(until: until) && pending.isEmpty {
+                    running -= 1
+                    return nil
+                }
+            }
+            if pending.count <= limit {
+                defer { pending = [] }
+                return pending
+            }
+            defer { pending.removeFirst(limit) }
+            return Array(pending.prefix(limit))
         }
     }
 }

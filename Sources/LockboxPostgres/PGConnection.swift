@@ -51,7 +51,12 @@ public final class PGConnection: @unchecked Sendable {
         }
     }
 
-    static func connectBlocking(_ conninfo: String?, database: String?, logger: Logger) throws -> PGConnection {
+    /// ``connect(_:database:logger:)`` on the calling thread, which waits for the server.
+    ///
+    /// For dedicated threads only, never from a task (see ``queryBlocking(_:prepared:)``).
+    public static func connectBlocking(
+        _ conninfo: String? = nil, database: String? = nil, logger: Logger = Logger(label: "lockbox.postgres")
+    ) throws -> PGConnection {
         var keys: [String] = []
         var values: [String] = []
         if let conninfo, !conninfo.isEmpty {
@@ -116,6 +121,17 @@ public final class PGConnection: @unchecked Sendable {
         try await onQueue { try self.execBlocking(query, prepared: prepared) }
     }
 
+    /// Runs one statement on the calling thread, which waits for the server's answer.
+    ///
+    /// For dedicated threads only (such as the broker's group-commit writers): never
+    /// call it from a task, which would block a thread of Swift's cooperative pool;
+    /// tasks use ``query(_:prepared:)``. Calls are still serialised with the
+    /// connection's other work.
+    @discardableResult
+    public func queryBlocking(_ query: PGQuery, prepared: Bool = false) throws -> PGRows {
+        try queue.sync { try self.tracked { try self.execBlocking(query, prepared: prepared) }.get() }
+    }
+
     /// Runs SQL without parameters, possibly several statements separated by `;`
     /// (simple query protocol). Used for migrations and session set-up.
     public func execute(script: String) async throws {
@@ -152,12 +168,15 @@ public final class PGConnection: @unchecked Sendable {
 
     private func onQueue<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
-            queue.async {
-                let result = Result { try work() }
-                self.usable.store(self.handle.map { PQstatus($0) == CONNECTION_OK } ?? false, ordering: .releasing)
-                continuation.resume(with: result)
-            }
+            queue.async { continuation.resume(with: self.tracked(work)) }
         }
+    }
+
+    /// Runs `work` (on `queue`) and records whether the connection is still usable.
+    private func tracked<T>(_ work: () throws -> T) -> Result<T, any Error> {
+        let result = Result { try work() }
+        usable.store(handle.map { PQstatus($0) == CONNECTION_OK } ?? false, ordering: .releasing)
+        return result
     }
 
     private func liveHandle() throws -> OpaquePointer {

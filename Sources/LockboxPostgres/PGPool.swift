@@ -81,6 +81,9 @@ public final class PGPool: Sendable {
         for connection in connections { await connection.close() }
     }
 
+    /// True once ``close()`` was called: no lease is granted any more.
+    public var isClosed: Bool { state.withLock { $0.closed } }
+
     public var statistics: Statistics {
         get async { state.withLock { Statistics(opened: $0.opened, open: $0.open, peakOpen: $0.peakOpen) } }
     }

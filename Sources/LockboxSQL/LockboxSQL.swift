@@ -22,10 +22,18 @@ public enum LockboxSQL {
     }.sorted { $0.version < $1.version }
 
     /// Report queries from `sql/reports/`, keyed by file name without extension.
-    public static let reports: [String: String] = Dictionary(
-        uniqueKeysWithValues: embeddedSQLFiles.compactMap { file in
-            guard file.path.hasPrefix("reports/") else { return nil }
-            return (String(file.path.dropFirst("reports/".count).dropLast(".sql".count)), file.text)
-        }
-    )
+    public static let reports = files(in: "reports")
+
+    /// Statements the broker prepares, from `sql/statements/`, keyed by file name without extension.
+    public static let statements = files(in: "statements")
+
+    private static func files(in folder: String) -> [String: String] {
+        let prefix = folder + "/"
+        return Dictionary(
+            uniqueKeysWithValues: embeddedSQLFiles.compactMap { file in
+                guard file.path.hasPrefix(prefix) else { return nil }
+                return (String(file.path.dropFirst(prefix.count).dropLast(".sql".count)), file.text)
+            }
+        )
+    }
 }

@@ -1,0 +1,73 @@
+-- Checks and records a batch of operator content operations: ONE statement,
+-- prepared once per connection by the broker's group commit (Authorizer), so
+-- the grant check and the audit insert cannot be separated and a batch commits
+-- once. One result row per attempt, by its position `ord` (from 1) in the
+-- arrays. Parameters, one element per attempt:
+--   $1 operator alias, $2 tenant name, $3 workload, $4 operation, $5 resource,
+--   $6 client IP (inet), $7 arguments (jsonb object), $8 the broker's time
+--   (timestamptz; NULL: the broker clock could not be read, so refused and
+--   stamped with the server's clock), $9 a refusal decided before the database
+--   (an operation outside the connector's catalogue, bad arguments), recorded
+--   as Denied.
+-- An attempt is allowed only by an Approved request of that operator for that
+-- tenant and workload whose window contains the time and whose scope (if any)
+-- contains the resource; otherwise it is refused with the reason from
+-- lockbox.refusal, which is evaluated only for refused attempts. The audit ids
+-- are drawn before the insert, so each caller gets exactly its own record.
+-- The same rule as lockbox.authorize_batch (the function SQL tools call), as a
+-- plain statement: a PL/pgSQL call would cost more than a one-row batch itself.
+WITH decided AS (
+    SELECT i.ord, i.operator, i.workload, i.operation, i.resource, i.client_ip, i.arguments, i.now, t.tenant_id,
+        g.access_ends_at AS grant_ends,
+        CASE WHEN g.request_id IS NOT NULL THEN g.request_id
+             WHEN t.tenant_id IS NOT NULL THEN (
+                 SELECT f.request_id
+                 FROM lockbox.refusal(i.operator, t.tenant_id, i.tenant, i.workload, i.resource, i.now) f)
+        END AS request_id,
+        CASE WHEN g.request_id IS NOT NULL THEN NULL
+             WHEN i.denial IS NOT NULL THEN i.denial
+             WHEN t.tenant_id IS NULL THEN format('unknown tenant %s', i.tenant)
+             ELSE (SELECT f.reason
+                   FROM lockbox.refusal(i.operator, t.tenant_id, i.tenant, i.workload, i.resource, i.now) f)
+        END AS reason,
+        nextval('lockbox.audit_records_id_seq') AS audit_id
+    FROM (
+        SELECT u.ord, u.operator, u.tenant, u.workload, u.operation, u.resource, u.client_ip,
+            coalesce(u.arguments, '{}') AS arguments,
+            coalesce(u.now, clock_timestamp()) AS now,
+            CASE WHEN u.now IS NULL THEN coalesce(u.denial, 'the broker clock is unavailable')
+                 ELSE u.denial END AS denial
+        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::inet[], $7::jsonb[],
+                    $8::timestamptz[], $9::text[])
+            WITH ORDINALITY AS u(operator, tenant, workload, operation, resource, client_ip, arguments, now,
+                                 denial, ord)
+    ) i
+    LEFT JOIN lockbox.tenants t ON t.name = i.tenant
+    LEFT JOIN LATERAL (
+        SELECT r.request_id, r.access_ends_at FROM lockbox.requests r
+        WHERE i.denial IS NULL AND r.requester = i.operator AND r.tenant_id = t.tenant_id
+          AND r.workload = i.workload AND r.status = 'Approved'
+          AND r.access_starts_at <= i.now AND i.now < r.access_ends_at
+          AND (r.resource IS NULL OR i.resource = r.resource OR starts_with(i.resource, r.resource || '/'))
+        ORDER BY r.access_ends_at DESC
+        LIMIT 1
+    ) g ON true
+),
+recorded AS (
+    INSERT INTO lockbox.audit_records (id, occurred_at, tenant_id, record_type, user_id, actor, client_ip,
+                                       activity, item, request_id, workload, result, parameters)
+    OVERRIDING SYSTEM VALUE
+    SELECT d.audit_id, d.now, d.tenant_id, 'OperatorAction', 'Microsoft Operator', d.operator, d.client_ip,
+        d.operation, '', d.request_id, d.workload,
+        CASE WHEN d.reason IS NULL THEN 'Succeeded' ELSE 'Denied' END,
+        CASE WHEN d.reason IS NULL
+             THEN jsonb_build_object('operation', d.operation, 'resource', d.resource, 'operator', d.operator,
+                                     'arguments', d.arguments)
+             ELSE jsonb_build_object('operation', d.operation, 'resource', d.resource, 'operator', d.operator,
+                                     'arguments', d.arguments, 'reason', d.reason)
+        END
+    FROM decided d
+)
+SELECT d.ord, d.reason IS NULL AS allowed, d.audit_id, d.request_id, d.reason,
+    CASE WHEN d.reason IS NULL THEN d.grant_ends END AS access_ends_at
+FROM decided d

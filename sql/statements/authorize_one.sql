@@ -1,0 +1,55 @@
+-- Checks and records ONE operator content operation: the same rule and the
+-- same audit record as authorize_batch.sql, for the lone call the broker's
+-- group commit sends when nobody else is waiting (one statement, one commit).
+-- With scalar parameters and no arrays to unnest, it costs about what a plain
+-- check-and-insert does. Parameters: $1 operator alias, $2 tenant name,
+-- $3 workload, $4 operation, $5 resource, $6 client IP (inet), $7 arguments
+-- (jsonb object), $8 the broker's time (timestamptz; NULL: the broker clock
+-- could not be read, so refused and stamped with the server's clock), $9 a
+-- refusal decided before the database. Returns one row shaped like the batch
+-- statement's, with `ord` 1.
+WITH decided AS (
+    SELECT i.now, t.tenant_id, g.access_ends_at AS grant_ends,
+        CASE WHEN g.request_id IS NOT NULL THEN g.request_id
+             WHEN t.tenant_id IS NOT NULL THEN (
+                 SELECT f.request_id FROM lockbox.refusal($1, t.tenant_id, $2, $3, $5, i.now) f)
+        END AS request_id,
+        CASE WHEN g.request_id IS NOT NULL THEN NULL
+             WHEN i.denial IS NOT NULL THEN i.denial
+             WHEN t.tenant_id IS NULL THEN format('unknown tenant %s', $2::text)
+             ELSE (SELECT f.reason FROM lockbox.refusal($1, t.tenant_id, $2, $3, $5, i.now) f)
+        END AS reason
+    FROM (
+        SELECT coalesce($8::timestamptz, clock_timestamp()) AS now,
+            CASE WHEN $8::timestamptz IS NULL THEN coalesce($9::text, 'the broker clock is unavailable')
+                 ELSE $9::text END AS denial
+    ) i
+    LEFT JOIN lockbox.tenants t ON t.name = $2::text
+    LEFT JOIN LATERAL (
+        SELECT r.request_id, r.access_ends_at FROM lockbox.requests r
+        WHERE i.denial IS NULL AND r.requester = $1::text AND r.tenant_id = t.tenant_id
+          AND r.workload = $3::text AND r.status = 'Approved'
+          AND r.access_starts_at <= i.now AND i.now < r.access_ends_at
+          AND (r.resource IS NULL OR $5::text = r.resource OR starts_with($5::text, r.resource || '/'))
+        ORDER BY r.access_ends_at DESC
+        LIMIT 1
+    ) g ON true
+),
+recorded AS (
+    INSERT INTO lockbox.audit_records (occurred_at, tenant_id, record_type, user_id, actor, client_ip,
+                                       activity, item, request_id, workload, result, parameters)
+    SELECT d.now, d.tenant_id, 'OperatorAction', 'Microsoft Operator', $1::text, $6::inet,
+        $4::text, '', d.request_id, $3::text,
+        CASE WHEN d.reason IS NULL THEN 'Succeeded' ELSE 'Denied' END,
+        CASE WHEN d.reason IS NULL
+             THEN jsonb_build_object('operation', $4::text, 'resource', $5::text, 'operator', $1::text,
+                                     'arguments', coalesce($7::jsonb, '{}'))
+             ELSE jsonb_build_object('operation', $4::text, 'resource', $5::text, 'operator', $1::text,
+                                     'arguments', coalesce($7::jsonb, '{}'), 'reason', d.reason)
+        END
+    FROM decided d
+    RETURNING id
+)
+SELECT 1::bigint AS ord, d.reason IS NULL AS allowed, r.id AS audit_id, d.request_id, d.reason,
+    CASE WHEN d.reason IS NULL THEN d.grant_ends END AS access_ends_at
+FROM decided d CROSS JOIN recorded r
