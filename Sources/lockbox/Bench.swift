@@ -33,6 +33,9 @@ struct Bench: AsyncParsableCommand {
     @Option(help: ArgumentHelp("How long each phase runs, e.g. 20s or 1m.", valueName: "duration"))
     var duration: String = "20s"
 
+    @Option(help: "Turns raw and gateway take, alternating, within each phase (so drift hits both alike).")
+    var rounds = 2
+
     @Option(help: ArgumentHelp("Output format.", valueName: "table|json"))
     var format: OutputFormat = .table
 
@@ -49,6 +52,7 @@ struct Bench: AsyncParsableCommand {
         guard let parsed = try? parseDuration(duration), parsed >= .seconds(1), parsed <= .seconds(3600) else {
             throw ValidationError("--duration: must be between 1s and 1h, like 20s or 1m")
         }
+        guard (1...20).contains(rounds) else { throw ValidationError("--rounds: must be between 1 and 20") }
         guard format != .csv else { throw ValidationError("--format: bench prints table or json") }
         guard datasetTenants >= 1, datasetOperators >= 1, datasetRequests >= 0, datasetAudit >= 0,
             datasetGrants >= 1
@@ -66,7 +70,7 @@ struct Bench: AsyncParsableCommand {
         do {
             let runner = BenchRunner(
                 conninfo: target.conninfo, database: target.database, dataset: dataset, levels: operators,
-                duration: try parseDuration(duration), progress: ProgressBar.draw)
+                duration: try parseDuration(duration), rounds: rounds, progress: ProgressBar.draw)
             report = try await runner.run()
             ProgressBar.finish()
             await target.destroy()
@@ -90,7 +94,7 @@ struct Bench: AsyncParsableCommand {
         var lines = [
             "dataset: \(report.dataset.tenants) tenants, \(report.dataset.operators) operators, "
                 + "\(report.dataset.requests) historical requests, \(report.dataset.activeGrants) active grants, "
-                + "\(report.dataset.auditRows) audit rows; \(Int(report.durationSeconds)) s per phase",
+                + "\(report.dataset.auditRows) audit rows; \(Int(report.durationSeconds)) s per phase in \(report.rounds) alternating turns",
             "",
         ]
         let header = ["operators", "mode", "ops/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "refused", "errors",

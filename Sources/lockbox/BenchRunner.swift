@@ -43,6 +43,7 @@ struct BenchLevel: Sendable, Codable {
 struct BenchReport: Sendable, Codable {
     var dataset: BenchDataset
     var durationSeconds: Double
+    var rounds: Int
     var levels: [BenchLevel]
     var auditCheck: String
 }
@@ -56,6 +57,8 @@ struct BenchRunner {
     let dataset: BenchDataset
     let levels: [Int]
     let duration: Duration
+    /// How many turns raw and gateway take at each level.
+    var rounds = 1
     let progress: @Sendable (String, Double) -> Void
 
     /// The grants the gateway phase uses: tenant and workload per active operator.
@@ -71,8 +74,22 @@ struct BenchRunner {
         let grants = try await load(pool)
         var results: [BenchLevel] = []
         for level in levels {
-            let raw = try await measureRaw(level: level, grants: grants, pool: pool)
-            let gateway = try await measureGateway(level: level, grants: grants, pool: pool)
+            // Raw and gateway take turns (`rounds` times each, duration ÷ rounds a turn), so
+            // that drift over the run (the growing table, background writes) hits both alike.
+            let rawOperation = try await rawOperation(level: level, grants: grants)
+            let gatewayOperation = gatewayOperation(level: level, grants: grants)
+            var rawSample = Sample()
+            var gatewaySample = Sample()
+            for round in 1...rounds {
+                let label = rounds > 1 ? " (\(round)/\(rounds))" : ""
+                rawSample.add(try await measure(label: "raw × \(level)\(label)", level: level, pool: pool, rawOperation.run))
+                gatewaySample.add(
+                    try await measure(label: "gateway × \(level)\(label)", level: level, pool: pool, gatewayOperation.run))
+            }
+            await rawOperation.close()
+            await gatewayOperation.close()
+            let raw = rawSample.phase(mode: "raw", level: level, progress: progress)
+            let gateway = gatewaySample.phase(mode: "gateway", level: level, progress: progress)
             results.append(
                 BenchLevel(
                     operators: level, raw: raw, gateway: gateway,
@@ -88,7 +105,7 @@ struct BenchRunner {
             }.joined(separator: "; ")
         }
         return BenchReport(
-            dataset: dataset, durationSeconds: Self.seconds(duration), levels: results, auditCheck: check)
+            dataset: dataset, durationSeconds: Self.seconds(duration), rounds: rounds, levels: results, auditCheck: check)
     }
 
     // MARK: Loading
@@ -171,6 +188,11 @@ struct BenchRunner {
         }
         progress("analyze", 0.92)
         try await pool.withConnection { try await $0.execute(script: "VACUUM ANALYZE") }
+        // Write the loaded pages out now, so that no checkpoint triggered by the load
+        // runs in the background of the first measured phases. (Needs superuser or
+        // pg_checkpoint; without it the phases just start sooner.)
+        progress("checkpoint", 0.96)
+        try? await pool.withConnection { try await $0.execute(script: "CHECKPOINT") }
         progress("loaded", 1)
         return (1...max(grantCount, 1)).map { i in
             Grant(
@@ -248,60 +270,71 @@ struct BenchRunner {
             """
     }
 
-    func measureRaw(level: Int, grants: [Grant], pool: PGPool) async throws -> BenchPhase {
+    /// What one simulated operator does once: (worker, iteration) → outcome.
+    struct PhaseWork: Sendable {
+        let run: @Sendable (Int, Int) async throws -> Outcome
+        let close: @Sendable () async -> Void
+    }
+
+    /// The raw reference on one libpq connection per simulated operator.
+    func rawOperation(level: Int, grants: [Grant]) async throws -> PhaseWork {
         var opened: [PGConnection] = []
         for _ in 0..<level { opened.append(try await PGConnection.connect(conninfo, database: database)) }
         let connections = opened
-        defer { for connection in connections { Task { await connection.close() } } }
-        return try await measure(mode: "raw", level: level, pool: pool) { worker, iteration in
-            let grant = grants[(worker * 7919 + iteration) % grants.count]
-            let refused = iteration % 20 == 19
-            let rows = try await connections[worker].query(
-                Self.rawQuery(grant, refused: refused, now: Date()), prepared: true)
-            return try rows.first!.decode(String.self, at: 0) == "Succeeded" ? .allowed : .refused
-        }
+        return PhaseWork(
+            run: { worker, iteration in
+                let grant = grants[(worker * 7919 + iteration) % grants.count]
+                let refused = iteration % 20 == 19
+                let rows = try await connections[worker].query(
+                    Self.rawQuery(grant, refused: refused, now: Date()), prepared: true)
+                return try rows.first!.decode(String.self, at: 0) == "Succeeded" ? .allowed : .refused
+            },
+            close: { for connection in connections { await connection.close() } })
     }
 
-    func measureGateway(level: Int, grants: [Grant], pool: PGPool) async throws -> BenchPhase {
+    /// Real reads through the connectors, each authorized and audited by the broker (group commit).
+    func gatewayOperation(level: Int, grants: [Grant]) -> PhaseWork {
         let registry = standardConnectors()
         let gatewayPool = PGPool(conninfo: conninfo, database: database, maxConnections: min(max(2, level), 16))
-        defer { Task { await gatewayPool.close() } }
         let broker = Broker(pool: gatewayPool, workloads: registry.workloads, groupCommit: true)
         let samples = BenchSamples.reads
-        return try await measure(mode: "gateway", level: level, pool: pool) { worker, iteration in
-            let grant = grants[(worker * 7919 + iteration) % grants.count]
-            let refused = iteration % 20 == 19
-            // A refused attempt: a workload this operator holds no grant for.
-            let workload = refused ? Workload.builtIn.subtracting([grant.workload]).sorted()[iteration % 2] : grant.workload
-            let choices = samples[workload]!
-            let sample = choices[iteration % choices.count]
-            do {
-                _ = try await broker.invoke(
-                    OperationAttempt(
-                        operatorAlias: grant.alias, tenant: grant.tenant, workload: workload, operation: sample.operation,
-                        arguments: sample.arguments(grant.tenant), clientIP: "10.0.0.3"),
-                    registry: registry)
-                return .allowed
-            } catch let error as LockboxError where error.code == .accessDenied {
-                return .refused
-            } catch let error as LockboxError where error.code == .operationFailed {
-                return .failedAfterAudit
-            }
-        }
+        return PhaseWork(
+            run: { worker, iteration in
+                let grant = grants[(worker * 7919 + iteration) % grants.count]
+                let refused = iteration % 20 == 19
+                // A refused attempt: a workload this operator holds no grant for.
+                let workload =
+                    refused ? Workload.builtIn.subtracting([grant.workload]).sorted()[iteration % 2] : grant.workload
+                let choices = samples[workload]!
+                let sample = choices[iteration % choices.count]
+                do {
+                    _ = try await broker.invoke(
+                        OperationAttempt(
+                            operatorAlias: grant.alias, tenant: grant.tenant, workload: workload,
+                            operation: sample.operation, arguments: sample.arguments(grant.tenant), clientIP: "10.0.0.3"),
+                        registry: registry)
+                    return .allowed
+                } catch let error as LockboxError where error.code == .accessDenied {
+                    return .refused
+                } catch let error as LockboxError where error.code == .operationFailed {
+                    return .failedAfterAudit
+                }
+            },
+            close: { await gatewayPool.close() })
     }
 
     enum Outcome { case allowed, refused, failedAfterAudit }
 
+    /// Runs `operation` on `level` workers for one turn of `duration ÷ rounds`.
     private func measure(
-        mode: String, level: Int, pool: PGPool,
-        operation: @escaping @Sendable (Int, Int) async throws -> Outcome
-    ) async throws -> BenchPhase {
+        label: String, level: Int, pool: PGPool, _ operation: @escaping @Sendable (Int, Int) async throws -> Outcome
+    ) async throws -> Sample {
         let auditBefore = try await Self.auditCount(pool)
         let usageBefore = Self.usage()
         let clock = ContinuousClock()
         let started = clock.now
-        let deadline = started.advanced(by: duration)
-        progress("\(mode) × \(level)", 0)
+        let deadline = started.advanced(by: duration / rounds)
+        progress(label, 0)
         let partials = try await withThrowingTaskGroup(of: Partial.self) { group in
             for worker in 0..<level {
                 group.addTask {
@@ -330,26 +363,17 @@ struct BenchRunner {
             for try await partial in group { all.append(partial) }
             return all
         }
-        let elapsed = Self.seconds(started.duration(to: clock.now))
+        var sample = Sample()
+        sample.seconds = Self.seconds(started.duration(to: clock.now))
         let usageAfter = Self.usage()
-        var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
-        for partial in partials { histogram.add(partial.histogram) }
-        let allowed = partials.reduce(0) { $0 + $1.allowed + $1.failedAfterAudit }
-        let refused = partials.reduce(0) { $0 + $1.refused }
-        let errors = partials.reduce(0) { $0 + $1.errors }
-        if errors > 0, let message = partials.compactMap(\.lastError).first {
-            progress("\(mode) × \(level): \(errors) operations failed, e.g. \(message)", 1)
-        }
-        let auditAfter = try await Self.auditCount(pool)
-        return BenchPhase(
-            mode: mode, operators: level, operations: allowed + refused, allowed: allowed, refused: refused,
-            errors: errors, seconds: elapsed, operationsPerSecond: Double(allowed + refused) / elapsed,
-            p50Micros: histogram.valueAtPercentile(50), p95Micros: histogram.valueAtPercentile(95),
-            p99Micros: histogram.valueAtPercentile(99), maxMicros: histogram.max,
-            cpuSeconds: usageAfter.cpu - usageBefore.cpu, peakMemoryMB: usageAfter.maxRSSMB,
-            auditRowsAdded: auditAfter - auditBefore)
+        for partial in partials { sample.add(partial) }
+        sample.cpuSeconds = usageAfter.cpu - usageBefore.cpu
+        sample.peakMemoryMB = usageAfter.maxRSSMB
+        sample.auditRowsAdded = try await Self.auditCount(pool) - auditBefore
+        return sample
     }
 
+    /// What the workers of one or more turns did.
     struct Partial: Sendable {
         var allowed = 0
         var refused = 0
@@ -357,6 +381,46 @@ struct BenchRunner {
         var errors = 0
         var lastError: String?
         var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
+    }
+
+    /// The turns of one mode at one level, added up.
+    struct Sample: Sendable {
+        var work = Partial()
+        var seconds = 0.0
+        var cpuSeconds = 0.0
+        var peakMemoryMB = 0.0
+        var auditRowsAdded = 0
+
+        mutating func add(_ partial: Partial) {
+            work.allowed += partial.allowed
+            work.refused += partial.refused
+            work.failedAfterAudit += partial.failedAfterAudit
+            work.errors += partial.errors
+            work.lastError = work.lastError ?? partial.lastError
+            work.histogram.add(partial.histogram)
+        }
+
+        mutating func add(_ other: Sample) {
+            add(other.work)
+            seconds += other.seconds
+            cpuSeconds += other.cpuSeconds
+            peakMemoryMB = max(peakMemoryMB, other.peakMemoryMB)
+            auditRowsAdded += other.auditRowsAdded
+        }
+
+        func phase(mode: String, level: Int, progress: (String, Double) -> Void) -> BenchPhase {
+            let allowed = work.allowed + work.failedAfterAudit
+            if work.errors > 0, let message = work.lastError {
+                progress("\(mode) × \(level): \(work.errors) operations failed, e.g. \(message)", 1)
+            }
+            return BenchPhase(
+                mode: mode, operators: level, operations: allowed + work.refused, allowed: allowed,
+                refused: work.refused, errors: work.errors, seconds: seconds,
+                operationsPerSecond: seconds > 0 ? Double(allowed + work.refused) / seconds : 0,
+                p50Micros: work.histogram.valueAtPercentile(50), p95Micros: work.histogram.valueAtPercentile(95),
+                p99Micros: work.histogram.valueAtPercentile(99), maxMicros: work.histogram.max,
+                cpuSeconds: cpuSeconds, peakMemoryMB: peakMemoryMB, auditRowsAdded: auditRowsAdded)
+        }
     }
 
     static func auditCount(_ pool: PGPool) async throws -> Int {
