@@ -1,0 +1,163 @@
+import Foundation
+import LockboxCore
+import LockboxPostgres
+import LockboxSQL
+import Testing
+
+/// The broker authorizes a lone call with `sql/statements/authorize_one.sql` and a
+/// group-commit batch with `authorize_batch.sql`: both must decide and record
+/// every kind of attempt identically.
+@Suite("authorization statements")
+struct AuthorizeStatementTests {
+    /// One attempt as the statements take it.
+    struct Attempt {
+        var operatorAlias: String
+        var tenant = "contoso"
+        var workload = "Exchange"
+        var operation = "Get-MailboxFolder"
+        var resource: String
+        var clientIP: String? = "10.9.8.7"
+        var arguments: String? = #"{"folder": "Inbox"}"#
+        var now: Date?
+        var denial: String?
+    }
+
+    /// What a statement answered for one attempt, and the audit record it wrote.
+    struct Decision: Equatable {
+        var allowed: Bool
+        var requestID: UUID?
+        var reason: String?
+        var accessEndsAt: Date?
+        var record: [String?]
+    }
+
+    static func one(_ attempt: Attempt) -> PGQuery {
+        var query = PGQuery(stringLiteral: LockboxSQL.statements["authorize_one"]!)
+        query.binds = [
+            attempt.operatorAlias.pgBind, attempt.tenant.pgBind, attempt.workload.pgBind, attempt.operation.pgBind,
+            attempt.resource.pgBind, attempt.clientIP.map(PGInet.init).pgBind,
+            attempt.arguments.map { PGJSON(text: $0) }.pgBind, attempt.now.pgBind, attempt.denial.pgBind,
+        ]
+        return query
+    }
+
+    static func batch(_ attempts: [Attempt]) -> PGQuery {
+        var query = PGQuery(stringLiteral: LockboxSQL.statements["authorize_batch"]!)
+        query.binds = [
+            PGArray(attempts.map(\.operatorAlias)), PGArray(attempts.map(\.tenant)), PGArray(attempts.map(\.workload)),
+            PGArray(attempts.map(\.operation)), PGArray(attempts.map(\.resource)), PGArray(attempts.map(\.clientIP)),
+            PGArray(attempts.map(\.arguments)), PGArray(attempts.map { $0.now.map(PGTimestamp.format) }),
+            PGArray(attempts.map(\.denial)),
+        ].map(\.pgBind)
+        return query
+    }
+
+    /// Runs the rows a statement returned back to decisions, with the record each names.
+    static func decisions(_ rows: PGRows, count: Int, world: World) async throws -> [Decision] {
+        var decisions = [Decision?](repeating: nil, count: count)
+        for row in rows {
+            let (ord, allowed, auditID, requestID, reason, ends) = try row.decode(
+                (Int, Bool, Int64, UUID?, String?, Date?).self)
+            let record = try await world.db.pool.query(
+                """
+                SELECT tenant_id::text, record_type, user_id, actor, host(client_ip), activity, item,
+                    request_id::text, workload, result, parameters::text,
+                    CASE WHEN occurred_at BETWEEN now() - interval '1 hour' AND now() + interval '1 minute'
+                         THEN 'server clock' ELSE occurred_at::text END
+                FROM lockbox.audit_records WHERE id = \(auditID)
+                """)
+            let fields = try #require(record.first)
+            decisions[ord - 1] = Decision(
+                allowed: allowed, requestID: requestID, reason: reason, accessEndsAt: ends,
+                record: try (0..<12).map { try fields.decode(String?.self, at: $0) })
+        }
+        return try decisions.map { try #require($0) }
+    }
+
+    @Test("one attempt at a time and one batch decide and record every case alike")
+    func statementsAgree() async throws {
+        try await World.with { world in
+            let grant = try await world.approved(resource: "user@contoso.com")
+            let pending = try await world.pendingCustomer(by: "blake")
+            let now = try world.clock.now()
+            let later = now.addingTimeInterval(5 * 3600)
+            let attempts = [
+                Attempt(operatorAlias: "alex", resource: "user@contoso.com/Inbox", now: now),
+                Attempt(operatorAlias: "alex", resource: "other@contoso.com/Inbox", now: now),
+                Attempt(operatorAlias: "alex", resource: "user@contoso.comx/Inbox", now: now),
+                Attempt(operatorAlias: "blake", resource: "user@contoso.com/Inbox", now: now),
+                Attempt(operatorAlias: "alex", tenant: "fabrikam", resource: "user@fabrikam.com", now: now),
+                Attempt(operatorAlias: "alex", tenant: "nowhere", resource: "user@contoso.com", now: now),
+                Attempt(operatorAlias: "alex", workload: "SharePoint", resource: "sites/x", now: now),
+                Attempt(
+                    operatorAlias: "alex", operation: "Remove-Mailbox", resource: "user@contoso.com", now: now,
+                    denial: "operation Remove-Mailbox is not in the pre-approved catalogue"),
+                Attempt(operatorAlias: "alex", resource: "user@contoso.com/Inbox", now: nil),
+                Attempt(operatorAlias: "alex", resource: "user@contoso.com/Inbox", now: later),
+                Attempt(operatorAlias: "alex", resource: "user@contoso.com", clientIP: nil, arguments: nil, now: now),
+            ]
+            var lone: [Decision] = []
+            for attempt in attempts {
+                let rows = try await world.db.pool.query(Self.one(attempt), prepared: true)
+                lone += try await Self.decisions(rows, count: 1, world: world)
+            }
+            let batched = try await Self.decisions(
+                try await world.db.pool.query(Self.batch(attempts), prepared: true), count: attempts.count,
+                world: world)
+            #expect(lone == batched)
+
+            // And what they agree on is right.
+            #expect(lone.map(\.allowed) == [true, false, false, false, false, false, false, false, false, false, true])
+            #expect(lone[0].requestID == grant.requestId && lone[0].accessEndsAt != nil && lone[0].reason == nil)
+            #expect(lone[0].record[9] == "Succeeded" && lone[1].record[9] == "Denied")
+            #expect(lone[1].reason?.contains("outside the scope user@contoso.com") == true)
+            #expect(lone[2].reason?.contains("outside the scope") == true)
+            #expect(lone[3].requestID == pending.requestId && lone[3].reason?.contains("PendingCustomer") == true)
+            #expect(lone[4].reason?.contains("no access request of operator alex for Exchange in tenant fabrikam") == true)
+            #expect(lone[5].reason == "unknown tenant nowhere" && lone[5].record[0] == nil)
+            #expect(lone[6].reason?.contains("for SharePoint") == true)
+            #expect(lone[7].reason?.contains("not in the pre-approved catalogue") == true)
+            #expect(lone[7].requestID == grant.requestId)
+            #expect(lone[8].reason == "the broker clock is unavailable" && lone[8].record[11] == "server clock")
+            #expect(lone[0].record[11] != "server clock", "stamped with the broker's time")
+            #expect(lone[9].reason?.contains("access window of request \(grant.requestId.uuidString.lowercased()) ended") == true)
+            #expect(lone[10].record[4] == nil && lone[10].record[10]?.contains(#""arguments": {}"#) == true)
+            for decision in lone where !decision.allowed {
+                #expect(decision.accessEndsAt == nil)
+                #expect(decision.record[10]?.contains(#""reason": "#) == true)
+            }
+        }
+    }
+
+    @Test("a batch that cannot be written fails every caller in it, and nothing is recorded")
+    func failedBatchFailsEveryone() async throws {
+        try await World.with { world in
+            _ = try await world.approved(resource: "user@contoso.com")
+            _ = try await world.authorize()
+            let before = try await world.auditCount()
+            try await world.db.pool.query(
+                "ALTER TABLE lockbox.audit_records ADD CONSTRAINT audit_down CHECK (false) NOT VALID")
+            let outcomes = await withTaskGroup(of: LockboxError.Code?.self) { group in
+                for index in 0..<60 {
+                    group.addTask {
+                        do {
+                            _ = try await world.authorize(resource: "user@contoso.com/Inbox/\(index)")
+                            return nil
+                        } catch let error as LockboxError {
+                            return error.code
+                        } catch {
+                            return .operationFailed
+                        }
+                    }
+                }
+                var codes: [LockboxError.Code?] = []
+                for await code in group { codes.append(code) }
+                return codes
+            }
+            #expect(outcomes.count == 60)
+            #expect(outcomes.allSatisfy { $0 == .databaseUnavailable })
+            try await world.db.pool.query("ALTER TABLE lockbox.audit_records DROP CONSTRAINT audit_down")
+            #expect(try await world.auditCount() == before)
+        }
+    }
+}
