@@ -90,7 +90,8 @@ public struct ExchangeOnlineConnector: Connector {
     public var workload: Workload { .exchange }
 
     /// Five reads and one change (`Restore-DeletedItem`); nothing else runs.
-    public var catalogue: [OperationDescriptor] { ExchangeOperation.allCases.map(\.descriptor) }
+    public var catalogue: [OperationDescriptor] { Self.operations }
+    private static let operations = ExchangeOperation.allCases.map(\.descriptor)
 
     /// The path of what the operation addresses, mailbox address lower-cased.
     /// Refuses an operation outside the catalogue, a missing argument (naming

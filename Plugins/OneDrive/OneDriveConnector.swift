@@ -79,7 +79,8 @@ public struct OneDriveConnector: Connector {
     public var workload: Workload { .oneDrive }
 
     /// Four reads and one change (`Restore-FileVersion`); nothing else runs.
-    public var catalogue: [OperationDescriptor] { OneDriveOperation.allCases.map(\.descriptor) }
+    public var catalogue: [OperationDescriptor] { Self.operations }
+    private static let operations = OneDriveOperation.allCases.map(\.descriptor)
 
     /// The path of what the operation addresses, owner address lower-cased.
     /// Refuses an operation outside the catalogue, a missing argument (naming

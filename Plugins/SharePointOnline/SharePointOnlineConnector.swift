@@ -78,7 +78,8 @@ public struct SharePointOnlineConnector: Connector {
     public var workload: Workload { .sharePoint }
 
     /// Four reads and one repair (`Repair-SiteDocumentPermission`); nothing else runs.
-    public var catalogue: [OperationDescriptor] { SharePointOperation.allCases.map(\.descriptor) }
+    public var catalogue: [OperationDescriptor] { Self.operations }
+    private static let operations = SharePointOperation.allCases.map(\.descriptor)
 
     /// The path of what the operation addresses, site name lower-cased.
     /// Refuses an operation outside the catalogue, a missing argument (naming

@@ -88,26 +88,48 @@ final class Authorizer: Sendable {
     }
 
     /// A writer thread: runs batches until no call arrives for ``idleTimeout``.
+    ///
+    /// When a batch's result arrives and more calls are already waiting, the
+    /// writer sends their batch first and answers the finished one while the
+    /// server works on it (the finished batch has committed; answering it is
+    /// work the server need not wait for).
     private func writerLoop() {
         var connection: PGConnection?
-        while let batch = queue.nextBatch(limit: Self.maxBatch, spin: Self.spin, idleTimeout: Self.idleTimeout) {
-            let result = execute(batch.map(\.call), on: &connection)
-            for (index, waiter) in batch.enumerated() {
-                switch result {
-                case .success(let outcomes): waiter.continuation.resume(with: outcomes[index])
-                case .failure(let error): waiter.continuation.resume(throwing: error)
+        var finished: (batch: [Waiter], result: BatchResult)?
+        while true {
+            let next =
+                finished == nil
+                ? queue.nextBatch(limit: Self.maxBatch, spin: Self.spin, idleTimeout: Self.idleTimeout)
+                : queue.waitingBatch(limit: Self.maxBatch)
+            if next == nil && finished == nil { return }
+            var sent: [Waiter]?
+            if let next {
+                switch send(next.map(\.call), on: &connection) {
+                case .success: sent = next
+                case .failure(let error): Self.answer(next, .failure(error))
                 }
+            }
+            if let (batch, result) = finished { Self.answer(batch, result) }
+            finished = sent.map { ($0, receive($0.map(\.call), on: connection)) }
+        }
+    }
+
+    typealias BatchResult = Result<[Result<AuthorizeOutcome, any Error>], any Error>
+
+    private static func answer(_ batch: [Waiter], _ result: BatchResult) {
+        for (index, waiter) in batch.enumerated() {
+            switch result {
+            case .success(let outcomes): waiter.continuation.resume(with: outcomes[index])
+            case .failure(let error): waiter.continuation.resume(throwing: error)
             }
         }
     }
 
-    /// Runs one batch as one statement (one transaction), blocking the calling
-    /// writer thread, on the writer's own connection: opened on first use (to the
-    /// pool's database) and again after a failure. Refused once the broker's pool
-    /// is closed: a broker that was shut down authorizes nothing.
-    private func execute(
-        _ calls: [AuthorizeCall], on connection: inout PGConnection?
-    ) -> Result<[Result<AuthorizeOutcome, any Error>], any Error> {
+    /// Sends one batch as one statement (one transaction) on the writer's own
+    /// connection: opened on first use (to the pool's database) and again after a
+    /// failure. Refused once the broker's pool is closed: a broker that was shut
+    /// down authorizes nothing.
+    private func send(_ calls: [AuthorizeCall], on connection: inout PGConnection?) -> Result<Void, any Error> {
         Result {
             guard !pool.isClosed else { throw PostgresError(kind: .client, message: "the connection pool is closed") }
             if connection?.isUsable != true {
@@ -117,7 +139,15 @@ final class Authorizer: Sendable {
                 try opened.queryBlocking("SET plan_cache_mode = force_generic_plan")
                 connection = opened
             }
-            return try Self.outcomes(try connection!.queryBlocking(Self.query(calls), prepared: true), for: calls)
+            try connection!.sendBlocking(Self.query(calls), prepared: true)
+        }
+    }
+
+    /// Waits for the batch's statement to finish and commit: each call's outcome.
+    private func receive(_ calls: [AuthorizeCall], on connection: PGConnection?) -> BatchResult {
+        Result {
+            guard let connection else { throw PostgresError(kind: .client, message: "no connection") }
+            return try Self.outcomes(try connection.receiveBlocking(), for: calls)
         }
     }
 
@@ -196,6 +226,13 @@ final class Authorizer: Sendable {
             return true
         }
 
+        /// The calls waiting now (up to `limit`), or nil when there are none.
+        func waitingBatch(limit: Int) -> [Waiter]? {
+            condition.lock()
+            defer { condition.unlock() }
+            return pending.isEmpty ? nil : take(limit: limit)
+        }
+
         /// The next batch for a writer, waiting for one (a lone writer first spins for
         /// up to `spin` nanoseconds); nil when the writer should end.
         func nextBatch(limit: Int, spin: UInt64, idleTimeout: TimeInterval) -> [Waiter]? {
@@ -220,6 +257,11 @@ final class Authorizer: Sendable {
                     return nil
                 }
             }
+            return take(limit: limit)
+        }
+
+        /// Takes up to `limit` waiting calls, oldest first. Call with the lock held.
+        private func take(limit: Int) -> [Waiter] {
             let batch = Array(pending.prefix(limit))
             pending.removeFirst(batch.count)
             queued.store(pending.count, ordering: .releasing)

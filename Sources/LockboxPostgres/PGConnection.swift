@@ -132,6 +132,41 @@ public final class PGConnection: @unchecked Sendable {
         try queue.sync { try self.tracked { try self.execBlocking(query, prepared: prepared) }.get() }
     }
 
+    /// Sends one statement without waiting for its result, which
+    /// ``receiveBlocking()`` then reads: the caller can do other work while the
+    /// server runs it. Nothing else may use the connection in between.
+    ///
+    /// For dedicated threads only, like ``queryBlocking(_:prepared:)``.
+    public func sendBlocking(_ query: PGQuery, prepared: Bool = false) throws {
+        try queue.sync {
+            try self.tracked {
+                let handle = try self.liveHandle()
+                let name = prepared ? try self.prepareIfNeeded(query, handle: handle) : nil
+                let sent = Self.withParameters(query.binds) { types, values, lengths, formats in
+                    if let name {
+                        PQsendQueryPrepared(handle, name, Int32(query.binds.count), values, lengths, formats, 0)
+                    } else {
+                        PQsendQueryParams(handle, query.sql, Int32(query.binds.count), types, values, lengths, formats, 0)
+                    }
+                }
+                guard sent == 1 else { throw self.connectionError(handle, "cannot send the statement") }
+            }.get()
+        }
+    }
+
+    /// The result of the statement sent with ``sendBlocking(_:prepared:)``, waiting for it.
+    public func receiveBlocking() throws -> PGRows {
+        try queue.sync {
+            try self.tracked {
+                let handle = try self.liveHandle()
+                guard let first = PQgetResult(handle) else { throw self.connectionError(handle, "no statement was sent") }
+                // A statement's results end with a NULL; read them all so the connection is ready again.
+                while let extra = PQgetResult(handle) { PQclear(extra) }
+                return try self.consume(first, handle: handle)
+            }.get()
+        }
+    }
+
     /// Runs SQL without parameters, possibly several statements separated by `;`
     /// (simple query protocol). Used for migrations and session set-up.
     public func execute(script: String) async throws {
