@@ -5,8 +5,9 @@ import LockboxSQL
 import Testing
 
 /// The broker authorizes a lone call with `sql/statements/authorize_one.sql` and a
-/// group-commit batch with `authorize_batch.sql`: both must decide and record
-/// every kind of attempt identically.
+/// group-commit batch with `authorize_batch.sql`; SQL tools call the database
+/// function `lockbox.authorize_batch`. All three must decide and record every
+/// kind of attempt identically.
 @Suite("authorization statements")
 struct AuthorizeStatementTests {
     /// One attempt as the statements take it.
@@ -74,7 +75,7 @@ struct AuthorizeStatementTests {
         return try decisions.map { try #require($0) }
     }
 
-    @Test("one attempt at a time and one batch decide and record every case alike")
+    @Test("one attempt at a time, one batch, and the database function decide and record every case alike")
     func statementsAgree() async throws {
         try await World.with { world in
             let grant = try await world.approved(resource: "user@contoso.com")
@@ -105,6 +106,15 @@ struct AuthorizeStatementTests {
                 try await world.db.pool.query(Self.batch(attempts), prepared: true), count: attempts.count,
                 world: world)
             #expect(lone == batched)
+            // The database function SQL tools call applies the same rule.
+            var function = Self.batch(attempts)
+            function.sql = """
+                SELECT ord, allowed, audit_id, request_id, reason, access_ends_at
+                FROM lockbox.authorize_batch($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                """
+            let viaFunction = try await Self.decisions(
+                try await world.db.pool.query(function), count: attempts.count, world: world)
+            #expect(viaFunction == lone)
 
             // And what they agree on is right.
             #expect(lone.map(\.allowed) == [true, false, false, false, false, false, false, false, false, false, true])
