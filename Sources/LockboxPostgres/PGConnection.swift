@@ -142,14 +142,9 @@ public final class PGConnection: @unchecked Sendable {
             try self.tracked {
                 let handle = try self.liveHandle()
                 let name = prepared ? try self.prepareIfNeeded(query, handle: handle) : nil
-                let sent = Self.withParameters(query.binds) { types, values, lengths, formats in
-                    if let name {
-                        PQsendQueryPrepared(handle, name, Int32(query.binds.count), values, lengths, formats, 0)
-                    } else {
-                        PQsendQueryParams(handle, query.sql, Int32(query.binds.count), types, values, lengths, formats, 0)
-                    }
+                guard Self.send(query, name: name, handle: handle) else {
+                    throw self.connectionError(handle, "cannot send the statement")
                 }
-                guard sent == 1 else { throw self.connectionError(handle, "cannot send the statement") }
             }.get()
         }
     }
@@ -259,14 +254,9 @@ public final class PGConnection: @unchecked Sendable {
         guard PQenterPipelineMode(handle) == 1 else { throw connectionError(handle, "cannot enter pipeline mode") }
         defer { PQexitPipelineMode(handle) }
         for (query, name) in zip(queries, names) {
-            let sent = Self.withParameters(query.binds) { types, values, lengths, formats in
-                if let name {
-                    PQsendQueryPrepared(handle, name, Int32(query.binds.count), values, lengths, formats, 0)
-                } else {
-                    PQsendQueryParams(handle, query.sql, Int32(query.binds.count), types, values, lengths, formats, 0)
-                }
+            guard Self.send(query, name: name, handle: handle) else {
+                throw connectionError(handle, "cannot send pipelined statement")
             }
-            guard sent == 1 else { throw connectionError(handle, "cannot send pipelined statement") }
         }
         guard PQpipelineSync(handle) == 1 else { throw connectionError(handle, "cannot sync pipeline") }
         var results: [Result<PGRows, PostgresError>] = []
@@ -355,6 +345,17 @@ public final class PGConnection: @unchecked Sendable {
     private func connectionError(_ handle: OpaquePointer, _ context: String) -> PostgresError {
         let message = String(cString: PQerrorMessage(handle)).trimmingCharacters(in: .whitespacesAndNewlines)
         return PostgresError(kind: .connection, message: message.isEmpty ? context : "\(context): \(message)")
+    }
+
+    /// Sends `query` without waiting (by prepared-statement `name` when given); false if libpq refused.
+    private static func send(_ query: PGQuery, name: String?, handle: OpaquePointer) -> Bool {
+        withParameters(query.binds) { types, values, lengths, formats in
+            if let name {
+                PQsendQueryPrepared(handle, name, Int32(query.binds.count), values, lengths, formats, 0)
+            } else {
+                PQsendQueryParams(handle, query.sql, Int32(query.binds.count), types, values, lengths, formats, 0)
+            }
+        } == 1
     }
 
     /// Lays out parameters as the C arrays libpq wants, valid during `body`.
