@@ -139,6 +139,32 @@ struct AuthorizeStatementTests {
         }
     }
 
+    @Test("a writer whose connection died fails the next call, records nothing, then reconnects")
+    func writerReconnects() async throws {
+        try await World.with { world in
+            _ = try await world.approved(resource: "user@contoso.com")
+            _ = try await world.authorize()
+            let before = try await world.auditCount()
+            // End the server process behind the writer's connection, and wait until it is gone.
+            let writer = try await world.db.pool.query(
+                """
+                SELECT pid FROM pg_stat_activity
+                WHERE datname = current_database() AND query LIKE '-- Checks and records ONE%'
+                """)
+            let pid = try #require(writer.first).decode(Int32.self, at: 0)
+            try await world.db.pool.query("SELECT pg_terminate_backend(\(pid))")
+            while try await world.db.pool.query("SELECT 1 FROM pg_stat_activity WHERE pid = \(pid)").count > 0 {
+                await Task.yield()
+            }
+            let error = try await #require(throws: LockboxError.self) { _ = try await world.authorize() }
+            #expect(error.code == .databaseUnavailable)
+            #expect(try await world.auditCount() == before)
+            let access = try await world.authorize()
+            #expect(try await world.auditCount() == before + 1)
+            #expect(access.resource == "user@contoso.com/Inbox")
+        }
+    }
+
     @Test("a batch that cannot be written fails every caller in it, and nothing is recorded")
     func failedBatchFailsEveryone() async throws {
         try await World.with { world in
