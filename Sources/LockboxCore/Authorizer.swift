@@ -111,11 +111,16 @@ final class Authorizer: Sendable {
             if let next {
                 switch send(next.map(\.call), on: &connection) {
                 case .success: sent = next
-                case .failure(let error): Self.answer(next, .failure(error))
+                case .failure(let error):
+                    queue.received()
+                    Self.answer(next, .failure(error))
                 }
             }
             if let (batch, result) = finished { Self.answer(batch, result) }
-            finished = sent.map { ($0, receive($0.map(\.call), on: connection)) }
+            finished = sent.map { batch in
+                defer { queue.received() }
+                return (batch, receive(batch.map(\.call), on: connection))
+            }
         }
     }
 
@@ -209,14 +214,20 @@ final class Authorizer: Sendable {
         // Guarded by `condition`.
         private let condition = NSCondition()
         private var pending: [Waiter] = []
-        /// Writer threads alive, and how many of them are waiting for work.
+        /// Writer threads alive, how many of them are waiting for work, and how many
+        /// hold a batch not yet answered by the server (the rest will look at the
+        /// queue without being woken).
         private var running = 0
         private var idle = 0
+        private var busy = 0
         /// `pending.count`, readable without the lock by a spinning writer.
         private let queued = Atomic<Int>(0)
 
         /// Queues a call and wakes an idle writer. Returns true when the caller
-        /// must start a new writer thread (none is idle and fewer than `writers` run).
+        /// must start a new writer thread: every running writer waits for the
+        /// server, and fewer than `writers` run. (A writer that is not waiting for
+        /// the server is about to look at the queue: starting another then would
+        /// only split the calls between two threads that must both be woken.)
         func enqueue(_ waiter: Waiter, writers: Int) -> Bool {
             condition.lock()
             defer { condition.unlock() }
@@ -226,7 +237,7 @@ final class Authorizer: Sendable {
                 condition.signal()
                 return false
             }
-            guard running < writers else { return false }
+            guard running == busy, running < writers else { return false }
             running += 1
             return true
         }
@@ -272,11 +283,20 @@ final class Authorizer: Sendable {
             return take(limit: limit)
         }
 
-        /// Takes up to `limit` waiting calls, oldest first. Call with the lock held.
+        /// The writer's batch has its answer (or failed): it looks at the queue next.
+        func received() {
+            condition.lock()
+            defer { condition.unlock() }
+            busy -= 1
+        }
+
+        /// Takes up to `limit` waiting calls, oldest first, for a writer that
+        /// sends them next. Call with the lock held.
         private func take(limit: Int) -> [Waiter] {
             let batch = Array(pending.prefix(limit))
             pending.removeFirst(batch.count)
             queued.store(pending.count, ordering: .releasing)
+            busy += 1
             return batch
         }
     }

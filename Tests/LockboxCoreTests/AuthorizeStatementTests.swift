@@ -165,6 +165,27 @@ struct AuthorizeStatementTests {
         }
     }
 
+    @Test("one caller at a time is served by one writer: one server connection, every call recorded")
+    func sequentialCallerUsesOneWriter() async throws {
+        try await World.with { world in
+            _ = try await world.approved(resource: "user@contoso.com")
+            let before = try await world.auditCount()
+            // Each call is made when the previous one has its answer, so the writer that
+            // answered is never busy when the next arrives: a second writer (and its
+            // connection) would only split the calls between two threads to wake.
+            for index in 0..<100 {
+                _ = try await world.authorize(resource: "user@contoso.com/Inbox/\(index)")
+            }
+            #expect(try await world.auditCount() == before + 100)
+            let writers = try await world.db.pool.query(
+                """
+                SELECT count(*) FROM pg_stat_activity
+                WHERE datname = current_database() AND query LIKE '-- Checks and records%'
+                """)
+            #expect(try writers.first!.decode(Int.self, at: 0) == 1)
+        }
+    }
+
     @Test("a batch that cannot be written fails every caller in it, and nothing is recorded")
     func failedBatchFailsEveryone() async throws {
         try await World.with { world in
