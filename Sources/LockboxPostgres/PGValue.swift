@@ -157,10 +157,45 @@ extension UUID: PGEncodable, PGDecodable {
     public var pgBind: PGBind { PGBind(.text(uuidString.lowercased()), type: PGType.uuid) }
     public static func pgDecode(_ text: String?) throws(PGDecodeFailure) -> UUID {
         let text = try nonNull(text)
-        guard let value = UUID(uuidString: text) else { throw PGDecodeFailure("not a UUID: \(text.prefix(40))") }
+        guard let value = parse(text) else { throw PGDecodeFailure("not a UUID: \(text.prefix(40))") }
         return value
     }
     public static var pgTypeName: String { "UUID" }
+
+    /// The server's form (`xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, hex digits of
+    /// either case) read directly; every authorization answer carries one, and
+    /// Foundation's parser goes through `sscanf`. Nil for anything else.
+    static func parse(_ text: String) -> UUID? {
+        var text = text
+        text.makeContiguousUTF8()
+        return text.utf8.withContiguousStorageIfAvailable { chars -> UUID? in
+            guard chars.count == 36 else { return nil }
+            var bytes: uuid_t = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+            let parsed = withUnsafeMutableBytes(of: &bytes) { out -> Bool in
+                var index = 0
+                for byte in 0..<16 {
+                    if index == 8 || index == 13 || index == 18 || index == 23 {
+                        guard chars[index] == UInt8(ascii: "-") else { return false }
+                        index += 1
+                    }
+                    guard let high = hexValue(chars[index]), let low = hexValue(chars[index + 1]) else { return false }
+                    out[byte] = high << 4 | low
+                    index += 2
+                }
+                return true
+            }
+            return parsed ? UUID(uuid: bytes) : nil
+        } ?? nil
+    }
+
+    private static func hexValue(_ char: UInt8) -> UInt8? {
+        switch char {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): char - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): char - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): char - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
 }
 
 // MARK: - bytea

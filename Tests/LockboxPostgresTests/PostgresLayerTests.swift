@@ -51,6 +51,30 @@ struct PostgresLayerTests {
         }
     }
 
+    @Test("a UUID is read from the server's text in either case, and anything else is refused")
+    func uuidText() throws {
+        for _ in 0..<200 {
+            let uuid = UUID()
+            #expect(try UUID.pgDecode(uuid.uuidString.lowercased()) == uuid)
+            #expect(try UUID.pgDecode(uuid.uuidString) == uuid)
+        }
+        let zero = UUID(uuid: (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+        #expect(try UUID.pgDecode("00000000-0000-0000-0000-000000000000") == zero)
+        let ones = try UUID.pgDecode("ffffffff-ffff-ffff-ffff-ffffffffffff")
+        #expect(ones.uuidString == "FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF")
+        let malformed = [
+            "", "not a uuid", "0123456789abcdef0123456789abcdef", "{01234567-89ab-cdef-0123-456789abcdef}",
+            "01234567-89ab-cdef-0123-456789abcdeg", "01234567-89ab-cdef-0123-456789abcde",
+            "01234567-89ab-cdef-0123-456789abcdef0", "0123456789-ab-cdef-0123-456789abcdef",
+            "01234567_89ab_cdef_0123_456789abcdef", "0123456é-89ab-cdef-0123-456789abcdef",
+            "01234567-89ab-cdef-0123-4567 9abcdef",  // Foundation's sscanf-based parser accepts this one
+        ]
+        for text in malformed {
+            let error = #expect(throws: PGDecodeFailure.self) { try UUID.pgDecode(text) }
+            #expect(error?.reason.contains("not a UUID") == true, "\(text)")
+        }
+    }
+
     @Test("an SQL-looking value is stored and read back verbatim")
     func injectionIsData() async throws {
         try await TestDatabase.with { db in
