@@ -25,7 +25,13 @@ struct BenchCommandTests {
                     #expect(operations > 0, "\(mode): \(phase)")
                     #expect(phase["auditRowsAdded"] as? Int == operations)
                     #expect(phase["errors"] as? Int == 0, "\(mode): \(phase)")
-                    #expect((phase["refused"] as? Int ?? 0) > 0 || operations < 20, "\(mode): ~5 % are refused")
+                    // Each simulated operator's every 20th attempt in a turn is refused, so at
+                    // least one is once some operator made 20 attempts in one of the 2 turns:
+                    // certain beyond 19 × operators × 2 attempts (a loaded machine may stay below).
+                    let operators = try #require(level["operators"] as? Int)
+                    #expect(
+                        (phase["refused"] as? Int ?? 0) > 0 || operations <= 19 * operators * 2,
+                        "\(mode): ~5 % are refused")
                     #expect((phase["p99Micros"] as? Int ?? 0) >= (phase["p50Micros"] as? Int ?? 0))
                 }
                 #expect((level["ratio"] as? Double ?? 0) > 0)
