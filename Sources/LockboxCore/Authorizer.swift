@@ -32,13 +32,12 @@ struct AuthorizeOutcome: Sendable {
 /// Calls queue up; a few dedicated writer threads (``writers``, not tasks: each
 /// blocks in libpq, so none of this runs on Swift's cooperative pool) each take
 /// every call queued so far (up to ``maxBatch``), run them as one statement on
-/// its own connection, and let the transaction commit; only then
-/// does every caller in the batch get its answer. While one writer's batch is
-/// with the server, the next calls gather for the other (see ``gather``). If the
-/// batch fails, every caller in it gets
-/// the error (fail closed); a refusal is a row, not an error, so it never affects
-/// the others. A lone call costs one statement and one thread hand-off, as a
-/// plain query would.
+/// its own connection, and let the transaction commit; only then does every
+/// caller in the batch get its answer. While one writer's batch is with the
+/// server, the next calls gather for the other (see ``gather``). If the batch
+/// fails, every caller in it gets the error (fail closed); a refusal is a row,
+/// not an error, so it never affects the others. A lone call costs one statement
+/// and one thread hand-off, as a plain query would.
 ///
 /// Writer threads start when calls arrive and end after ``idleTimeout`` without
 /// work, so an idle broker holds no thread and no connection.
