@@ -56,6 +56,15 @@ final class Authorizer: Sendable {
     /// thread woken from sleep costs ~25 µs on these machines; with more than one
     /// writer running, calls are frequent and a writer never spins.
     static let spin: UInt64 = 150_000
+    /// A spin step that takes longer than this (nanoseconds, 1 ms) means the
+    /// spinning writer was descheduled behind other busy threads (a yield to the
+    /// caller's own thread takes far less): it then stops spinning and does not
+    /// spin again for ``spinPause``. On a saturated machine a spinning writer is
+    /// often off the CPU when the call arrives, and nothing wakes it: with 4 busy
+    /// loops on 2 cores a lone caller waited ~10 ms per call, against ~4 ms for
+    /// raw; it now waits about as long as raw.
+    static let contended: UInt64 = 1_000_000
+    static let spinPause: UInt64 = 50_000_000
     /// How long a writer waits for its callers to come back while another
     /// writer's batch is with the server.
     ///
@@ -219,6 +228,8 @@ final class Authorizer: Sendable {
         private var busy = 0
         /// `pending.count`, readable without the lock by a spinning writer.
         private let queued = Atomic<Int>(0)
+        /// Until when (uptime nanoseconds) a lone writer sleeps instead of spinning.
+        private var spinPausedUntil: UInt64 = 0
 
         /// Queues a call and wakes an idle writer. Returns true when the caller
         /// must start a new writer thread: every running writer waits for the
@@ -248,13 +259,25 @@ final class Authorizer: Sendable {
         ) -> [Waiter]? {
             condition.lock()
             defer { condition.unlock() }
-            if pending.isEmpty && running == 1 && spin > 0 {
+            if pending.isEmpty && running == 1 && spin > 0
+                && DispatchTime.now().uptimeNanoseconds >= spinPausedUntil
+            {
                 condition.unlock()
-                let end = DispatchTime.now().uptimeNanoseconds + spin
-                while queued.load(ordering: .acquiring) == 0 && DispatchTime.now().uptimeNanoseconds < end {
+                var now = DispatchTime.now().uptimeNanoseconds
+                let end = now + spin
+                var contended = false
+                while queued.load(ordering: .acquiring) == 0 && now < end {
                     sched_yield()
+                    let before = now
+                    now = DispatchTime.now().uptimeNanoseconds
+                    contended = now - before > Authorizer.contended
+                    if contended { break }
                 }
                 condition.lock()
+                // Other threads wanted the CPU: a spinning writer only delays them, and
+                // is itself descheduled when the call comes; sleep (to be woken by the
+                // call) for a while instead.
+                if contended { spinPausedUntil = now + Authorizer.spinPause }
             }
             idle += 1
             defer { idle -= 1 }
