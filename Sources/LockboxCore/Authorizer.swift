@@ -226,6 +226,10 @@ final class Authorizer: Sendable {
         private var running = 0
         private var idle = 0
         private var busy = 0
+        /// How many idle writers are gathering a batch, and the fewest calls any
+        /// of them waits for.
+        private var gathering = 0
+        private var gatherTarget = Int.max
         /// `pending.count`, readable without the lock by a spinning writer.
         private let queued = Atomic<Int>(0)
         /// Until when (uptime nanoseconds) a lone writer sleeps instead of spinning.
@@ -242,7 +246,14 @@ final class Authorizer: Sendable {
             pending.append(waiter)
             queued.store(pending.count, ordering: .releasing)
             if idle > 0 {
-                condition.signal()
+                // A writer gathering its batch needs waking only once the batch is
+                // complete (not for every call on the way); one waiting for any
+                // call, at once.
+                if idle > gathering {
+                    if gathering > 0 { condition.broadcast() } else { condition.signal() }
+                } else if pending.count >= gatherTarget {
+                    condition.signal()
+                }
                 return false
             }
             guard running == busy, running < writers else { return false }
@@ -281,20 +292,25 @@ final class Authorizer: Sendable {
             }
             idle += 1
             defer { idle -= 1 }
-            var deadline: Date?
-            while pending.isEmpty {
-                let until = deadline ?? Date(timeIntervalSinceNow: idleTimeout)
-                deadline = until
-                if !condition.wait(until: until) && pending.isEmpty {
-                    running -= 1
-                    return nil
+            let deadline = Date(timeIntervalSinceNow: idleTimeout)
+            while true {
+                while pending.isEmpty {
+                    if !condition.wait(until: deadline) && pending.isEmpty {
+                        running -= 1
+                        return nil
+                    }
                 }
+                if pending.count < target && busy > 0 {
+                    gathering += 1
+                    gatherTarget = min(gatherTarget, target)
+                    let until = Date(timeIntervalSinceNow: gather)
+                    while pending.count < target && condition.wait(until: until) {}
+                    gathering -= 1
+                    if gathering == 0 { gatherTarget = .max }
+                }
+                // Another writer may have taken the calls meanwhile: then wait again.
+                if !pending.isEmpty { return take(limit: limit) }
             }
-            if pending.count < target && busy > 0 {
-                let until = Date(timeIntervalSinceNow: gather)
-                while pending.count < target && condition.wait(until: until) {}
-            }
-            return take(limit: limit)
         }
 
         /// The writer's batch has its answer (or failed): it looks at the queue next.
