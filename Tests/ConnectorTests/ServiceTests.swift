@@ -2,6 +2,7 @@ import ExchangeOnline
 import Foundation
 import LockboxConnectors
 import LockboxCore
+import LockboxTestSupport
 import OneDrive
 import SharePointOnline
 import Testing
@@ -82,22 +83,8 @@ struct ServiceTests {
                     operation: "Restore-DeletedItem", path: ["mailbox": "alice@contoso.com", "messageId": "msg-1004"],
                     resource: "", expect: ""))
             let before = try await gateway.auditRowCount()
-            let outcomes = await withTaskGroup(of: LockboxError.Code?.self) { group in
-                for _ in 0..<8 {
-                    group.addTask {
-                        do {
-                            _ = try await gateway.broker.invoke(attempt, registry: gateway.registry)
-                            return nil
-                        } catch let error as LockboxError {
-                            return error.code
-                        } catch {
-                            return .operationFailed
-                        }
-                    }
-                }
-                var codes: [LockboxError.Code?] = []
-                for await code in group { codes.append(code) }
-                return codes
+            let outcomes = await concurrentOutcomes(8) { _ in
+                _ = try await gateway.broker.invoke(attempt, registry: gateway.registry)
             }
             #expect(outcomes.filter { $0 == nil }.count == 1)
             #expect(outcomes.filter { $0 == .notFound }.count == 7)

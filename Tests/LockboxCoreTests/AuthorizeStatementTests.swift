@@ -2,6 +2,7 @@ import Foundation
 import LockboxCore
 import LockboxPostgres
 import LockboxSQL
+import LockboxTestSupport
 import Testing
 
 /// The broker authorizes a lone call with `sql/statements/authorize_one.sql` and a
@@ -194,22 +195,8 @@ struct AuthorizeStatementTests {
             let before = try await world.auditCount()
             try await world.db.pool.query(
                 "ALTER TABLE lockbox.audit_records ADD CONSTRAINT audit_down CHECK (false) NOT VALID")
-            let outcomes = await withTaskGroup(of: LockboxError.Code?.self) { group in
-                for index in 0..<60 {
-                    group.addTask {
-                        do {
-                            _ = try await world.authorize(resource: "user@contoso.com/Inbox/\(index)")
-                            return nil
-                        } catch let error as LockboxError {
-                            return error.code
-                        } catch {
-                            return .operationFailed
-                        }
-                    }
-                }
-                var codes: [LockboxError.Code?] = []
-                for await code in group { codes.append(code) }
-                return codes
+            let outcomes = await concurrentOutcomes(60) { index in
+                _ = try await world.authorize(resource: "user@contoso.com/Inbox/\(index)")
             }
             #expect(outcomes.count == 60)
             #expect(outcomes.allSatisfy { $0 == .databaseUnavailable })
