@@ -12,7 +12,9 @@
 -- An attempt is allowed only by an Approved request of that operator for that
 -- tenant and workload whose window contains the time and whose scope (if any)
 -- contains the resource; otherwise it is refused with the reason from
--- lockbox.refusal, which is evaluated only for refused attempts. The audit ids
+-- lockbox.refusal, through lockbox.refusal_of (PL/pgSQL, called only for
+-- refused attempts, so that the plan of this statement carries no subplan for
+-- it: see migration 0006). The audit ids
 -- are drawn before the insert, so each caller gets exactly its own record.
 -- The same rule as lockbox.authorize_batch (the function SQL tools call), as a
 -- plain statement: a PL/pgSQL call would cost more than a one-row batch itself.
@@ -20,15 +22,13 @@ WITH decided AS (
     SELECT i.ord, i.operator, i.workload, i.operation, i.resource, i.client_ip, i.arguments, i.now, t.tenant_id,
         g.access_ends_at AS grant_ends,
         CASE WHEN g.request_id IS NOT NULL THEN g.request_id
-             WHEN t.tenant_id IS NOT NULL THEN (
-                 SELECT f.request_id
-                 FROM lockbox.refusal(i.operator, t.tenant_id, i.tenant, i.workload, i.resource, i.now) f)
+             WHEN t.tenant_id IS NOT NULL THEN
+                 (lockbox.refusal_of(i.operator, t.tenant_id, i.tenant, i.workload, i.resource, i.now)).request_id
         END AS request_id,
         CASE WHEN g.request_id IS NOT NULL THEN NULL
              WHEN i.denial IS NOT NULL THEN i.denial
              WHEN t.tenant_id IS NULL THEN format('unknown tenant %s', i.tenant)
-             ELSE (SELECT f.reason
-                   FROM lockbox.refusal(i.operator, t.tenant_id, i.tenant, i.workload, i.resource, i.now) f)
+             ELSE (lockbox.refusal_of(i.operator, t.tenant_id, i.tenant, i.workload, i.resource, i.now)).reason
         END AS reason,
         nextval('lockbox.audit_records_id_seq') AS audit_id
     FROM (

@@ -7,17 +7,17 @@
 -- (jsonb object), $8 the broker's time (timestamptz; NULL: the broker clock
 -- could not be read, so refused and stamped with the server's clock), $9 a
 -- refusal decided before the database. Returns one row shaped like the batch
--- statement's, with `ord` 1.
+-- statement's, with `ord` 1. A refusal is explained by lockbox.refusal_of, as
+-- in the batch statement.
 WITH decided AS (
     SELECT i.now, t.tenant_id, g.access_ends_at AS grant_ends,
         CASE WHEN g.request_id IS NOT NULL THEN g.request_id
-             WHEN t.tenant_id IS NOT NULL THEN (
-                 SELECT f.request_id FROM lockbox.refusal($1, t.tenant_id, $2, $3, $5, i.now) f)
+             WHEN t.tenant_id IS NOT NULL THEN (lockbox.refusal_of($1, t.tenant_id, $2, $3, $5, i.now)).request_id
         END AS request_id,
         CASE WHEN g.request_id IS NOT NULL THEN NULL
              WHEN i.denial IS NOT NULL THEN i.denial
              WHEN t.tenant_id IS NULL THEN format('unknown tenant %s', $2::text)
-             ELSE (SELECT f.reason FROM lockbox.refusal($1, t.tenant_id, $2, $3, $5, i.now) f)
+             ELSE (lockbox.refusal_of($1, t.tenant_id, $2, $3, $5, i.now)).reason
         END AS reason
     FROM (
         SELECT coalesce($8::timestamptz, clock_timestamp()) AS now,
