@@ -205,6 +205,36 @@ struct RoleTests {
         }
     }
 
+    @Test("no function of schema lockbox is PUBLIC's to execute; an auditor executes reads_base_tables only")
+    func functionPrivileges() async throws {
+        try await TestDatabase.with { db in
+            // From the catalogue, so that a function a later migration adds is covered too.
+            // (No ACL at all means PostgreSQL's default: PUBLIC may execute.)
+            let publicOnes = try await db.pool.query(
+                """
+                SELECT p.proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                WHERE n.nspname = 'lockbox' AND (p.proacl IS NULL OR EXISTS (
+                    SELECT 1 FROM aclexplode(p.proacl) a WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE'))
+                ORDER BY 1
+                """)
+            #expect(try publicOnes.map { try $0.decode(String.self, at: 0) } == [])
+            let auditorOnes = try await db.pool.query(
+                """
+                SELECT p.proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                WHERE n.nspname = 'lockbox' AND has_function_privilege('lockbox_auditor', p.oid, 'EXECUTE')
+                ORDER BY 1
+                """)
+            #expect(try auditorOnes.map { try $0.decode(String.self, at: 0) } == ["reads_base_tables"])
+            let appOnes = try await db.pool.query(
+                """
+                SELECT p.proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                WHERE n.nspname = 'lockbox' AND has_function_privilege('lockbox_app', p.oid, 'EXECUTE')
+                ORDER BY 1
+                """)
+            #expect(try Set(appOnes.map { try $0.decode(String.self, at: 0) }).isSuperset(of: ["authorize", "authorize_batch", "refusal_of"]))
+        }
+    }
+
     @Test("an auditor cannot read base tables, write anything, or leak other tenants' rows through its own function")
     func auditorIsReadOnly() async throws {
         try await TestDatabase.with { db in
