@@ -5,12 +5,13 @@
 -- and the reason of a refused attempt, in two scalar subqueries. Inlined, each
 -- is a subplan (nested loop, limit, sort, index scan) that the executor sets up
 -- again on every execution of the statement, although it runs only for refused
--- attempts. Measured on the one-call statement (1,000 executions, median of 10
--- runs, against the raw reference of `lockbox bench`): 524 us a statement with
--- the subplans, 492 us through this function, 465 us for the reference. A
--- PL/pgSQL function's plan is prepared once per session and runs only when
--- called, so the statement's plan carries no subplan for it. The rule itself
--- stays in lockbox.refusal.
+-- attempts. Server CPU per transaction during `lockbox bench` (all server
+-- processes): 340 us for a lone call with the subplans, 274 us through this
+-- function (the raw reference: 266-272 us); a batch of about 7.5 calls, 545 us
+-- before, 477 us after. (pg_stat_statements does not count the executor's
+-- start-up, so it showed no difference.) A PL/pgSQL function's plan is
+-- prepared once per session and runs only when called, so the statement's plan
+-- carries no subplan for it. The rule itself stays in lockbox.refusal.
 CREATE FUNCTION lockbox.refusal_of(
     p_operator text, p_tenant_id uuid, p_tenant text, p_workload text, p_resource text, p_now timestamptz,
     OUT request_id uuid, OUT reason text
