@@ -1,5 +1,6 @@
 import Foundation
 import LockboxPostgres
+import Synchronization
 
 /// Whether an operation only reads content or changes it.
 public enum OperationKind: String, Sendable, Codable {
@@ -71,7 +72,9 @@ public indirect enum ContentValue: Sendable, Hashable, Codable {
 ///
 /// Only the broker can create one (its initializer is internal to the core),
 /// and the mock services' content methods require it, so a connector cannot
-/// reach content without asking the broker first.
+/// reach content without asking the broker first. It opens one content
+/// operation, once (see ``require(workload:operation:resource:)``): every
+/// operation has its own authorization and its own audit record.
 public struct ContentAccess: Sendable, Hashable {
     public let operatorAlias: String
     public let tenant: String
@@ -83,6 +86,12 @@ public struct ContentAccess: Sendable, Hashable {
     /// The audit record written before this value was created.
     public let auditID: Int64
     public let accessEndsAt: Date
+    /// Shared by every copy of this value: spent by the first content operation it opens.
+    private let use = Use()
+
+    private final class Use: Sendable {
+        let spent = Atomic<Bool>(false)
+    }
 
     init(
         operatorAlias: String, tenant: String, workload: Workload, operation: String, resource: String,
@@ -98,8 +107,21 @@ public struct ContentAccess: Sendable, Hashable {
         self.accessEndsAt = accessEndsAt
     }
 
+    /// Equal when they are the same authorization (the same fields, the same audit record).
+    public static func == (lhs: ContentAccess, rhs: ContentAccess) -> Bool {
+        lhs.auditID == rhs.auditID && lhs.operatorAlias == rhs.operatorAlias && lhs.tenant == rhs.tenant
+            && lhs.workload == rhs.workload && lhs.operation == rhs.operation && lhs.resource == rhs.resource
+            && lhs.requestID == rhs.requestID && lhs.accessEndsAt == rhs.accessEndsAt
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(auditID)
+        hasher.combine(requestID)
+    }
+
     /// Refuses unless this access was granted for `operation` of `workload` on `resource`
-    /// (or, when `resource` is nil, any resource).
+    /// (or, when `resource` is nil, any resource), and unless it has not opened a
+    /// content operation yet; the first call that passes spends it, for every copy.
     public func require(workload: Workload, operation: String, resource: String? = nil) throws {
         guard self.workload == workload, self.operation == operation else {
             throw LockboxError(
@@ -109,6 +131,12 @@ public struct ContentAccess: Sendable, Hashable {
         if let resource, resource != self.resource {
             throw LockboxError(
                 .accessDenied, "this authorization is for resource \(self.resource), not \(resource)")
+        }
+        guard use.spent.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged else {
+            throw LockboxError(
+                .accessDenied,
+                "this authorization (audit record \(auditID)) has already opened its operation: "
+                    + "each content operation needs its own authorization")
         }
     }
 }

@@ -92,6 +92,32 @@ struct ServiceTests {
         }
     }
 
+    @Test("an access opens its operation once: the same call again, or through a copy, is refused")
+    func accessIsSingleUse() async throws {
+        try await Gateway.with { gateway in
+            _ = try await gateway.grant(.exchange, scope: "alice@contoso.com")
+            let service = try concrete(ExchangeOnlineConnector.self, gateway.registry).service
+            let access = try await gateway.broker.authorize(
+                gateway.attempt(.exchange, SampleCall(operation: "Get-Mailbox", path: [:], resource: "", expect: "")),
+                operation: "Get-Mailbox", resource: "alice@contoso.com")
+            let copy = access
+            #expect(json(try service.mailbox(access, address: "alice@contoso.com")).contains("Alice Martin"))
+            for reused in [access, copy] {
+                let error = #expect(throws: LockboxError.self) {
+                    _ = try service.mailbox(reused, address: "alice@contoso.com")
+                }
+                #expect(error?.code == .accessDenied)
+                #expect(error?.message.contains("(audit record \(access.auditID)) has already opened its operation") == true)
+            }
+            // A new authorization (a new audit record) opens it again.
+            let again = try await gateway.broker.authorize(
+                gateway.attempt(.exchange, SampleCall(operation: "Get-Mailbox", path: [:], resource: "", expect: "")),
+                operation: "Get-Mailbox", resource: "alice@contoso.com")
+            #expect(again.auditID != access.auditID)
+            #expect(json(try service.mailbox(again, address: "alice@contoso.com")).contains("Alice Martin"))
+        }
+    }
+
     @Test("an Exchange access for one operation or resource opens no other")
     func exchangeAccessIsBinding() async throws {
         try await Gateway.with { gateway in
@@ -273,8 +299,12 @@ struct ServiceTests {
                 let error = #expect(throws: LockboxError.self) { _ = try body() }
                 #expect(error?.code == .accessDenied)
             }
+            // The refused restore changed nothing (seen through an authorization of its own).
+            let check = try await gateway.broker.authorize(
+                gateway.attempt(.oneDrive, SampleCall(operation: "Get-DriveFile", path: [:], resource: "", expect: "")),
+                operation: "Get-DriveFile", resource: resource)
             #expect(
-                json(try service.file(access, owner: owner, folder: folder, file: file)).contains(
+                json(try service.file(check, owner: owner, folder: folder, file: file)).contains(
                     #""currentVersion":"3.0""#))
         }
     }
