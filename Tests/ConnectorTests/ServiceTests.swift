@@ -97,9 +97,7 @@ struct ServiceTests {
         try await Gateway.with { gateway in
             _ = try await gateway.grant(.exchange, scope: "alice@contoso.com")
             let service = try concrete(ExchangeOnlineConnector.self, gateway.registry).service
-            let access = try await gateway.broker.authorize(
-                gateway.attempt(.exchange, SampleCall(operation: "Get-Mailbox", path: [:], resource: "", expect: "")),
-                operation: "Get-Mailbox", resource: "alice@contoso.com")
+            let access = try await gateway.access(.exchange, "Get-Mailbox", resource: "alice@contoso.com")
             let copy = access
             #expect(json(try service.mailbox(access, address: "alice@contoso.com")).contains("Alice Martin"))
             for reused in [access, copy] {
@@ -107,12 +105,11 @@ struct ServiceTests {
                     _ = try service.mailbox(reused, address: "alice@contoso.com")
                 }
                 #expect(error?.code == .accessDenied)
-                #expect(error?.message.contains("(audit record \(access.auditID)) has already opened its operation") == true)
+                let spent = "(audit record \(access.auditID)) has already opened its operation"
+                #expect(error?.message.contains(spent) == true)
             }
             // A new authorization (a new audit record) opens it again.
-            let again = try await gateway.broker.authorize(
-                gateway.attempt(.exchange, SampleCall(operation: "Get-Mailbox", path: [:], resource: "", expect: "")),
-                operation: "Get-Mailbox", resource: "alice@contoso.com")
+            let again = try await gateway.access(.exchange, "Get-Mailbox", resource: "alice@contoso.com")
             #expect(again.auditID != access.auditID)
             #expect(json(try service.mailbox(again, address: "alice@contoso.com")).contains("Alice Martin"))
         }
@@ -123,9 +120,7 @@ struct ServiceTests {
         try await Gateway.with { gateway in
             _ = try await gateway.grant(.exchange, scope: "alice@contoso.com")
             let service = try concrete(ExchangeOnlineConnector.self, gateway.registry).service
-            let access = try await gateway.broker.authorize(
-                gateway.attempt(.exchange, SampleCall(operation: "Get-Mailbox", path: [:], resource: "", expect: "")),
-                operation: "Get-Mailbox", resource: "alice@contoso.com")
+            let access = try await gateway.access(.exchange, "Get-Mailbox", resource: "alice@contoso.com")
             #expect(json(try service.mailbox(access, address: "alice@contoso.com")).contains("Alice Martin"))
 
             func expectRefused(_ body: () throws -> ContentValue, sourceLocation: SourceLocation = #_sourceLocation) {
@@ -148,10 +143,8 @@ struct ServiceTests {
             }
 
             // The refused restore changed nothing.
-            let check = try await gateway.broker.authorize(
-                gateway.attempt(
-                    .exchange, SampleCall(operation: "Get-MailboxFolder", path: [:], resource: "", expect: "")),
-                operation: "Get-MailboxFolder", resource: "alice@contoso.com/Deleted Items")
+            let check = try await gateway.access(
+                .exchange, "Get-MailboxFolder", resource: "alice@contoso.com/Deleted Items")
             #expect(
                 json(try service.folder(check, mailbox: "alice@contoso.com", folder: "Deleted Items")).contains(
                     "msg-1004"))
@@ -206,9 +199,7 @@ struct ServiceTests {
         try await Gateway.with { gateway in
             _ = try await gateway.grant(.sharePoint, scope: "finance")
             let service = try concrete(SharePointOnlineConnector.self, gateway.registry).service
-            let access = try await gateway.broker.authorize(
-                gateway.attempt(.sharePoint, SampleCall(operation: "Get-Site", path: [:], resource: "", expect: "")),
-                operation: "Get-Site", resource: "finance")
+            let access = try await gateway.access(.sharePoint, "Get-Site", resource: "finance")
             #expect(json(try service.site(access, site: "finance")).contains("Vendor Contracts"))
             for body: () throws -> ContentValue in [
                 { try service.site(access, site: "sales") },
@@ -223,10 +214,8 @@ struct ServiceTests {
                 let error = #expect(throws: LockboxError.self) { _ = try body() }
                 #expect(error?.code == .accessDenied)
             }
-            let check = try await gateway.broker.authorize(
-                gateway.attempt(
-                    .sharePoint, SampleCall(operation: "Get-SiteDocument", path: [:], resource: "", expect: "")),
-                operation: "Get-SiteDocument", resource: "finance/Documents/q4-forecast.xlsx")
+            let check = try await gateway.access(
+                .sharePoint, "Get-SiteDocument", resource: "finance/Documents/q4-forecast.xlsx")
             let unchanged = try service.document(
                 check, site: "finance", library: "Documents", document: "q4-forecast.xlsx")
             #expect(json(unchanged).contains(#""inheritsPermissions":false"#))
@@ -284,9 +273,7 @@ struct ServiceTests {
             _ = try await gateway.grant(.oneDrive, scope: "alice@contoso.com")
             let service = try concrete(OneDriveConnector.self, gateway.registry).service
             let resource = "alice@contoso.com/Documents/board-report.docx"
-            let access = try await gateway.broker.authorize(
-                gateway.attempt(.oneDrive, SampleCall(operation: "Get-DriveFile", path: [:], resource: "", expect: "")),
-                operation: "Get-DriveFile", resource: resource)
+            let access = try await gateway.access(.oneDrive, "Get-DriveFile", resource: resource)
             let (owner, folder, file) = ("alice@contoso.com", "Documents", "board-report.docx")
             #expect(json(try service.file(access, owner: owner, folder: folder, file: file)).contains("3.0"))
             for body: () throws -> ContentValue in [
@@ -300,9 +287,7 @@ struct ServiceTests {
                 #expect(error?.code == .accessDenied)
             }
             // The refused restore changed nothing (seen through an authorization of its own).
-            let check = try await gateway.broker.authorize(
-                gateway.attempt(.oneDrive, SampleCall(operation: "Get-DriveFile", path: [:], resource: "", expect: "")),
-                operation: "Get-DriveFile", resource: resource)
+            let check = try await gateway.access(.oneDrive, "Get-DriveFile", resource: resource)
             #expect(
                 json(try service.file(check, owner: owner, folder: folder, file: file)).contains(
                     #""currentVersion":"3.0""#))

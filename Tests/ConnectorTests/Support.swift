@@ -90,6 +90,14 @@ struct Gateway {
             arguments: call.arguments, clientIP: Self.clientIP)
     }
 
+    /// The broker's authorization of `operation` on `resource` (alex, contoso), as a
+    /// connector would ask for it, to hand to a mock service directly.
+    func access(_ workload: Workload, _ operation: String, resource: String) async throws -> ContentAccess {
+        try await broker.authorize(
+            attempt(workload, SampleCall(operation: operation, path: [:], resource: "", expect: "")),
+            operation: operation, resource: resource)
+    }
+
     /// Invokes `attempt` and expects content containing `expect`, and exactly
     /// one `Succeeded` operator-action record under `request`.
     @discardableResult
