@@ -18,10 +18,20 @@ extension Broker {
                 """
                 INSERT INTO lockbox.tenants (tenant_id, name, customer_lockbox, service_account, created_at)
                 VALUES (\(tenant.tenantId), \(name), false, \(tenant.serviceAccount), \(now))
-                ON CONFLICT (name) DO NOTHING
+                ON CONFLICT DO NOTHING
                 """)
             guard inserted.affectedRows == 1 else {
-                throw LockboxError(.alreadyExists, "tenant \(name) already exists", field: "name")
+                // Names are unique ignoring case (migration 0008): name the tenant that holds it.
+                let existing = try await connection.query(
+                    "SELECT name FROM lockbox.tenants WHERE lower(name) = lower(\(name))")
+                let holder = try existing.first?.decode(String.self, at: 0) ?? name
+                throw LockboxError(
+                    .alreadyExists,
+                    holder == name
+                        ? "tenant \(name) already exists"
+                        : "tenant \(name) would clash with the existing tenant \(holder): tenant names are unique "
+                            + "ignoring case (both would have the service account \(tenant.serviceAccount))",
+                    field: "name")
             }
             try await connection.query(
                 """

@@ -1,6 +1,7 @@
 import Foundation
 import LockboxCore
 import LockboxPostgres
+import LockboxTestSupport
 import Testing
 
 @Suite("Rule 9: tenant settings and roles belong to the tenant's global administrators")
@@ -44,6 +45,51 @@ struct TenantAdministrationTests {
             #expect(change.user == "admin@contoso.com")
             let parameters = try JSONDecoder().decode([String: String].self, from: Data(change.parameters.utf8))
             #expect(parameters == ["OldValue": "On", "NewValue": "Off"])
+        }
+    }
+
+    @Test("tenant names are unique ignoring case: the broker names the holder, the database refuses the clash")
+    func namesIgnoringCase() async throws {
+        try await World.with { world in
+            try await world.expectRefusal(
+                .alreadyExists, field: "name", containing: "the existing tenant contoso: tenant names are unique ignoring case"
+            ) {
+                _ = try await world.broker.createTenant(name: "Contoso", admin: "x@contoso.com")
+            }
+            // Past the broker, the database itself: a name or a service account taken ignoring case.
+            for (name, account) in [("CONTOSO", "other@x.example"), ("northwind", "contosoBOXServiceAccount@contoso.prod.outlook.com")] {
+                let refused = try await #require(throws: PostgresError.self) {
+                    try await world.db.pool.query(
+                        """
+                        INSERT INTO lockbox.tenants (tenant_id, name, service_account, created_at)
+                        VALUES (gen_random_uuid(), \(name), \(account), now())
+                        """)
+                }
+                #expect(refused.constraint == (name == "CONTOSO" ? "tenants_name_ignoring_case" : "tenants_service_account_unique"))
+            }
+        }
+    }
+
+    @Test("migration 0008 names the tenants that already differ only by case instead of half-applying")
+    func migrationReportsClashes() async throws {
+        try await World.with { world in
+            let migration = try #require(TestCluster.migrationScripts.first { $0.version == 8 })
+            // A database from before 0008, where two names could differ only by case.
+            try await world.db.pool.withConnection { connection in
+                try await connection.execute(
+                    script: """
+                        DROP INDEX lockbox.tenants_name_ignoring_case;
+                        ALTER TABLE lockbox.tenants DROP CONSTRAINT tenants_service_account_unique;
+                        INSERT INTO lockbox.tenants (tenant_id, name, service_account, created_at)
+                        VALUES (gen_random_uuid(), 'Contoso', 'contosoBOXServiceAccount@contoso.prod.outlook.com', now());
+                        """)
+                let error = try await #require(throws: PostgresError.self) {
+                    try await connection.execute(script: migration.sql)
+                }
+                #expect(error.message.contains("differ only by case: Contoso, contoso"), "\(error.message)")
+                let index = try await connection.query("SELECT to_regclass('lockbox.tenants_name_ignoring_case') IS NULL")
+                #expect(try index.first?.decode(Bool.self, at: 0) == true)
+            }
         }
     }
 
