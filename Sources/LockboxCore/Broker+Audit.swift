@@ -161,7 +161,7 @@ extension Broker {
 /// The text of a pending-request notification: plain text, no links of any kind.
 public enum NotificationText {
     /// Renders subject and body. Every field that came from a person is defanged
-    /// so that no URL, `www.` host or `mailto:` survives in the message.
+    /// (``defang(_:)``), so that nothing in the message can become a link.
     public static func render(
         tenant: String, requestID: UUID, ticket: String, workload: String, durationMinutes: Int, reason: String,
         resource: String?, deadline: Date
@@ -189,19 +189,90 @@ public enum NotificationText {
         return (subject, body)
     }
 
-    /// Breaks anything a mail client could turn into a link: `scheme://` becomes
-    /// `scheme[:]//`, `www.` becomes `www[.]`, `mailto:` becomes `mailto[:]`,
-    /// and `href=` becomes `href[=]`.
+    /// Breaks anything a mail client could turn into a link, so that the text
+    /// passes the database's `notifications_no_links` (migration 0009), by
+    /// bracketing the character that makes it one:
+    /// - a colon after a word with a letter in it, unless a space follows
+    ///   (`javascript[:]alert(1)`, `https[:]//x`), and after `mailto` always;
+    /// - a dot between a host-name character and two letters (`contoso-support[.]com`),
+    ///   and after `www`;
+    /// - the second of two backslashes (`\[\]evil\share`);
+    /// - the `=` of `href=`.
+    /// It works on Unicode scalars, as the database's regular expressions do, and
+    /// reads the rules a little wider than the database so that nothing it
+    /// refuses gets through (`10:30` is left alone; `SR:7` becomes `SR[:]7`).
     public static func defang(_ text: String) -> String {
-        var result = text.replacing(/(?i)([a-z][a-z0-9+.\-]*):\/\//) { match in "\(match.output.1)[:]//" }
-        result = result.replacing(/(?i)\bwww\./) { match in "\(match.output.dropLast())[.]" }
-        result = result.replacing(/(?i)mailto:/) { match in "\(match.output.dropLast())[:]" }
-        result = result.replacing(/(?i)href\s*=/) { match in "\(match.output.dropLast())[=]" }
-        return result
+        let scalars = Array(text.unicodeScalars)
+        var result = String.UnicodeScalarView()
+        for (index, scalar) in scalars.enumerated() {
+            let opensLink: Bool
+            switch scalar {
+            case ":": opensLink = colonOpensLink(scalars, at: index)
+            case ".": opensLink = dotOpensLink(scalars, at: index)
+            case "\\": opensLink = index > 0 && scalars[index - 1] == "\\"
+            case "=": opensLink = hrefBefore(scalars, at: index)
+            default: opensLink = false
+            }
+            if opensLink {
+                result.append(contentsOf: "[\(scalar)]".unicodeScalars)
+            } else {
+                result.append(scalar)
+            }
+        }
+        return String(result)
     }
 
-    /// True when `text` contains something that looks like a link (the rule the database also enforces).
+    /// True when `text` contains something that looks like a link: the rule of
+    /// the database's `notifications_no_links` (`\m` there is a word start, and
+    /// `[[:space:]]` the ASCII spaces).
     public static func containsLink(_ text: String) -> Bool {
-        text.contains(/(?i)[a-z][a-z0-9+.\-]*:\/\/|www\.|mailto:|href\s*=/)
+        text.contains(
+            /(?i)[a-z][a-z0-9+.\-]*:\/\/|www\.|mailto:|href\s*=|\b[a-z][a-z0-9+.\-]*:[^ \t\n\r\x0B\x0C]|[a-z0-9\-]\.[a-z][a-z]|\\\\[^ \t\n\r\x0B\x0C]/
+                .matchingSemantics(.unicodeScalar))
+    }
+
+    private static func isASCIILetter(_ scalar: Unicode.Scalar) -> Bool {
+        ("a"..."z").contains(scalar) || ("A"..."Z").contains(scalar)
+    }
+
+    private static func isHostCharacter(_ scalar: Unicode.Scalar) -> Bool {
+        isASCIILetter(scalar) || ("0"..."9").contains(scalar) || scalar == "-"
+    }
+
+    /// The database's `[[:space:]]` at the least: a colon before any other character may open a link.
+    private static func isSpace(_ scalar: Unicode.Scalar) -> Bool {
+        [" ", "\t", "\n", "\r", "\u{0B}", "\u{0C}"].contains(scalar)
+    }
+
+    /// Whether the scalars just before `index` spell `word`, ignoring case.
+    private static func ends(_ scalars: [Unicode.Scalar], before index: Int, with word: String) -> Bool {
+        let letters = Array(word.unicodeScalars)
+        guard index >= letters.count else { return false }
+        return zip(scalars[(index - letters.count)..<index], letters).allSatisfy {
+            $0.properties.lowercaseMapping == String($1)
+        }
+    }
+
+    private static func colonOpensLink(_ scalars: [Unicode.Scalar], at index: Int) -> Bool {
+        // The scheme: the run of scheme characters before the colon.
+        var start = index
+        while start > 0, isHostCharacter(scalars[start - 1]) || scalars[start - 1] == "+" || scalars[start - 1] == "." {
+            start -= 1
+        }
+        guard scalars[start..<index].contains(where: isASCIILetter) else { return false }
+        if ends(scalars, before: index, with: "mailto") { return true }
+        return index + 1 < scalars.count && !isSpace(scalars[index + 1])
+    }
+
+    private static func dotOpensLink(_ scalars: [Unicode.Scalar], at index: Int) -> Bool {
+        if ends(scalars, before: index, with: "www") { return true }
+        return index > 0 && isHostCharacter(scalars[index - 1]) && index + 2 < scalars.count
+            && isASCIILetter(scalars[index + 1]) && isASCIILetter(scalars[index + 2])
+    }
+
+    private static func hrefBefore(_ scalars: [Unicode.Scalar], at index: Int) -> Bool {
+        var end = index
+        while end > 0, scalars[end - 1].properties.isWhitespace { end -= 1 }
+        return ends(scalars, before: end, with: "href")
     }
 }

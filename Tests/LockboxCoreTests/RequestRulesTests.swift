@@ -1,6 +1,7 @@
 import Foundation
 import LockboxCore
 import LockboxPostgres
+import LockboxTestSupport
 import Testing
 
 @Suite("Rule 1: what a request names, and bad input")
@@ -181,7 +182,8 @@ struct NotificationTests {
             let request = try await world.broker.createRequest(
                 NewAccessRequest(
                     requester: "alex", tenant: "contoso", workload: .sharePoint, ticket: "SR-77 http://t.example/77",
-                    reason: "See https://evil.example/login?x=1, www.phish.example and mailto:x@y.example",
+                    reason: "See https://evil.example/login?x=1, www.phish.example and mailto:x@y.example, "
+                        + #"or contoso-support.com/reset, \\evil\share, javascript:alert(1), data:text/html,hi"#,
                     duration: .seconds(90 * 60), resource: "finance"))
             let pending = try await world.broker.review(request.requestId, manager: "morgan", approve: true)
             #expect(pending.status == .pendingCustomer)
@@ -199,23 +201,86 @@ struct NotificationTests {
                 #expect(text.contains("SR-77"))
                 #expect(text.contains("SharePoint"))
                 #expect(text.contains("1 h 30 min"))
-                #expect(text.contains("evil[.]example") || text.contains("https[:]//evil.example"))
+                #expect(text.contains("https[:]//evil[.]example/login"))
+                #expect(text.contains("contoso-support[.]com/reset"))
+                #expect(text.contains(#"\[\]evil\share"#))
+                #expect(text.contains("javascript[:]alert(1)") && text.contains("data[:]text/html,hi"))
                 #expect(text.contains("finance"))
             }
             #expect(try await world.broker.notifications(tenant: "fabrikam").isEmpty)
         }
     }
 
-    @Test("the database refuses a notification that carries a link")
+    @Test("the database refuses a notification that carries a link; defanged text passes")
     func databaseRefusesLinks() async throws {
         try await World.with { world in
             let request = try await world.pendingCustomer()
-            for body in ["go to https://x.example", "www.x.example", "mailto:a@b.example", "<a href='x'>"] {
+            var inserted = 0
+            func insert(_ body: String) async throws {
+                inserted += 1  // one notification per recipient and request
+                try await world.db.pool.query(
+                    """
+                    INSERT INTO lockbox.notifications (tenant_id, request_id, recipient, subject, body, created_at)
+                    SELECT tenant_id, request_id, \("z\(inserted)@contoso.com"), 'subject', \(body), now()
+                    FROM lockbox.requests WHERE request_id = \(request.requestId)
+                    """)
+            }
+            let links = [
+                "go to https://x.example", "www.x.example", "mailto:a@b.example", "mailto: a", "<a href='x'>",
+                "HREF\t= x", "contoso-support.com/reset", "a.b.example", #"\\evil\share"#, #"\\\\srv"#,
+                "javascript:alert(1)", "JavaScript:x", "data:text/html,hi", "tel:+123", "file:///etc/passwd",
+                "x_https://1.2.3.4/", "1.ab:c", "WWW.X", "see it.co", "x:\u{A0}y", "evil.cob\u{301}", #"C:\temp"#,
+            ]
+            for body in links {
+                let error = try await #require(throws: PostgresError.self, "\(body)") { try await insert(body) }
+                #expect(error.constraint == "notifications_no_links")
+                #expect(NotificationText.containsLink(body), "\(body)")
+                let defanged = NotificationText.defang(body)
+                #expect(!NotificationText.containsLink(defanged), "\(defanged)")
+                try await insert(defanged)
+            }
+            // Text without a link passes as written, and defang leaves it alone.
+            for body in ["Tenant: contoso", "at 10:30, e.g. now", "SR-77", "a.b", "v1.2.3", "x\u{A0}:y"] {
+                try await insert(body)
+                #expect(NotificationText.defang(body) == body)
+            }
+        }
+    }
+
+    @Test("migration 0009 keeps notifications queued under the old rule and checks every new one")
+    func migrationKeepsOldNotifications() async throws {
+        try await World.with { world in
+            let migration = try #require(TestCluster.migrationScripts.first { $0.version == 9 })
+            // Where every notification passes (here, none yet), the constraint is validated.
+            let validated = try await world.db.pool.query(
+                "SELECT convalidated FROM pg_constraint WHERE conname = 'notifications_no_links'")
+            #expect(try validated.first?.decode(Bool.self, at: 0) == true)
+            let request = try await world.pendingCustomer()
+            try await world.db.pool.withConnection { connection in
+                // A database from before 0009 with a notification its rule let through.
+                try await connection.execute(
+                    script: """
+                        ALTER TABLE lockbox.notifications DROP CONSTRAINT notifications_no_links;
+                        ALTER TABLE lockbox.notifications ADD CONSTRAINT notifications_no_links
+                            CHECK (subject || ' ' || body !~* '[a-z][a-z0-9+.-]*://|www\\.|mailto:|href\\s*=');
+                        INSERT INTO lockbox.notifications (tenant_id, request_id, recipient, subject, body, created_at)
+                        SELECT tenant_id, request_id, 'old@contoso.com', 'subject', 'see contoso-support.com', now()
+                        FROM lockbox.requests WHERE request_id = '\(request.requestId.lowercased)';
+                        """)
+                try await connection.execute(script: migration.sql)
+                let kept = try await connection.query(
+                    """
+                    SELECT (SELECT count(*) FROM lockbox.notifications WHERE recipient = 'old@contoso.com'),
+                        (SELECT convalidated FROM pg_constraint WHERE conname = 'notifications_no_links')
+                    """)
+                let (oldNotifications, validated) = try #require(kept.first).decode((Int, Bool).self)
+                #expect(oldNotifications == 1)
+                #expect(!validated)
                 let error = try await #require(throws: PostgresError.self) {
-                    try await world.db.pool.query(
+                    try await connection.query(
                         """
                         INSERT INTO lockbox.notifications (tenant_id, request_id, recipient, subject, body, created_at)
-                        SELECT tenant_id, request_id, 'z@contoso.com', 'subject', \(body), now()
+                        SELECT tenant_id, request_id, 'new@contoso.com', 'subject', 'see contoso-support.com', now()
                         FROM lockbox.requests WHERE request_id = \(request.requestId)
                         """)
                 }
