@@ -37,7 +37,7 @@ public enum ExchangeOperation: String, CaseIterable, Sendable {
             OperationDescriptor(
                 name: rawValue, kind: .read, addresses: "a mailbox or one of its folders: mailbox[/folder]",
                 summary: "Finds messages whose subject, body, sender or attachment names contain the query.",
-                requiredArguments: ["mailbox", "query"])
+                requiredArguments: ["mailbox", "query"], optionalArguments: ["folder"])
         case .getMessageAttachment:
             OperationDescriptor(
                 name: rawValue, kind: .read,
@@ -49,7 +49,7 @@ public enum ExchangeOperation: String, CaseIterable, Sendable {
                 name: rawValue, kind: .change,
                 addresses: "a message in Deleted Items: mailbox/Deleted Items/messageId",
                 summary: "Moves a message from Deleted Items back to the Inbox.",
-                requiredArguments: ["mailbox", "messageId"])
+                requiredArguments: ["mailbox", "messageId"], optionalArguments: ["folder"])
         }
     }
 

@@ -35,7 +35,7 @@ public enum OneDriveOperation: String, CaseIterable, Sendable {
             OperationDescriptor(
                 name: rawValue, kind: .read, addresses: "a file in a folder: owner/folder/file",
                 summary: "Lists a file's versions, or shows one version's content when the argument version is given.",
-                requiredArguments: ["owner", "folder", "file"])
+                requiredArguments: ["owner", "folder", "file"], optionalArguments: ["version"])
         case .restoreFileVersion:
             OperationDescriptor(
                 name: rawValue, kind: .change, addresses: "a file in a folder: owner/folder/file",

@@ -19,14 +19,25 @@ public struct OperationDescriptor: Sendable, Codable, Hashable {
     public var summary: String
     /// The arguments it requires.
     public var requiredArguments: [String]
+    /// The arguments it may also take.
+    public var optionalArguments: [String]
 
-    public init(name: String, kind: OperationKind, addresses: String, summary: String, requiredArguments: [String]) {
+    public init(
+        name: String, kind: OperationKind, addresses: String, summary: String, requiredArguments: [String],
+        optionalArguments: [String] = []
+    ) {
         self.name = name
         self.kind = kind
         self.addresses = addresses
         self.summary = summary
         self.requiredArguments = requiredArguments
+        self.optionalArguments = optionalArguments
     }
+
+    /// Every argument it takes: the required and optional ones, and `resource`
+    /// (the path in one argument, instead of the named ones). An attempt with any
+    /// other argument is refused.
+    public var acceptedArguments: [String] { requiredArguments + optionalArguments + ["resource"] }
 }
 
 /// A JSON-like value returned by an operation.
@@ -266,10 +277,18 @@ extension Broker {
             throw LockboxError(.accessDenied, "access denied: \(denial!)")
         }
         if let descriptor = connector.catalogue.first(where: { $0.name == attempt.operation }) {
-            do {
-                resource = try connector.resource(for: descriptor, tenant: attempt.tenant, arguments: attempt.arguments)
-            } catch {
-                denial = "invalid arguments for \(attempt.operation): \(error)"
+            let unknown = Set(attempt.arguments.keys).subtracting(descriptor.acceptedArguments).sorted()
+            if !unknown.isEmpty {
+                denial =
+                    "invalid arguments for \(attempt.operation): it does not take "
+                    + "\(unknown.joined(separator: ", ")); it takes \(descriptor.acceptedArguments.joined(separator: ", "))"
+            } else {
+                do {
+                    resource = try connector.resource(
+                        for: descriptor, tenant: attempt.tenant, arguments: attempt.arguments)
+                } catch {
+                    denial = "invalid arguments for \(attempt.operation): \(error)"
+                }
             }
         } else {
             denial =

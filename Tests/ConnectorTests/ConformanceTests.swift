@@ -213,6 +213,14 @@ struct ConformanceTests {
             try await gateway.expectDenied(
                 gateway.attempt(workload, incomplete),
                 because: "invalid arguments for \(read.operation)", request: .unchecked, resource: "")
+            // So is an argument the operation does not take: named, with the ones it takes.
+            var unknown = read
+            unknown.extra["verbose"] = "true"
+            try await gateway.expectDenied(
+                gateway.attempt(workload, unknown),
+                because: "invalid arguments for \(read.operation): it does not take verbose; it takes "
+                    + descriptor.acceptedArguments.joined(separator: ", "),
+                request: .unchecked, resource: "")
 
             // None of that disturbed the grant.
             try await gateway.expectAllowed(
