@@ -87,7 +87,8 @@ extension Broker {
     /// Queued and sent notifications, newest first.
     public func notifications(tenant: String? = nil) async throws -> [LockboxNotification] {
         var query: PGQuery = """
-            SELECT n.notification_id, t.name, n.request_id, n.recipient, n.subject, n.body, n.created_at, n.sent_at
+            SELECT n.notification_id, t.name, n.request_id, n.recipient, n.subject, n.body, n.created_at, n.sent_at,
+                n.withdrawn_at, n.withdrawn_reason
             FROM lockbox.notifications n JOIN lockbox.tenants t ON t.tenant_id = n.tenant_id
             """
         if let tenant {
@@ -98,39 +99,57 @@ extension Broker {
     }
 
     static func notification(_ row: PGRow) throws -> LockboxNotification {
-        let (id, tenant, request, recipient, subject, body, created, sent) = try row.decode(
-            (Int64, String, UUID, String, String, String, Date, Date?).self)
+        let (id, tenant, request, recipient, subject, body, created, sent, withdrawn, withdrawnReason) = try row.decode(
+            (Int64, String, UUID, String, String, String, Date, Date?, Date?, String?).self)
         return LockboxNotification(
             notificationId: id, tenant: tenant, requestId: request, recipient: recipient, subject: subject,
-            body: body, createdAt: created, sentAt: sent)
+            body: body, createdAt: created, sentAt: sent, withdrawnAt: withdrawn, withdrawnReason: withdrawnReason)
     }
 
-    /// Delivers every unsent notification once; returns how many were sent.
+    /// Delivers every queued notification once; returns how many were sent.
     ///
     /// Each is locked, handed to `delivery` and marked sent in one transaction,
     /// so two deliverers never send the same one and a failed delivery stays queued.
+    /// One whose request no longer awaits the customer (decided, cancelled, or past
+    /// its customer deadline) is marked withdrawn, with the reason, and not sent.
     @discardableResult
     public func deliverNotifications(using delivery: any NotificationDelivery) async throws -> Int {
         var sent = 0
         while true {
             let now = try now()
-            let delivered = try await transaction { connection -> Bool in
+            let outcome = try await transaction { connection -> Bool? in
                 let rows = try await connection.query(
                     """
                     SELECT n.notification_id, t.name, n.request_id, n.recipient, n.subject, n.body, n.created_at,
-                        n.sent_at
+                        n.sent_at, n.withdrawn_at, n.withdrawn_reason, r.status, r.customer_deadline
                     FROM lockbox.notifications n JOIN lockbox.tenants t ON t.tenant_id = n.tenant_id
-                    WHERE n.sent_at IS NULL ORDER BY n.notification_id LIMIT 1 FOR UPDATE OF n SKIP LOCKED
+                        JOIN lockbox.requests r ON r.request_id = n.request_id
+                    WHERE n.sent_at IS NULL AND n.withdrawn_at IS NULL
+                    ORDER BY n.notification_id LIMIT 1 FOR UPDATE OF n SKIP LOCKED
                     """)
-                guard let row = rows.first else { return false }
+                guard let row = rows.first else { return nil }
                 let notification = try Self.notification(row)
+                let status = try row.decode(String.self, column: "status")
+                let deadline = try row.decode(Date?.self, column: "customer_deadline")
+                let stale =
+                    status != RequestStatus.pendingCustomer.rawValue
+                    ? "the request is \(status)"
+                    : deadline.flatMap { $0 <= now ? "the customer deadline passed at \(Self.timestamp($0))" : nil }
+                if let stale {
+                    try await connection.query(
+                        """
+                        UPDATE lockbox.notifications SET withdrawn_at = \(now), withdrawn_reason = \(stale)
+                        WHERE notification_id = \(notification.notificationId)
+                        """)
+                    return false
+                }
                 try await delivery.deliver(notification)
                 try await connection.query(
                     "UPDATE lockbox.notifications SET sent_at = \(now) WHERE notification_id = \(notification.notificationId)")
                 return true
             }
-            guard delivered else { return sent }
-            sent += 1
+            guard let delivered = outcome else { return sent }
+            if delivered { sent += 1 }
         }
     }
 

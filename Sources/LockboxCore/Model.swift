@@ -132,4 +132,8 @@ public struct LockboxNotification: Sendable, Codable, Hashable {
     public var body: String
     public var createdAt: Date
     public var sentAt: Date?
+    /// When delivery found the request no longer awaiting the customer, and did not send it.
+    public var withdrawnAt: Date?
+    /// Why it was withdrawn, e.g. "the request is Cancelled".
+    public var withdrawnReason: String?
 }

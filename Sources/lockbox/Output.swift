@@ -390,9 +390,12 @@ extension LockboxNotification {
             ("notificationId", .int(Int(notificationId))), ("tenant", .string(tenant)),
             ("requestId", Value(requestId)), ("recipient", .string(recipient)), ("subject", .string(subject)),
             ("body", .string(body)), ("createdAt", .date(createdAt)), ("sentAt", Value(sentAt)),
+            ("withdrawnAt", Value(withdrawnAt)), ("withdrawnReason", Value(withdrawnReason)),
         ])
     }
-    static let tableColumns = ["notificationId", "tenant", "recipient", "requestId", "createdAt", "sentAt"]
+    static let tableColumns = [
+        "notificationId", "tenant", "recipient", "requestId", "createdAt", "sentAt", "withdrawnReason",
+    ]
 }
 
 extension OperationDescriptor {

@@ -2,6 +2,7 @@ import Foundation
 import LockboxCore
 import LockboxPostgres
 import LockboxTestSupport
+import Synchronization
 import Testing
 
 @Suite("Rule 1: what a request names, and bad input")
@@ -286,6 +287,53 @@ struct NotificationTests {
                 }
                 #expect(error.constraint == "notifications_no_links")
             }
+        }
+    }
+
+    @Test("delivery withdraws, with the reason, a notification whose request no longer awaits the customer")
+    func withdrawnNotifications() async throws {
+        final class Recorder: NotificationDelivery {
+            let sent = Mutex<[UUID]>([])
+            func deliver(_ notification: LockboxNotification) async throws {
+                sent.withLock { $0.append(notification.requestId) }
+            }
+        }
+        try await World.with { world in
+            let waiting = try await world.pendingCustomer()
+            let cancelled = try await world.pendingCustomer()
+            let decided = try await world.pendingCustomer()
+            _ = try await world.broker.decide(cancelled.requestId, decision: .cancel, by: "alex")
+            _ = try await world.broker.decide(decided.requestId, decision: .deny, by: "approver@contoso.com")
+            let recorder = Recorder()
+            #expect(try await world.broker.deliverNotifications(using: recorder) == 2)
+            #expect(recorder.sent.withLock { $0 } == [waiting.requestId, waiting.requestId])
+            let byRequest = Dictionary(grouping: try await world.broker.notifications(), by: \.requestId)
+            #expect(byRequest[waiting.requestId]?.allSatisfy { $0.sentAt == World.start && $0.withdrawnAt == nil } == true)
+            for (request, status) in [(cancelled, "Cancelled"), (decided, "Denied")] {
+                let withdrawn = try #require(byRequest[request.requestId])
+                #expect(withdrawn.count == 2)
+                #expect(withdrawn.allSatisfy {
+                    $0.sentAt == nil && $0.withdrawnAt == World.start && $0.withdrawnReason == "the request is \(status)"
+                })
+            }
+
+            // Past the customer's deadline a pending request has expired (no sweep needed): withdrawn too.
+            let late = try await world.pendingCustomer()
+            world.clock.advance(by: .seconds(12 * 3600))
+            #expect(try await world.broker.deliverNotifications(using: recorder) == 0)
+            let expired = try await world.broker.notifications().filter { $0.requestId == late.requestId }
+            #expect(expired.count == 2)
+            #expect(expired.allSatisfy {
+                $0.sentAt == nil && $0.withdrawnReason?.hasPrefix("the customer deadline passed at ") == true
+            })
+            #expect(recorder.sent.withLock { $0.count } == 2)
+            // Neither sent nor withdrawn ones are looked at again, and the database keeps them apart.
+            #expect(try await world.broker.deliverNotifications(using: recorder) == 0)
+            let error = try await #require(throws: PostgresError.self) {
+                try await world.db.pool.query(
+                    "UPDATE lockbox.notifications SET withdrawn_at = now(), withdrawn_reason = 'x' WHERE sent_at IS NOT NULL")
+            }
+            #expect(error.constraint == "notifications_sent_or_withdrawn")
         }
     }
 
