@@ -109,12 +109,10 @@ public final class Broker: Sendable {
             """, prepared: true)
     }
 
-    nonisolated(unsafe) static let iso8601: ISO8601DateFormatter = {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return formatter
-    }()
-
-    static func timestamp(_ date: Date) -> String { iso8601.string(from: date) }
+    /// A time as the broker's messages and the CLI print it: ISO 8601 in UTC with
+    /// milliseconds (truncated), e.g. `2026-03-01T09:30:00.125Z`. One format, so
+    /// that a deadline in a refusal reads the same as in `request show`.
+    public static func timestamp(_ date: Date) -> String { timestampStyle.format(date) }
+    private static let timestampStyle = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
 }
 

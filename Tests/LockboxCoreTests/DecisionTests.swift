@@ -40,6 +40,20 @@ struct ExpiryTests {
         }
     }
 
+    @Test("the refusal names the deadline to the millisecond as request show prints it (truncated, not rounded)")
+    func deadlineInRefusal() async throws {
+        try await World.with { world in
+            world.clock.set(World.start.addingTimeInterval(0.463_6))
+            let request = try await world.pendingCustomer()
+            world.clock.advance(by: .seconds(12 * 3600))
+            let deadline = try #require(try await world.broker.request(request.requestId).customerDeadline)
+            #expect(Broker.timestamp(deadline) == "2027-01-15T20:00:00.463Z")
+            try await world.expectRefusal(.expired, containing: "expired at 2027-01-15T20:00:00.463Z without") {
+                _ = try await world.broker.decide(request.requestId, decision: .approve, by: "admin@contoso.com")
+            }
+        }
+    }
+
     @Test("the sweeper records each expiry and completion once; a second run changes nothing")
     func sweep() async throws {
         try await World.with { world in
