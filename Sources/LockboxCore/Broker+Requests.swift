@@ -45,7 +45,7 @@ extension Broker {
         let ticket = try Validate.text(new.ticket, field: "ticket", max: Validate.maxTicket)
         let reason = try Validate.text(new.reason, field: "reason", max: Validate.maxReason)
         let duration = try Validate.duration(new.duration)
-        let resource = try Validate.optionalText(new.resource, field: "resource", max: Validate.maxResource)
+        let resource = try Validate.scope(new.resource)
         let clientIP = try Validate.clientIP(new.clientIP)
         let now = try now()
         let id = UUID()

@@ -68,6 +68,33 @@ enum Validate {
         return try text(value, field: field, max: max)
     }
 
+    /// A request's scope: the path of what it covers (`alice@contoso.com`,
+    /// `finance/Documents`). Resources are such paths, checked by the connectors
+    /// (``ResourcePath``): segments joined by `/`, none empty, `.` or `..`, none
+    /// starting or ending with a space, the first lower-cased. A scope is held to
+    /// the same form, first segment lower-cased too, so that it can cover what it
+    /// names: `Alice@Contoso.com` would otherwise be approved and then match nothing.
+    static func scope(_ value: String?, field: String = "resource") throws -> String? {
+        guard let value = try optionalText(value, field: field, max: maxResource) else { return nil }
+        var segments = value.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        for segment in segments {
+            if segment.isEmpty {
+                throw LockboxError.invalid(
+                    field, "must be a path like alice@contoso.com or finance/Documents, without an empty segment "
+                        + "(a leading, trailing or double '/') (got \(quoted(value)))")
+            }
+            if segment == "." || segment == ".." {
+                throw LockboxError.invalid(field, "must not have a segment \(segment) (got \(quoted(value)))")
+            }
+            if segment.first!.isWhitespace || segment.last!.isWhitespace {
+                throw LockboxError.invalid(
+                    field, "must not have a segment that starts or ends with a space (got \(quoted(value)))")
+            }
+        }
+        segments[0] = segments[0].lowercased()
+        return segments.joined(separator: "/")
+    }
+
     static func duration(_ value: Duration) throws -> Duration {
         guard value >= minDuration, value <= maxDuration else {
             throw LockboxError.invalid(

@@ -27,6 +27,40 @@ struct RequestInputTests {
         }
     }
 
+    @Test("a scope is a path whose first segment is lower-cased, so that it covers what it names; malformed ones are refused")
+    func scopes() async throws {
+        try await World.with { world in
+            let request = try await world.approved(resource: "User@Contoso.com/Inbox")
+            #expect(request.resource == "user@contoso.com/Inbox")
+            let access = try await world.authorize(resource: "user@contoso.com/Inbox")
+            #expect(access.requestID == request.requestId)
+            for (scope, rule) in [
+                ("user@contoso.com/", "empty segment"), ("/user@contoso.com", "empty segment"),
+                ("a//b", "empty segment"), ("user@contoso.com/../bob@contoso.com", "segment .."),
+                ("./x", "segment ."), ("finance/ Documents", "starts or ends with a space"),
+                ("   ", "empty or only whitespace"),
+            ] {
+                try await world.expectRefusal(.invalidInput, field: "resource", containing: rule) {
+                    _ = try await world.newRequest(resource: scope)
+                }
+            }
+            // The database holds the path's structure itself.
+            for scope in ["user@contoso.com/", "/x", "a//b", "a/../b", "./x", "a/.", "a/ b", "a /b"] {
+                let error = try await #require(throws: PostgresError.self, "\(scope)") {
+                    try await world.db.pool.query(
+                        """
+                        INSERT INTO lockbox.requests (request_id, tenant_id, workload, ticket, reason, resource,
+                            requester, duration, status, created_at)
+                        SELECT gen_random_uuid(), tenant_id, 'Exchange', 'SR-1', 'r', \(scope), 'alex',
+                            interval '1 hour', 'PendingInternal', now()
+                        FROM lockbox.tenants WHERE name = 'contoso'
+                        """)
+                }
+                #expect(error.constraint == "requests_resource_path")
+            }
+        }
+    }
+
     @Test("durations outside 1 minute ... 4 hours are refused naming the field", arguments: [
         Duration.seconds(0), .seconds(-60), .seconds(4 * 3600 + 60), .seconds(30), .seconds(90),
     ])
