@@ -46,7 +46,7 @@ struct AuditCommand: AsyncParsableCommand {
                 tenant: tenant, from: from?.date, to: to?.date, activity: activity, user: user, requestId: requestID,
                 newestFirst: !oldestFirst, limit: limit)
             let records = try await options.database.withBroker { broker, _ in try await broker.auditRecords(filter) }
-            options.printer.list(records.map(\.record), columns: AuditRecord.tableColumns)
+            options.printer.list(records)
         }
     }
 }
@@ -74,7 +74,7 @@ struct NotificationsCommand: AsyncParsableCommand {
             let notifications = try await options.database.withBroker { broker, _ in
                 try await broker.notifications(tenant: tenant)
             }
-            options.printer.list(notifications.map(\.record), columns: LockboxNotification.tableColumns)
+            options.printer.list(notifications)
         }
     }
 
@@ -91,7 +91,7 @@ struct NotificationsCommand: AsyncParsableCommand {
             _ = try await options.database.withBroker { broker, _ in
                 try await broker.deliverNotifications(using: delivery)
             }
-            options.printer.list(delivery.delivered.map(\.record), columns: LockboxNotification.tableColumns)
+            options.printer.list(delivery.delivered)
         }
     }
 }

@@ -30,11 +30,11 @@ struct AuditorCommand: AsyncParsableCommand {
         @Option(help: ArgumentHelp("The tenant.", valueName: "name")) var tenant: String
 
         func run() async throws {
-            let records = try await options.database.withBroker { broker, _ in
+            let grants = try await options.database.withBroker { broker, _ in
                 let grant = try await broker.grantAuditor(login: login, tenant: tenant)
-                return try await AuditorCommand.list(broker, tenant: grant.tenant)
+                return try await broker.auditorGrants(tenant: grant.tenant)
             }
-            options.printer.list(records, columns: ["login", "tenant"])
+            options.printer.list(grants)
         }
     }
 
@@ -48,11 +48,11 @@ struct AuditorCommand: AsyncParsableCommand {
         @Option(help: ArgumentHelp("The tenant.", valueName: "name")) var tenant: String
 
         func run() async throws {
-            let records = try await options.database.withBroker { broker, _ in
+            let grants = try await options.database.withBroker { broker, _ in
                 try await broker.revokeAuditor(login: login, tenant: tenant)
-                return try await AuditorCommand.list(broker, tenant: tenant)
+                return try await broker.auditorGrants(tenant: tenant)
             }
-            options.printer.list(records, columns: ["login", "tenant"])
+            options.printer.list(grants)
         }
     }
 
@@ -65,16 +65,10 @@ struct AuditorCommand: AsyncParsableCommand {
         @Option(help: ArgumentHelp("Only this tenant.", valueName: "name")) var tenant: String?
 
         func run() async throws {
-            let records = try await options.database.withBroker { broker, _ in
-                try await AuditorCommand.list(broker, tenant: tenant)
+            let grants = try await options.database.withBroker { broker, _ in
+                try await broker.auditorGrants(tenant: tenant)
             }
-            options.printer.list(records, columns: ["login", "tenant"])
-        }
-    }
-
-    static func list(_ broker: Broker, tenant: String?) async throws -> [Record] {
-        try await broker.auditorGrants(tenant: tenant).map { grant in
-            Record([("login", .string(grant.login)), ("tenant", .string(grant.tenant))])
+            options.printer.list(grants)
         }
     }
 }

@@ -200,7 +200,7 @@ struct Demo: AsyncParsableCommand {
         let requests = try await broker.requests(Broker.RequestFilter(tenant: tenant))
         out.text(
             table.render(
-                list: requests.map(\.record),
+                list: requests.map(\.record), keys: AccessRequest.keys,
                 columns: [
                     "requestId", "ticket", "requester", "status", "durationMinutes", "decidedBy", "endedReason",
                 ]))
@@ -209,7 +209,7 @@ struct Demo: AsyncParsableCommand {
         let records = try await broker.auditRecords(AuditFilter(tenant: tenant, newestFirst: false))
         out.text(
             table.render(
-                list: records.map(\.record),
+                list: records.map(\.record), keys: AuditRecord.keys,
                 columns: [
                     "id", "occurredAt", "user", "actor", "activity", "requestId", "result",
                 ]))
@@ -224,7 +224,7 @@ struct Demo: AsyncParsableCommand {
             Record(zip(row.columns, row.values).map { ($0, Value($1)) })
         }
         let shown = report.columns.filter(rows.columns.contains)
-        out.text(table.render(list: reportRecords, columns: shown.isEmpty ? rows.columns : shown))
+        out.text(table.render(list: reportRecords, keys: rows.columns, columns: shown.isEmpty ? rows.columns : shown))
     }
 
     /// The auditor's report joining operator actions to the requests they ran under:

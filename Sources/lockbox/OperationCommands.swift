@@ -86,9 +86,9 @@ struct Operations: AsyncParsableCommand {
             }
             connectors = [connector]
         }
-        let records = connectors.flatMap { connector in
-            connector.catalogue.map { $0.record(workload: connector.workload) }
+        let entries = connectors.flatMap { connector in
+            connector.catalogue.map { CatalogueEntry(workload: connector.workload, operation: $0) }
         }
-        output.printer.list(records, columns: OperationDescriptor.tableColumns)
+        output.printer.list(entries)
     }
 }

@@ -112,9 +112,10 @@ struct Section: Sendable {
 struct Printer: Sendable {
     let format: OutputFormat
 
-    /// Prints a list. Tables show `columns` only; JSON and CSV show every field.
-    func list(_ records: [Record], columns: [String]) {
-        write(render(list: records, columns: columns))
+    /// Prints a list of models. Tables show the type's `tableColumns` only; JSON and CSV show
+    /// every field, and CSV's header names them even when the list is empty.
+    func list<Model: PrintableModel>(_ models: [Model]) {
+        write(render(list: models.map(\.record), keys: Model.keys, columns: Model.tableColumns))
     }
 
     /// Prints one object, with lists attached to it.
@@ -122,12 +123,13 @@ struct Printer: Sendable {
         write(render(object: record, sections: sections))
     }
 
-    func render(list records: [Record], columns: [String]) -> String {
+    /// Renders records whose fields are `keys` (the CSV header, printed even without records).
+    func render(list records: [Record], keys: [String], columns: [String]) -> String {
         switch format {
         case .json:
             return JSONText.render(.array(records.map(Value.object))) + "\n"
         case .csv:
-            return CSVText.render(records)
+            return CSVText.render(records, keys: keys)
         case .table:
             return TableText.render(records, columns: columns)
         }
@@ -140,7 +142,7 @@ struct Printer: Sendable {
         case .json:
             return JSONText.render(.object(full)) + "\n"
         case .csv:
-            return CSVText.render([full])
+            return CSVText.render([full], keys: full.fields.map(\.key))
         case .table:
             var text = TableText.render(object: record)
             for section in sections {
@@ -224,13 +226,9 @@ enum JSONText {
     }
 }
 
-/// RFC 4180 CSV: a header line, then one line per record.
+/// RFC 4180 CSV: a header line naming `keys`, then one line per record.
 enum CSVText {
-    static func render(_ records: [Record]) -> String {
-        var keys: [String] = []
-        for record in records {
-            for field in record.fields where !keys.contains(field.key) { keys.append(field.key) }
-        }
+    static func render(_ records: [Record], keys: [String]) -> String {
         var lines = [keys.map(escape).joined(separator: ",")]
         for record in records {
             lines.append(keys.map { escape(cell(record[$0] ?? .null)) }.joined(separator: ","))
@@ -322,89 +320,124 @@ enum TableText {
 
 // MARK: Models as records
 
-extension Tenant {
-    var record: Record {
-        Record([
-            ("tenantId", Value(tenantId)), ("name", .string(name)), ("customerLockbox", .bool(customerLockbox)),
-            ("serviceAccount", .string(serviceAccount)), ("createdAt", .date(createdAt)),
-        ])
+/// One printed field of a model: its name and how to read it from the model.
+struct Field<Model>: Sendable {
+    let key: String
+    let value: @Sendable (Model) -> Value
+
+    init(_ key: String, _ value: @escaping @Sendable (Model) -> Value) {
+        self.key = key
+        self.value = value
     }
+}
+
+/// A model printed as an object or as a row of a list. Its fields are named by the
+/// type, not by a record, so an empty list still has its CSV header.
+protocol PrintableModel {
+    /// Every printed field, in order: JSON's keys and CSV's columns.
+    static var fields: [Field<Self>] { get }
+    /// The fields a table shows, in order.
+    static var tableColumns: [String] { get }
+}
+
+extension PrintableModel {
+    /// The names of `fields`.
+    static var keys: [String] { fields.map(\.key) }
+
+    var record: Record { Record(Self.fields.map { ($0.key, $0.value(self)) }) }
+}
+
+extension Tenant: PrintableModel {
+    static let fields: [Field<Tenant>] = [
+        Field("tenantId") { Value($0.tenantId) }, Field("name") { .string($0.name) },
+        Field("customerLockbox") { .bool($0.customerLockbox) }, Field("serviceAccount") { .string($0.serviceAccount) },
+        Field("createdAt") { .date($0.createdAt) },
+    ]
     static let tableColumns = ["name", "customerLockbox", "serviceAccount", "createdAt", "tenantId"]
 }
 
-extension RoleAssignment {
-    var record: Record {
-        Record([
-            ("tenant", .string(tenant)), ("upn", .string(upn)), ("role", .string(role.rawValue)),
-            ("grantedAt", .date(grantedAt)), ("grantedBy", .string(grantedBy)),
-        ])
-    }
+extension RoleAssignment: PrintableModel {
+    static let fields: [Field<RoleAssignment>] = [
+        Field("tenant") { .string($0.tenant) }, Field("upn") { .string($0.upn) },
+        Field("role") { .string($0.role.rawValue) }, Field("grantedAt") { .date($0.grantedAt) },
+        Field("grantedBy") { .string($0.grantedBy) },
+    ]
     static let tableColumns = ["upn", "role", "grantedAt", "grantedBy"]
 }
 
-extension SupportOperator {
-    var record: Record {
-        Record([("alias", .string(alias)), ("isManager", .bool(isManager)), ("createdAt", .date(createdAt))])
-    }
+extension SupportOperator: PrintableModel {
+    static let fields: [Field<SupportOperator>] = [
+        Field("alias") { .string($0.alias) }, Field("isManager") { .bool($0.isManager) },
+        Field("createdAt") { .date($0.createdAt) },
+    ]
     static let tableColumns = ["alias", "isManager", "createdAt"]
 }
 
-extension AccessRequest {
-    var record: Record {
-        Record([
-            ("requestId", Value(requestId)), ("tenant", .string(tenant)), ("workload", .string(workload.rawValue)),
-            ("ticket", .string(ticket)), ("reason", .string(reason)), ("requester", .string(requester)),
-            ("durationMinutes", .int(durationMinutes)), ("resource", Value(resource)),
-            ("status", .string(status.rawValue)), ("createdAt", .date(createdAt)), ("reviewedAt", Value(reviewedAt)),
-            ("internalApprover", Value(internalApprover)), ("notifiedAt", Value(notifiedAt)),
-            ("customerDeadline", Value(customerDeadline)), ("decidedAt", Value(decidedAt)),
-            ("decidedBy", Value(decidedBy)), ("decision", Value(decision)),
-            ("accessStartsAt", Value(accessStartsAt)), ("accessEndsAt", Value(accessEndsAt)),
-            ("endedAt", Value(endedAt)), ("endedReason", Value(endedReason)),
-        ])
-    }
+extension AccessRequest: PrintableModel {
+    static let fields: [Field<AccessRequest>] = [
+        Field("requestId") { Value($0.requestId) }, Field("tenant") { .string($0.tenant) },
+        Field("workload") { .string($0.workload.rawValue) }, Field("ticket") { .string($0.ticket) },
+        Field("reason") { .string($0.reason) }, Field("requester") { .string($0.requester) },
+        Field("durationMinutes") { .int($0.durationMinutes) }, Field("resource") { Value($0.resource) },
+        Field("status") { .string($0.status.rawValue) }, Field("createdAt") { .date($0.createdAt) },
+        Field("reviewedAt") { Value($0.reviewedAt) }, Field("internalApprover") { Value($0.internalApprover) },
+        Field("notifiedAt") { Value($0.notifiedAt) }, Field("customerDeadline") { Value($0.customerDeadline) },
+        Field("decidedAt") { Value($0.decidedAt) }, Field("decidedBy") { Value($0.decidedBy) },
+        Field("decision") { Value($0.decision) }, Field("accessStartsAt") { Value($0.accessStartsAt) },
+        Field("accessEndsAt") { Value($0.accessEndsAt) }, Field("endedAt") { Value($0.endedAt) },
+        Field("endedReason") { Value($0.endedReason) },
+    ]
     static let tableColumns = [
         "requestId", "tenant", "workload", "requester", "status", "durationMinutes", "ticket", "createdAt",
         "accessEndsAt",
     ]
 }
 
-extension AuditRecord {
-    var record: Record {
-        Record([
-            ("id", .int(Int(id))), ("occurredAt", .date(occurredAt)), ("tenant", Value(tenant)),
-            ("recordType", .string(recordType)), ("user", .string(user)), ("actor", .string(actor)),
-            ("clientIp", Value(clientIp)), ("activity", .string(activity)), ("item", .string(item)),
-            ("requestId", Value(requestId)), ("workload", Value(workload)), ("result", .string(result)),
-            ("parameters", Value(jsonText: parameters)),
-        ])
-    }
+extension AuditRecord: PrintableModel {
+    static let fields: [Field<AuditRecord>] = [
+        Field("id") { .int(Int($0.id)) }, Field("occurredAt") { .date($0.occurredAt) },
+        Field("tenant") { Value($0.tenant) }, Field("recordType") { .string($0.recordType) },
+        Field("user") { .string($0.user) }, Field("actor") { .string($0.actor) },
+        Field("clientIp") { Value($0.clientIp) }, Field("activity") { .string($0.activity) },
+        Field("item") { .string($0.item) }, Field("requestId") { Value($0.requestId) },
+        Field("workload") { Value($0.workload) }, Field("result") { .string($0.result) },
+        Field("parameters") { Value(jsonText: $0.parameters) },
+    ]
     static let tableColumns = [
         "id", "occurredAt", "tenant", "user", "actor", "activity", "item", "requestId", "workload", "result",
     ]
 }
 
-extension LockboxNotification {
-    var record: Record {
-        Record([
-            ("notificationId", .int(Int(notificationId))), ("tenant", .string(tenant)),
-            ("requestId", Value(requestId)), ("recipient", .string(recipient)), ("subject", .string(subject)),
-            ("body", .string(body)), ("createdAt", .date(createdAt)), ("sentAt", Value(sentAt)),
-            ("withdrawnAt", Value(withdrawnAt)), ("withdrawnReason", Value(withdrawnReason)),
-        ])
-    }
+extension LockboxNotification: PrintableModel {
+    static let fields: [Field<LockboxNotification>] = [
+        Field("notificationId") { .int(Int($0.notificationId)) }, Field("tenant") { .string($0.tenant) },
+        Field("requestId") { Value($0.requestId) }, Field("recipient") { .string($0.recipient) },
+        Field("subject") { .string($0.subject) }, Field("body") { .string($0.body) },
+        Field("createdAt") { .date($0.createdAt) }, Field("sentAt") { Value($0.sentAt) },
+        Field("withdrawnAt") { Value($0.withdrawnAt) }, Field("withdrawnReason") { Value($0.withdrawnReason) },
+    ]
     static let tableColumns = [
         "notificationId", "tenant", "recipient", "requestId", "createdAt", "sentAt", "withdrawnReason",
     ]
 }
 
-extension OperationDescriptor {
-    func record(workload: Workload) -> Record {
-        Record([
-            ("workload", .string(workload.rawValue)), ("name", .string(name)), ("kind", .string(kind.rawValue)),
-            ("addresses", .string(addresses)), ("summary", .string(summary)),
-            ("requiredArguments", Value(requiredArguments)),
-        ])
-    }
+extension AuditorGrant: PrintableModel {
+    static let fields: [Field<AuditorGrant>] = [
+        Field("login") { .string($0.login) }, Field("tenant") { .string($0.tenant) },
+    ]
+    static let tableColumns = ["login", "tenant"]
+}
+
+/// An operation of a connector's catalogue, with the workload it belongs to.
+struct CatalogueEntry: PrintableModel {
+    var workload: Workload
+    var operation: OperationDescriptor
+
+    static let fields: [Field<CatalogueEntry>] = [
+        Field("workload") { .string($0.workload.rawValue) }, Field("name") { .string($0.operation.name) },
+        Field("kind") { .string($0.operation.kind.rawValue) }, Field("addresses") { .string($0.operation.addresses) },
+        Field("summary") { .string($0.operation.summary) },
+        Field("requiredArguments") { Value($0.operation.requiredArguments) },
+    ]
     static let tableColumns = ["workload", "name", "kind", "requiredArguments", "summary"]
 }

@@ -181,7 +181,7 @@ struct RequestCommand: AsyncParsableCommand {
             let filter = Broker.RequestFilter(
                 tenant: tenant, status: status, createdAfter: createdAfter?.date, limit: limit)
             let requests = try await options.database.withBroker { broker, _ in try await broker.requests(filter) }
-            options.printer.list(requests.map(\.record), columns: AccessRequest.tableColumns)
+            options.printer.list(requests)
         }
     }
 

@@ -39,7 +39,7 @@ struct TenantCommand: AsyncParsableCommand {
 
         func run() async throws {
             let tenants = try await options.database.withBroker { broker, _ in try await broker.tenants() }
-            options.printer.list(tenants.map(\.record), columns: Tenant.tableColumns)
+            options.printer.list(tenants)
         }
     }
 
@@ -148,7 +148,7 @@ struct RoleCommand: AsyncParsableCommand {
                 try await broker.removeRole(tenant: tenant, upn: upn, role: role, by: principal, clientIP: ip)
                 return try await broker.roles(tenant: tenant)
             }
-            options.printer.list(roles.map(\.record), columns: RoleAssignment.tableColumns)
+            options.printer.list(roles)
         }
     }
 
@@ -162,7 +162,7 @@ struct RoleCommand: AsyncParsableCommand {
 
         func run() async throws {
             let roles = try await options.database.withBroker { broker, _ in try await broker.roles(tenant: tenant) }
-            options.printer.list(roles.map(\.record), columns: RoleAssignment.tableColumns)
+            options.printer.list(roles)
         }
     }
 }
@@ -203,7 +203,7 @@ struct OperatorCommand: AsyncParsableCommand {
 
         func run() async throws {
             let operators = try await options.database.withBroker { broker, _ in try await broker.operators() }
-            options.printer.list(operators.map(\.record), columns: SupportOperator.tableColumns)
+            options.printer.list(operators)
         }
     }
 }

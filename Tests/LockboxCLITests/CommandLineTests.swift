@@ -200,6 +200,50 @@ struct AdminCommandTests {
             #expect(table.stdout.hasPrefix("alias"), "\(table)")
         }
     }
+
+    @Test("CSV of an empty list is its header line, the header a list with rows has")
+    func emptyCSV() async throws {
+        try await CLIWorld.with { world in
+            func csv(_ arguments: [String], sourceLocation: SourceLocation = #_sourceLocation) async throws -> String {
+                let result = try await world.lockbox(arguments + ["--format", "csv"])
+                #expect(result.status == 0 && result.stderr.isEmpty, "\(result)", sourceLocation: sourceLocation)
+                return result.stdout
+            }
+            let tenants = "tenantId,name,customerLockbox,serviceAccount,createdAt"
+            let requests =
+                "requestId,tenant,workload,ticket,reason,requester,durationMinutes,resource,status,createdAt,"
+                + "reviewedAt,internalApprover,notifiedAt,customerDeadline,decidedAt,decidedBy,decision,"
+                + "accessStartsAt,accessEndsAt,endedAt,endedReason"
+            let audit =
+                "id,occurredAt,tenant,recordType,user,actor,clientIp,activity,item,requestId,workload,result,parameters"
+            let notifications =
+                "notificationId,tenant,requestId,recipient,subject,body,createdAt,sentAt,withdrawnAt,withdrawnReason"
+            let newRequests = ["audit", "search", "--activity", "New-AccessToCustomerDataRequest"]
+            let empty: [(arguments: [String], header: String)] = [
+                (["tenant", "list"], tenants),
+                (["operator", "list"], "alias,isManager,createdAt"),
+                (["request", "list"], requests),
+                (newRequests, audit),
+                (["notifications", "list"], notifications),
+                (["notifications", "deliver"], notifications),
+                (["auditor", "list"], "login,tenant"),
+            ]
+            for (arguments, header) in empty {
+                #expect(try await csv(arguments) == header + "\n", "\(arguments)")
+            }
+
+            try await world.seed()
+            _ = try await world.newRequest()
+            #expect(try await csv(["request", "list", "--tenant", "fabrikam"]) == requests + "\n")
+            let filled: [(arguments: [String], header: String, rows: Int)] = [
+                (["tenant", "list"], tenants, 2), (["request", "list"], requests, 1), (newRequests, audit, 1),
+            ]
+            for (arguments, header, rows) in filled {
+                let lines = try await csv(arguments).split(separator: "\n").map(String.init)
+                #expect(lines.count == 1 + rows && lines.first == header, "\(arguments): \(lines)")
+            }
+        }
+    }
 }
 
 @Suite("lockbox requests, invoke and audit")
