@@ -88,15 +88,20 @@ struct NotificationsCommand: AsyncParsableCommand {
 
         func run() async throws {
             let delivery = CollectingDelivery()
-            _ = try await options.database.withBroker { broker, _ in
+            let sent = try await options.database.withBroker { broker, _ in
                 try await broker.deliverNotifications(using: delivery)
+                guard !delivery.delivered.isEmpty else { return [LockboxNotification]() }
+                // Read back in delivery order, as marked sent (with their sentAt).
+                let current = Dictionary(
+                    uniqueKeysWithValues: try await broker.notifications().map { ($0.notificationId, $0) })
+                return delivery.delivered.compactMap { current[$0.notificationId] }
             }
-            options.printer.list(delivery.delivered)
+            options.printer.list(sent)
         }
     }
 }
 
-/// Delivers to the log and remembers what it delivered.
+/// Delivers to the log and remembers what it delivered, as it was before being marked sent.
 final class CollectingDelivery: NotificationDelivery {
     private let log = LogNotificationDelivery()
     private let collected = Mutex<[LockboxNotification]>([])

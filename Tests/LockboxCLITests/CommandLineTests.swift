@@ -299,6 +299,14 @@ struct RequestCommandTests {
             }
             let delivered = try await world.array("notifications", "deliver")
             #expect(delivered.count == 2)
+            let listedAfter = try await world.array("notifications", "list", "--tenant", "contoso")
+            for notification in delivered {
+                let sentAt = try #require(date(notification["sentAt"]), "deliver prints sentAt: \(notification)")
+                #expect(sentAt >= notifiedAt, "\(notification)")
+                let id = try #require(notification["notificationId"] as? Int)
+                let listed = try #require(listedAfter.first { $0["notificationId"] as? Int == id })
+                #expect(listed["sentAt"] as? String == notification["sentAt"] as? String, "as notifications list shows")
+            }
             #expect(try await world.array("notifications", "deliver").isEmpty, "never sent twice")
 
             let approved = try await world.object(
