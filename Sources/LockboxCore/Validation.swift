@@ -108,9 +108,7 @@ enum Validate {
 
     static func clientIP(_ value: String?) throws -> String? {
         guard let value else { return nil }
-        var v4 = in_addr()
-        var v6 = in6_addr()
-        guard inet_pton(AF_INET, value, &v4) == 1 || inet_pton(AF_INET6, value, &v6) == 1 else {
+        guard isIPAddress(value) else {
             throw LockboxError.invalid("ip", "must be an IPv4 or IPv6 address (got \(quoted(value)))")
         }
         return value
@@ -176,4 +174,11 @@ public func parseDuration(_ text: String) throws -> Duration {
 /// Parses a request id, refusing anything that is not a UUID with a message naming the field.
 public func parseRequestID(_ text: String, field: String = "request id") throws -> UUID {
     try Validate.requestID(text, field: field)
+}
+
+/// Whether `text` is an IPv4 or IPv6 address, the only client addresses the audit log records.
+public func isIPAddress(_ text: String) -> Bool {
+    var v4 = in_addr()
+    var v6 = in6_addr()
+    return inet_pton(AF_INET, text, &v4) == 1 || inet_pton(AF_INET6, text, &v6) == 1
 }

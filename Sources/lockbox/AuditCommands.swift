@@ -31,7 +31,7 @@ struct AuditCommand: AsyncParsableCommand {
             help: ArgumentHelp(
                 "Only this User column (case-insensitive), e.g. \"Microsoft Operator\".", valueName: "user"))
         var user: String?
-        @Option(help: ArgumentHelp("Only records of this request.", valueName: "id")) var request: String?
+        @Option(help: ArgumentHelp("Only records of this request.", valueName: "id")) var request: RequestIDArgument?
         @Option(help: "At most this many records.") var limit = 10_000
         @Flag(help: "Oldest first instead of newest first.") var oldestFirst = false
 
@@ -41,9 +41,8 @@ struct AuditCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
-            let requestID = try request.map { try parseRequestID($0, field: "request") }
             let filter = AuditFilter(
-                tenant: tenant, from: from?.date, to: to?.date, activity: activity, user: user, requestId: requestID,
+                tenant: tenant, from: from?.date, to: to?.date, activity: activity, user: user, requestId: request?.id,
                 newestFirst: !oldestFirst, limit: limit)
             let records = try await options.database.withBroker { broker, _ in try await broker.auditRecords(filter) }
             options.printer.list(records)

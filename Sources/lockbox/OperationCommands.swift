@@ -24,7 +24,7 @@ struct Invoke: AsyncParsableCommand {
     @Option(name: .customLong("operator"), help: ArgumentHelp("The support engineer.", valueName: "alias"))
     var operatorAlias: String
     @Option(help: ArgumentHelp("The customer tenant.", valueName: "name")) var tenant: String
-    @Option(help: ArgumentHelp("The workload.", valueName: "Exchange|SharePoint|OneDrive")) var workload: String
+    @Option(help: ArgumentHelp("The workload.", valueName: "Exchange|SharePoint|OneDrive")) var workload: Workload
     @Option(help: ArgumentHelp("The operation, e.g. Get-MailboxMessage.", valueName: "name")) var operation: String
     @Option(help: ArgumentHelp("The resource addressed (same as --arg resource=ID).", valueName: "id"))
     var resource: String?
@@ -33,7 +33,7 @@ struct Invoke: AsyncParsableCommand {
         help: ArgumentHelp("An operation argument; repeat for several.", valueName: "key=value"))
     var arguments: [String] = []
     @Option(help: ArgumentHelp("Client IP address to record in the audit log.", valueName: "addr"))
-    var ip: String?
+    var ip: IPAddressArgument?
 
     func validate() throws {
         let parsed = try parseKeyValues(arguments, option: "--arg")
@@ -46,8 +46,8 @@ struct Invoke: AsyncParsableCommand {
         var parsed = try parseKeyValues(arguments, option: "--arg")
         if let resource { parsed["resource"] = resource }
         let attempt = OperationAttempt(
-            operatorAlias: operatorAlias, tenant: tenant, workload: Workload(workload), operation: operation,
-            arguments: parsed, clientIP: ip)
+            operatorAlias: operatorAlias, tenant: tenant, workload: workload, operation: operation,
+            arguments: parsed, clientIP: ip?.address)
         let result = try await options.database.withBroker { broker, session in
             try await broker.invoke(attempt, registry: session.registry)
         }
@@ -73,19 +73,10 @@ struct Operations: AsyncParsableCommand {
 
     @OptionGroup var output: FormatOptions
     @Option(help: ArgumentHelp("Only this workload's operations.", valueName: "Exchange|SharePoint|OneDrive"))
-    var workload: String?
+    var workload: Workload?
 
     func run() async throws {
-        let registry = standardConnectors()
-        var connectors = registry.all
-        if let workload {
-            guard let connector = registry[Workload(workload)] else {
-                throw CLIError(
-                    "workload: must be one of \(registry.workloads.sorted().map(\.rawValue).joined(separator: ", ")) "
-                        + "(got \"\(workload)\")")
-            }
-            connectors = [connector]
-        }
+        let connectors = standardConnectors().all.filter { workload == nil || $0.workload == workload }
         let entries = connectors.flatMap { connector in
             connector.catalogue.map { CatalogueEntry(workload: connector.workload, operation: $0) }
         }

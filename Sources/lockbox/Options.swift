@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import LockboxConnectors
 import LockboxCore
 
 /// Where the data lives; every command that touches the database takes it.
@@ -40,6 +41,26 @@ struct TimeArgument: ExpressibleByArgument, Sendable {
     }
 }
 
+/// A client IP address to record in the audit log: IPv4 or IPv6.
+struct IPAddressArgument: ExpressibleByArgument, Sendable {
+    let address: String
+
+    init?(argument: String) {
+        guard isIPAddress(argument) else { return nil }
+        address = argument
+    }
+}
+
+/// A request id: a UUID.
+struct RequestIDArgument: ExpressibleByArgument, Sendable {
+    let id: UUID
+
+    init?(argument: String) {
+        guard let id = try? parseRequestID(argument) else { return nil }
+        self.id = id
+    }
+}
+
 /// `on` or `off`.
 enum Switch: String, CaseIterable, ExpressibleByArgument, Sendable {
     case on
@@ -64,6 +85,19 @@ extension CustomerRole: ExpressibleByArgument {
         }
         self = match
     }
+}
+
+/// A workload a connector serves, spelt exactly as the connector names it.
+extension Workload: ExpressibleByArgument {
+    private static let served = standardConnectors().workloads.sorted()
+
+    public init?(argument: String) {
+        guard let match = Self.served.first(where: { $0.rawValue == argument }) else { return nil }
+        self = match
+    }
+
+    public static var allValueStrings: [String] { served.map(\.rawValue) }
+    public static var defaultCompletionKind: CompletionKind { .list(allValueStrings) }
 }
 
 extension RequestStatus: ExpressibleByArgument {

@@ -27,7 +27,7 @@ struct RequestCommand: AsyncParsableCommand {
             name: .customLong("operator"), help: ArgumentHelp("The requesting support engineer.", valueName: "alias"))
         var requester: String
         @Option(help: ArgumentHelp("The customer tenant.", valueName: "name")) var tenant: String
-        @Option(help: ArgumentHelp("The workload.", valueName: "Exchange|SharePoint|OneDrive")) var workload: String
+        @Option(help: ArgumentHelp("The workload.", valueName: "Exchange|SharePoint|OneDrive")) var workload: Workload
         @Option(parsing: .unconditional, help: ArgumentHelp("The support ticket number.", valueName: "SR"))
         var ticket: String
         @Option(
@@ -41,15 +41,22 @@ struct RequestCommand: AsyncParsableCommand {
         @Option(help: ArgumentHelp("One mailbox, site or drive; without it the whole workload.", valueName: "id"))
         var resource: String?
         @Option(help: ArgumentHelp("Client IP address to record in the audit log.", valueName: "addr"))
-        var ip: String?
+        var ip: IPAddressArgument?
+
+        func validate() throws {
+            // A duration that does not parse is a usage error; one out of range, the broker's refusal.
+            guard (try? parseDuration(duration)) != nil else {
+                throw ValidationError("--duration must look like 4h, 90m or 1h30m (got \"\(duration)\")")
+            }
+        }
 
         func run() async throws {
             let duration = try parseDuration(duration)
             let request = try await options.database.withBroker { broker, _ in
                 try await broker.createRequest(
                     NewAccessRequest(
-                        requester: requester, tenant: tenant, workload: Workload(workload), ticket: ticket,
-                        reason: reason, duration: duration, resource: resource, clientIP: ip))
+                        requester: requester, tenant: tenant, workload: workload, ticket: ticket,
+                        reason: reason, duration: duration, resource: resource, clientIP: ip?.address))
             }
             options.printer.object(request.record)
         }
@@ -77,7 +84,7 @@ struct RequestCommand: AsyncParsableCommand {
         @Option(parsing: .unconditional, help: ArgumentHelp("A comment for the record.", valueName: "text"))
         var comment: String?
         @Option(help: ArgumentHelp("Client IP address to record in the audit log.", valueName: "addr"))
-        var ip: String?
+        var ip: IPAddressArgument?
 
         func validate() throws {
             guard approve != reject else { throw ValidationError("give exactly one of --approve or --reject") }
@@ -86,7 +93,8 @@ struct RequestCommand: AsyncParsableCommand {
         func run() async throws {
             let requestID = try parseRequestID(id)
             let request = try await options.database.withBroker { broker, _ in
-                try await broker.review(requestID, manager: manager, approve: approve, comment: comment, clientIP: ip)
+                try await broker.review(
+                    requestID, manager: manager, approve: approve, comment: comment, clientIP: ip?.address)
             }
             options.printer.object(request.record)
         }
@@ -117,12 +125,13 @@ struct RequestCommand: AsyncParsableCommand {
         @Option(parsing: .unconditional, help: ArgumentHelp("A comment for the record.", valueName: "text"))
         var comment: String?
         @Option(help: ArgumentHelp("Client IP address to record in the audit log.", valueName: "addr"))
-        var ip: String?
+        var ip: IPAddressArgument?
 
         func run() async throws {
             let requestID = try parseRequestID(id)
             let request = try await options.database.withBroker { broker, _ in
-                try await broker.decide(requestID, decision: decision, by: principal, comment: comment, clientIP: ip)
+                try await broker.decide(
+                    requestID, decision: decision, by: principal, comment: comment, clientIP: ip?.address)
             }
             options.printer.object(request.record)
         }
@@ -143,12 +152,12 @@ struct RequestCommand: AsyncParsableCommand {
         @Option(parsing: .unconditional, help: ArgumentHelp("A comment for the record.", valueName: "text"))
         var comment: String?
         @Option(help: ArgumentHelp("Client IP address to record in the audit log.", valueName: "addr"))
-        var ip: String?
+        var ip: IPAddressArgument?
 
         func run() async throws {
             let requestID = try parseRequestID(id)
             let request = try await options.database.withBroker { broker, _ in
-                try await broker.revoke(requestID, by: principal, comment: comment, clientIP: ip)
+                try await broker.revoke(requestID, by: principal, comment: comment, clientIP: ip?.address)
             }
             options.printer.object(request.record)
         }

@@ -76,12 +76,12 @@ struct TenantCommand: AsyncParsableCommand {
         )
         var principal: String
         @Option(help: ArgumentHelp("Client IP address to record in the audit log.", valueName: "addr"))
-        var ip: String?
+        var ip: IPAddressArgument?
 
         func run() async throws {
             let tenant = try await options.database.withBroker { broker, _ in
                 try await broker.setCustomerLockbox(
-                    tenant: name, enabled: customerLockbox == .on, by: principal, clientIP: ip)
+                    tenant: name, enabled: customerLockbox == .on, by: principal, clientIP: ip?.address)
             }
             options.printer.object(tenant.record)
         }
@@ -114,11 +114,11 @@ struct RoleCommand: AsyncParsableCommand {
         @Option(name: .customLong("as"), help: ArgumentHelp("The global administrator assigning it.", valueName: "upn"))
         var principal: String
         @Option(help: ArgumentHelp("Client IP address to record in the audit log.", valueName: "addr"))
-        var ip: String?
+        var ip: IPAddressArgument?
 
         func run() async throws {
             let assignment = try await options.database.withBroker { broker, _ in
-                try await broker.addRole(tenant: tenant, upn: upn, role: role, by: principal, clientIP: ip)
+                try await broker.addRole(tenant: tenant, upn: upn, role: role, by: principal, clientIP: ip?.address)
             }
             options.printer.object(assignment.record)
         }
@@ -141,11 +141,11 @@ struct RoleCommand: AsyncParsableCommand {
         @Option(name: .customLong("as"), help: ArgumentHelp("The global administrator removing it.", valueName: "upn"))
         var principal: String
         @Option(help: ArgumentHelp("Client IP address to record in the audit log.", valueName: "addr"))
-        var ip: String?
+        var ip: IPAddressArgument?
 
         func run() async throws {
             let roles = try await options.database.withBroker { broker, _ in
-                try await broker.removeRole(tenant: tenant, upn: upn, role: role, by: principal, clientIP: ip)
+                try await broker.removeRole(tenant: tenant, upn: upn, role: role, by: principal, clientIP: ip?.address)
                 return try await broker.roles(tenant: tenant)
             }
             options.printer.list(roles)
