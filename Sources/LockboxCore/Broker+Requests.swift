@@ -187,10 +187,13 @@ extension Broker {
             let locked = try await lockRequest(requestID, on: connection)
             try await requireCustomerApprover(upn, of: locked, on: connection, action: "approve or deny its requests")
             guard locked.status == .pendingCustomer, let deadline = locked.customerDeadline else {
+                let status = locked.effectiveStatus(at: now)
                 throw LockboxError(
                     .notPending,
-                    "request \(requestID.lowercased) is \(locked.effectiveStatus(at: now).rawValue), "
-                        + "no longer pending a customer decision")
+                    "request \(requestID.lowercased) is \(status.rawValue), "
+                        + (status == .pendingInternal
+                            ? "not yet pending a customer decision: it awaits the provider's internal review"
+                            : "no longer pending a customer decision"))
             }
             guard now < deadline else {
                 throw LockboxError(

@@ -15,7 +15,7 @@ public struct LockboxError: Error, Sendable, Equatable, CustomStringConvertible,
         case twoPersonRule
         /// The internal reviewer is not a support manager.
         case notManager
-        /// The request is no longer in a state that allows this decision.
+        /// The request is not, or no longer, in a state that allows this decision.
         case notPending
         /// The request has no active grant to cancel or revoke.
         case notActive

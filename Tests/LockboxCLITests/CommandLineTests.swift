@@ -648,7 +648,7 @@ struct RequestCommandTests {
                 ),
                 (
                     ["request", "decide", pendingInternal, "--decision", "Approve", "--as", "approver@contoso.com"],
-                    "is PendingInternal, no longer pending a customer decision"
+                    "is PendingInternal, not yet pending a customer decision: it awaits the provider's internal review"
                 ),
                 (
                     ["request", "review", pendingCustomer, "--manager", "sam", "--approve"],

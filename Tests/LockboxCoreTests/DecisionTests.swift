@@ -139,6 +139,22 @@ struct CustomerDecisionTests {
         }
     }
 
+    @Test("a request still awaiting the internal review is not yet pending a customer decision")
+    func beforeInternalReview() async throws {
+        try await World.with { world in
+            let request = try await world.newRequest()
+            for decision in [ApprovalDecision.approve, .deny] {
+                try await world.expectRefusal(
+                    .notPending,
+                    containing: "is PendingInternal, not yet pending a customer decision: it awaits the provider's "
+                        + "internal review"
+                ) {
+                    _ = try await world.broker.decide(request.requestId, decision: decision, by: "approver@contoso.com")
+                }
+            }
+        }
+    }
+
     @Test("concurrent decisions on one request: exactly one wins, the others are told it is no longer pending",
           arguments: 0..<5)
     func race(_ round: Int) async throws {
