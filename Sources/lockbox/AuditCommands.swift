@@ -31,7 +31,8 @@ struct AuditCommand: AsyncParsableCommand {
             help: ArgumentHelp(
                 "Only this User column (case-insensitive), e.g. \"Microsoft Operator\".", valueName: "user"))
         var user: String?
-        @Option(help: ArgumentHelp("Only records of this request.", valueName: "id")) var request: RequestIDArgument?
+        @Option(help: ArgumentHelp("Only records of this request.", valueName: "id"), transform: RequestIDArgument.parse)
+        var request: RequestIDArgument?
         @Option(help: "At most this many records.") var limit = 10_000
         @Flag(help: "Oldest first instead of newest first.") var oldestFirst = false
 
@@ -42,7 +43,7 @@ struct AuditCommand: AsyncParsableCommand {
 
         func run() async throws {
             let filter = AuditFilter(
-                tenant: tenant, from: from?.date, to: to?.date, activity: activity, user: user, requestId: request?.id,
+                tenant: tenant, from: from?.date, to: to?.date, activity: activity, user: user, requestId: request?.uuid,
                 newestFirst: !oldestFirst, limit: limit)
             let records = try await options.database.withBroker { broker, _ in try await broker.auditRecords(filter) }
             options.printer.list(records)

@@ -32,7 +32,9 @@ struct Invoke: AsyncParsableCommand {
         name: .customLong("arg"), parsing: .unconditionalSingleValue,
         help: ArgumentHelp("An operation argument; repeat for several.", valueName: "key=value"))
     var arguments: [String] = []
-    @Option(help: ArgumentHelp("Client IP address to record in the audit log.", valueName: "addr"))
+    @Option(
+        help: ArgumentHelp("Client IP address to record in the audit log.", valueName: "addr"),
+        transform: IPAddressArgument.parse)
     var ip: IPAddressArgument?
 
     func validate() throws {

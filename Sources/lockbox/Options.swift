@@ -42,22 +42,26 @@ struct TimeArgument: ExpressibleByArgument, Sendable {
 }
 
 /// A client IP address to record in the audit log: IPv4 or IPv6.
-struct IPAddressArgument: ExpressibleByArgument, Sendable {
+struct IPAddressArgument: Sendable {
     let address: String
 
-    init?(argument: String) {
-        guard isIPAddress(argument) else { return nil }
-        address = argument
+    /// For `transform:`: a malformed address is a usage error that states the rule.
+    static func parse(_ text: String) throws -> IPAddressArgument {
+        guard isIPAddress(text) else { throw ValidationError("must be an IPv4 or IPv6 address like 203.0.113.7") }
+        return IPAddressArgument(address: text)
     }
 }
 
 /// A request id: a UUID.
-struct RequestIDArgument: ExpressibleByArgument, Sendable {
-    let id: UUID
+struct RequestIDArgument: Sendable {
+    let uuid: UUID
 
-    init?(argument: String) {
-        guard let id = try? parseRequestID(argument) else { return nil }
-        self.id = id
+    /// For `transform:`: a malformed id is a usage error that states the rule.
+    static func parse(_ text: String) throws -> RequestIDArgument {
+        guard let uuid = try? parseRequestID(text) else {
+            throw ValidationError("must be a UUID like 3f2504e0-4f89-41d3-9a0c-0305e82c3301")
+        }
+        return RequestIDArgument(uuid: uuid)
     }
 }
 

@@ -160,8 +160,8 @@ struct Printer: Sendable {
 
 /// Formats dates as ISO 8601 in UTC with milliseconds, e.g. `2026-03-01T09:30:00.125Z`.
 enum TimeText {
-    static let style = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
-    static func render(_ date: Date) -> String { style.format(date) }
+    /// As the broker's own messages print times (``Broker/timestamp(_:)``).
+    static func render(_ date: Date) -> String { Broker.timestamp(date) }
 
     /// Parses ISO 8601 with an offset (`2026-03-01T09:30:00Z`, `…+02:00`, with or
     /// without fractional seconds) or a date (`2026-03-01`, midnight UTC).

@@ -40,7 +40,9 @@ struct RequestCommand: AsyncParsableCommand {
         var duration: String = "4h"
         @Option(help: ArgumentHelp("One mailbox, site or drive; without it the whole workload.", valueName: "id"))
         var resource: String?
-        @Option(help: ArgumentHelp("Client IP address to record in the audit log.", valueName: "addr"))
+        @Option(
+            help: ArgumentHelp("Client IP address to record in the audit log.", valueName: "addr"),
+            transform: IPAddressArgument.parse)
         var ip: IPAddressArgument?
 
         func validate() throws {
@@ -77,13 +79,15 @@ struct RequestCommand: AsyncParsableCommand {
                 """)
 
         @OptionGroup var options: GlobalOptions
-        @Argument(help: "Request id.") var id: String
+        @Argument(help: "Request id.", transform: RequestIDArgument.parse) var id: RequestIDArgument
         @Option(help: ArgumentHelp("The reviewing support manager.", valueName: "alias")) var manager: String
         @Flag(help: "Approve the request.") var approve = false
         @Flag(help: "Reject the request.") var reject = false
         @Option(parsing: .unconditional, help: ArgumentHelp("A comment for the record.", valueName: "text"))
         var comment: String?
-        @Option(help: ArgumentHelp("Client IP address to record in the audit log.", valueName: "addr"))
+        @Option(
+            help: ArgumentHelp("Client IP address to record in the audit log.", valueName: "addr"),
+            transform: IPAddressArgument.parse)
         var ip: IPAddressArgument?
 
         func validate() throws {
@@ -91,7 +95,7 @@ struct RequestCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
-            let requestID = try parseRequestID(id)
+            let requestID = id.uuid
             let request = try await options.database.withBroker { broker, _ in
                 try await broker.review(
                     requestID, manager: manager, approve: approve, comment: comment, clientIP: ip?.address)
@@ -116,7 +120,7 @@ struct RequestCommand: AsyncParsableCommand {
                 """)
 
         @OptionGroup var options: GlobalOptions
-        @Argument(help: "Request id.") var id: String
+        @Argument(help: "Request id.", transform: RequestIDArgument.parse) var id: RequestIDArgument
         @Option(help: ArgumentHelp("The decision.", valueName: "Approve|Deny|Cancel")) var decision: ApprovalDecision
         @Option(
             name: .customLong("as"),
@@ -124,11 +128,13 @@ struct RequestCommand: AsyncParsableCommand {
         var principal: String
         @Option(parsing: .unconditional, help: ArgumentHelp("A comment for the record.", valueName: "text"))
         var comment: String?
-        @Option(help: ArgumentHelp("Client IP address to record in the audit log.", valueName: "addr"))
+        @Option(
+            help: ArgumentHelp("Client IP address to record in the audit log.", valueName: "addr"),
+            transform: IPAddressArgument.parse)
         var ip: IPAddressArgument?
 
         func run() async throws {
-            let requestID = try parseRequestID(id)
+            let requestID = id.uuid
             let request = try await options.database.withBroker { broker, _ in
                 try await broker.decide(
                     requestID, decision: decision, by: principal, comment: comment, clientIP: ip?.address)
@@ -146,16 +152,18 @@ struct RequestCommand: AsyncParsableCommand {
                     + "--comment \"issue resolved\""))
 
         @OptionGroup var options: GlobalOptions
-        @Argument(help: "Request id.") var id: String
+        @Argument(help: "Request id.", transform: RequestIDArgument.parse) var id: RequestIDArgument
         @Option(name: .customLong("as"), help: ArgumentHelp("The customer approver revoking it.", valueName: "upn"))
         var principal: String
         @Option(parsing: .unconditional, help: ArgumentHelp("A comment for the record.", valueName: "text"))
         var comment: String?
-        @Option(help: ArgumentHelp("Client IP address to record in the audit log.", valueName: "addr"))
+        @Option(
+            help: ArgumentHelp("Client IP address to record in the audit log.", valueName: "addr"),
+            transform: IPAddressArgument.parse)
         var ip: IPAddressArgument?
 
         func run() async throws {
-            let requestID = try parseRequestID(id)
+            let requestID = id.uuid
             let request = try await options.database.withBroker { broker, _ in
                 try await broker.revoke(requestID, by: principal, comment: comment, clientIP: ip?.address)
             }
@@ -201,10 +209,10 @@ struct RequestCommand: AsyncParsableCommand {
             discussion: examples("lockbox request show 3f2504e0-4f89-41d3-9a0c-0305e82c3301 --format json"))
 
         @OptionGroup var options: GlobalOptions
-        @Argument(help: "Request id.") var id: String
+        @Argument(help: "Request id.", transform: RequestIDArgument.parse) var id: RequestIDArgument
 
         func run() async throws {
-            let requestID = try parseRequestID(id)
+            let requestID = id.uuid
             let (request, timeline) = try await options.database.withBroker { broker, _ in
                 (try await broker.request(requestID), try await broker.timeline(requestID))
             }

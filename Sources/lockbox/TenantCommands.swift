@@ -75,7 +75,9 @@ struct TenantCommand: AsyncParsableCommand {
             name: .customLong("as"), help: ArgumentHelp("The global administrator making the change.", valueName: "upn")
         )
         var principal: String
-        @Option(help: ArgumentHelp("Client IP address to record in the audit log.", valueName: "addr"))
+        @Option(
+            help: ArgumentHelp("Client IP address to record in the audit log.", valueName: "addr"),
+            transform: IPAddressArgument.parse)
         var ip: IPAddressArgument?
 
         func run() async throws {
@@ -113,7 +115,9 @@ struct RoleCommand: AsyncParsableCommand {
         var role: CustomerRole
         @Option(name: .customLong("as"), help: ArgumentHelp("The global administrator assigning it.", valueName: "upn"))
         var principal: String
-        @Option(help: ArgumentHelp("Client IP address to record in the audit log.", valueName: "addr"))
+        @Option(
+            help: ArgumentHelp("Client IP address to record in the audit log.", valueName: "addr"),
+            transform: IPAddressArgument.parse)
         var ip: IPAddressArgument?
 
         func run() async throws {
@@ -140,7 +144,9 @@ struct RoleCommand: AsyncParsableCommand {
         var role: CustomerRole
         @Option(name: .customLong("as"), help: ArgumentHelp("The global administrator removing it.", valueName: "upn"))
         var principal: String
-        @Option(help: ArgumentHelp("Client IP address to record in the audit log.", valueName: "addr"))
+        @Option(
+            help: ArgumentHelp("Client IP address to record in the audit log.", valueName: "addr"),
+            transform: IPAddressArgument.parse)
         var ip: IPAddressArgument?
 
         func run() async throws {
