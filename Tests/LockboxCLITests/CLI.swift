@@ -83,15 +83,27 @@ enum CLI {
     }
 
     /// Runs `lockbox` with `arguments`; `environment` entries override (or, when nil, remove) variables.
-    static func run(_ arguments: [String], environment: [String: String?] = [:]) async throws -> CLIResult {
+    /// With `clock` (libfaketime's offset, e.g. `+13h`), it runs under `faketime`, whose system
+    /// clock is that far from the real one: the CLI has no option that chooses the time.
+    static func run(
+        _ arguments: [String], environment: [String: String?] = [:], clock: String? = nil
+    ) async throws -> CLIResult {
         var overrides: [Environment.Key: String?] = [:]
         for (key, value) in environment { overrides[Environment.Key(rawValue: key)!] = value }
         // Logs stay quiet unless a test asks otherwise.
         if environment["LOCKBOX_LOG_LEVEL"] == nil {
             overrides[Environment.Key(rawValue: "LOCKBOX_LOG_LEVEL")!] = "error"
         }
+        var executable = Executable.path(.init(binary))
+        var arguments = arguments
+        if let clock {
+            // Wall-clock time only: monotonic clocks (timeouts) keep running as they are.
+            overrides[Environment.Key(rawValue: "FAKETIME_DONT_FAKE_MONOTONIC")!] = "1"
+            executable = .name("faketime")
+            arguments = ["-f", clock, binary] + arguments
+        }
         let result = try await Subprocess.run(
-            .path(.init(binary)),
+            executable,
             arguments: .init(arguments),
             environment: .inherit.updating(overrides),
             output: .string(limit: 16 << 20),
@@ -116,8 +128,8 @@ struct CLIWorld: Sendable {
         try await lockbox(arguments)
     }
 
-    func lockbox(_ arguments: [String]) async throws -> CLIResult {
-        try await CLI.run(arguments + ["--database-url", db.connectionString])
+    func lockbox(_ arguments: [String], clock: String? = nil) async throws -> CLIResult {
+        try await CLI.run(arguments + ["--database-url", db.connectionString], clock: clock)
     }
 
     /// Runs the command and requires exit status 0.

@@ -887,6 +887,36 @@ struct DatabaseCommandTests {
 
 @Suite("lockbox demo")
 struct DemoTests {
+    @Test("under faketime, 13 h and 61 min later on the system clock, the CLI applies the 12 h and window rules")
+    func systemClockRules() async throws {
+        try await CLIWorld.with { world in
+            try await world.seed()
+            let pending = try await world.newRequest()
+            let granted = try await world.newRequest(duration: "1h", resource: "alice@contoso.com")
+            for id in [pending, granted] { try await world.ok("request", "review", id, "--manager", "morgan", "--approve") }
+            try await world.ok("request", "decide", granted, "--decision", "Approve", "--as", "approver@contoso.com")
+            let invoke = [
+                "invoke", "--operator", "alex", "--tenant", "contoso", "--workload", "Exchange", "--operation",
+                "Get-Mailbox", "--resource", "alice@contoso.com",
+            ]
+            // The 1 h window: open 59 min on, closed 61 min on.
+            let inWindow = try await world.lockbox(invoke, clock: "+59m")
+            #expect(inWindow.status == 0, "\(inWindow)")
+            let late = try await world.lockbox(invoke, clock: "+61m")
+            #expect(late.status == 1 && late.stderr.contains("the access window of request \(granted) ended at"), "\(late)")
+            let show = try await world.lockbox(["request", "show", pending, "--format", "json"], clock: "+719m")
+            #expect(try show.jsonObject()["status"] as? String == "PendingCustomer", "\(show)")
+            let expired = try await world.lockbox(
+                ["request", "decide", pending, "--decision", "Approve", "--as", "approver@contoso.com"], clock: "+13h")
+            #expect(expired.status == 1 && expired.stderr.contains("request \(pending) expired at"), "\(expired)")
+            // The 12 h deadline: still pending 11 h 59 min on, expired 13 h on. The real clock has not
+            // moved: the request still awaits its approver, and both reads are in the audit log.
+            #expect(try await world.object("request", "show", pending)["status"] as? String == "PendingCustomer")
+            let invoked = try await world.array("audit", "search", "--request", granted, "--activity", "Get-Mailbox")
+            #expect(invoked.map { $0["result"] as? String } == ["Denied", "Succeeded"], "\(invoked)")
+        }
+    }
+
     @Test("the demo tells the whole story on a named database in under 30 seconds")
     func demo() async throws {
         try await CLIWorld.with { world in
