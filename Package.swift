@@ -33,14 +33,20 @@ let package = Package(
             ]
         ),
 
-        // MARK: SQL files embedded at build time
+        // MARK: SQL files and connector fixtures embedded at build time
 
-        .executableTarget(name: "embed-sql"),
+        .executableTarget(name: "embed-text"),
         .plugin(
             name: "EmbedSQLPlugin",
             capability: .buildTool(),
-            dependencies: ["embed-sql"],
+            dependencies: ["embed-text"],
             path: "Sources/EmbedSQLPlugin"
+        ),
+        .plugin(
+            name: "EmbedFixturesPlugin",
+            capability: .buildTool(),
+            dependencies: ["embed-text"],
+            path: "Sources/EmbedFixturesPlugin"
         ),
         .target(
             name: "LockboxSQL",
@@ -61,16 +67,16 @@ let package = Package(
         // MARK: Connectors (one folder each under Plugins/)
 
         .target(
-            name: "ExchangeOnline", dependencies: ["LockboxCore"], path: "Plugins/ExchangeOnline",
-            resources: [.copy("Fixtures")]
+            name: "ExchangeOnline", dependencies: ["LockboxCore"], path: "Plugins/ExchangeOnline", exclude: ["Fixtures"],
+            plugins: ["EmbedFixturesPlugin"]
         ),
         .target(
-            name: "SharePointOnline", dependencies: ["LockboxCore"], path: "Plugins/SharePointOnline",
-            resources: [.copy("Fixtures")]
+            name: "SharePointOnline", dependencies: ["LockboxCore"], path: "Plugins/SharePointOnline", exclude: ["Fixtures"],
+            plugins: ["EmbedFixturesPlugin"]
         ),
         .target(
-            name: "OneDrive", dependencies: ["LockboxCore"], path: "Plugins/OneDrive",
-            resources: [.copy("Fixtures")]
+            name: "OneDrive", dependencies: ["LockboxCore"], path: "Plugins/OneDrive", exclude: ["Fixtures"],
+            plugins: ["EmbedFixturesPlugin"]
         ),
         .target(
             name: "LockboxConnectors",

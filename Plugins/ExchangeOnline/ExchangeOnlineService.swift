@@ -18,23 +18,26 @@ public final class ExchangeOnlineService: Sendable {
 
     private let organizations: Mutex<[String: ExchangeOrganization]>
 
-    /// Loads the deterministic seed content shipped with the connector
-    /// (`Fixtures/exchange.json`: tenants `contoso` and `fabrikam`).
-    /// Stops the program if that bundled file is missing or malformed, which is a packaging bug.
+    /// Loads the deterministic seed content built into the connector
+    /// (`Fixtures/exchange.json`, embedded at build time: tenants `contoso` and `fabrikam`).
+    /// Stops the program if it is malformed, which is a build bug.
     public convenience init() {
         do {
-            guard let url = Bundle.module.url(forResource: "exchange", withExtension: "json", subdirectory: "Fixtures")
-            else { throw CocoaError(.fileNoSuchFile) }
-            try self.init(contentsOf: url)
+            try self.init(data: try embeddedFixture("exchange.json", in: embeddedFixtures), source: "exchange.json")
         } catch {
-            preconditionFailure("the bundled Exchange Online fixture Fixtures/exchange.json cannot be loaded: \(error)")
+            preconditionFailure("the built-in Exchange Online fixture Fixtures/exchange.json cannot be loaded: \(error)")
         }
     }
 
     /// Loads content from a fixture file shaped like `Fixtures/exchange.json`;
     /// throws if the file cannot be read or decoded.
-    public init(contentsOf url: URL) throws {
-        let seed = try JSONDecoder().decode(ExchangeSeed.self, from: Data(contentsOf: url))
+    public convenience init(contentsOf url: URL) throws {
+        try self.init(data: Data(contentsOf: url), source: url.lastPathComponent)
+    }
+
+    /// Loads content shaped like `Fixtures/exchange.json`; `source` names it in errors.
+    init(data: Data, source: String) throws {
+        let seed = try JSONDecoder().decode(ExchangeSeed.self, from: data)
         organizations = Mutex(seed.tenants)
     }
 

@@ -13,30 +13,33 @@ import Synchronization
 public final class OneDriveService: Sendable {
     private let tenants: Mutex<[String: OneDriveTenant]>
 
-    /// Loads the deterministic seed content shipped with the connector
-    /// (`Fixtures/onedrive.json`: tenants `contoso` and `fabrikam`).
-    /// Stops the program if that bundled file is missing or malformed, which is a packaging bug.
+    /// Loads the deterministic seed content built into the connector
+    /// (`Fixtures/onedrive.json`, embedded at build time: tenants `contoso` and `fabrikam`).
+    /// Stops the program if it is malformed, which is a build bug.
     public convenience init() {
         do {
-            guard let url = Bundle.module.url(forResource: "onedrive", withExtension: "json", subdirectory: "Fixtures")
-            else { throw CocoaError(.fileNoSuchFile) }
-            try self.init(contentsOf: url)
+            try self.init(data: try embeddedFixture("onedrive.json", in: embeddedFixtures), source: "onedrive.json")
         } catch {
-            preconditionFailure("the bundled OneDrive fixture Fixtures/onedrive.json cannot be loaded: \(error)")
+            preconditionFailure("the built-in OneDrive fixture Fixtures/onedrive.json cannot be loaded: \(error)")
         }
     }
 
     /// Loads content from a fixture file shaped like `Fixtures/onedrive.json`;
-    /// throws if the file cannot be read or decoded, or if a file has no version.
-    public init(contentsOf url: URL) throws {
-        let seed = try JSONDecoder().decode(OneDriveSeed.self, from: Data(contentsOf: url))
+    /// throws if the file cannot be read or decoded.
+    public convenience init(contentsOf url: URL) throws {
+        try self.init(data: Data(contentsOf: url), source: url.lastPathComponent)
+    }
+
+    /// Loads content shaped like `Fixtures/onedrive.json`; `source` names it in errors.
+    init(data: Data, source: String) throws {
+        let seed = try JSONDecoder().decode(OneDriveSeed.self, from: data)
         for (tenant, content) in seed.tenants {
             for drive in content.drives {
                 for folder in drive.folders {
                     for file in folder.files where file.versions.isEmpty {
                         let path = "\(tenant)/\(drive.owner)/\(folder.name)/\(file.name)"
                         throw LockboxError(
-                            .invalidInput, "\(url.lastPathComponent): \(path) has no version", field: "versions")
+                            .invalidInput, "\(source): \(path) has no version", field: "versions")
                     }
                 }
             }

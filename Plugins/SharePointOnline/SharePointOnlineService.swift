@@ -13,25 +13,26 @@ import Synchronization
 public final class SharePointOnlineService: Sendable {
     private let tenants: Mutex<[String: SharePointTenant]>
 
-    /// Loads the deterministic seed content shipped with the connector
-    /// (`Fixtures/sharepoint.json`: tenants `contoso` and `fabrikam`).
-    /// Stops the program if that bundled file is missing or malformed, which is a packaging bug.
+    /// Loads the deterministic seed content built into the connector
+    /// (`Fixtures/sharepoint.json`, embedded at build time: tenants `contoso` and `fabrikam`).
+    /// Stops the program if it is malformed, which is a build bug.
     public convenience init() {
         do {
-            guard
-                let url = Bundle.module.url(forResource: "sharepoint", withExtension: "json", subdirectory: "Fixtures")
-            else { throw CocoaError(.fileNoSuchFile) }
-            try self.init(contentsOf: url)
+            try self.init(data: try embeddedFixture("sharepoint.json", in: embeddedFixtures), source: "sharepoint.json")
         } catch {
-            preconditionFailure(
-                "the bundled SharePoint Online fixture Fixtures/sharepoint.json cannot be loaded: \(error)")
+            preconditionFailure("the built-in SharePoint Online fixture Fixtures/sharepoint.json cannot be loaded: \(error)")
         }
     }
 
     /// Loads content from a fixture file shaped like `Fixtures/sharepoint.json`;
     /// throws if the file cannot be read or decoded.
-    public init(contentsOf url: URL) throws {
-        let seed = try JSONDecoder().decode(SharePointSeed.self, from: Data(contentsOf: url))
+    public convenience init(contentsOf url: URL) throws {
+        try self.init(data: Data(contentsOf: url), source: url.lastPathComponent)
+    }
+
+    /// Loads content shaped like `Fixtures/sharepoint.json`; `source` names it in errors.
+    init(data: Data, source: String) throws {
+        let seed = try JSONDecoder().decode(SharePointSeed.self, from: data)
         tenants = Mutex(seed.tenants)
     }
 

@@ -19,8 +19,8 @@ struct EmbedSQLPlugin: BuildToolPlugin {
         return [
             .buildCommand(
                 displayName: "Embedding \(files.count) SQL files",
-                executable: try context.tool(named: "embed-sql").url,
-                arguments: [output.path, sqlDirectory.path] + files.map(\.path),
+                executable: try context.tool(named: "embed-text").url,
+                arguments: [output.path, sqlDirectory.path, "embeddedSQLFiles"] + files.map(\.path),
                 inputFiles: files,
                 outputFiles: [output]
             )

@@ -305,3 +305,14 @@ extension Broker {
         }
     }
 }
+
+/// The text of the fixture `name` among a connector's embedded fixtures (its
+/// `Fixtures/*.json`, which the build embeds as `embeddedFixtures`).
+public func embeddedFixture(_ name: String, in fixtures: [(path: String, text: String)]) throws -> Data {
+    guard let fixture = fixtures.first(where: { $0.path == name }) else {
+        throw LockboxError(
+            .invalidInput, "no embedded fixture \(name) (has: \(fixtures.map(\.path).joined(separator: ", ")))",
+            field: "fixture")
+    }
+    return Data(fixture.text.utf8)
+}
