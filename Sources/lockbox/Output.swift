@@ -438,6 +438,7 @@ struct CatalogueEntry: PrintableModel {
         Field("kind") { .string($0.operation.kind.rawValue) }, Field("addresses") { .string($0.operation.addresses) },
         Field("summary") { .string($0.operation.summary) },
         Field("requiredArguments") { Value($0.operation.requiredArguments) },
+        Field("optionalArguments") { Value($0.operation.optionalArguments) },
     ]
     static let tableColumns = ["workload", "name", "kind", "requiredArguments", "summary"]
 }

@@ -93,14 +93,18 @@ struct UsageTests {
             #expect((operation["name"] as? String)?.contains("-") == true, "\(operation)")
             #expect(["read", "change"].contains(operation["kind"] as? String), "\(operation)")
             #expect(operation["requiredArguments"] is [String], "\(operation)")
+            #expect(operation["optionalArguments"] is [String], "\(operation)")
             #expect(operation["summary"] is String, "\(operation)")
         }
+        let versions = try #require(operations.first { $0["name"] as? String == "Get-DriveFileVersion" })
+        #expect(versions["optionalArguments"] as? [String] == ["version"], "\(versions)")
         let exchange = try await CLI.run(["operations", "--workload", "Exchange"])
         #expect(
             exchange.status == 0 && exchange.stdout.contains("Exchange") && !exchange.stdout.contains("OneDrive"),
             "\(exchange)")
         let csv = try await CLI.run(["operations", "--format", "csv"])
-        #expect(csv.stdout.hasPrefix("workload,name,kind,addresses,summary,requiredArguments\n"), "\(csv)")
+        #expect(
+            csv.stdout.hasPrefix("workload,name,kind,addresses,summary,requiredArguments,optionalArguments\n"), "\(csv)")
         for workload in ["Teams", "exchange"] {
             let unknown = try await CLI.run(["operations", "--workload", workload])
             #expect(
