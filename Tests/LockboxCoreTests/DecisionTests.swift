@@ -54,6 +54,19 @@ struct ExpiryTests {
         }
     }
 
+    @Test("an attempt after the window names its end to the millisecond as request show prints it")
+    func windowEndInRefusal() async throws {
+        try await World.with { world in
+            world.clock.set(World.start.addingTimeInterval(0.463_6))
+            let request = try await world.approved(duration: .seconds(3600))
+            let end = try #require(request.accessEndsAt)
+            #expect(Broker.timestamp(end) == "2027-01-15T09:00:00.463Z")
+            world.clock.advance(by: .seconds(3600))
+            let refused = try await #require(throws: LockboxError.self) { _ = try await world.authorize() }
+            #expect(refused.message.contains("ended at 2027-01-15T09:00:00.463Z"), "\(refused.message)")
+        }
+    }
+
     @Test("the sweeper records each expiry and completion once; a second run changes nothing")
     func sweep() async throws {
         try await World.with { world in
