@@ -277,11 +277,12 @@ extension Broker {
             throw LockboxError(.accessDenied, "access denied: \(denial!)")
         }
         if let descriptor = connector.catalogue.first(where: { $0.name == attempt.operation }) {
-            let unknown = Set(attempt.arguments.keys).subtracting(descriptor.acceptedArguments).sorted()
-            if !unknown.isEmpty {
+            let accepted = descriptor.acceptedArguments
+            if attempt.arguments.keys.contains(where: { !accepted.contains($0) }) {
+                let unknown = attempt.arguments.keys.filter { !accepted.contains($0) }.sorted()
                 denial =
                     "invalid arguments for \(attempt.operation): it does not take "
-                    + "\(unknown.joined(separator: ", ")); it takes \(descriptor.acceptedArguments.joined(separator: ", "))"
+                    + "\(unknown.joined(separator: ", ")); it takes \(accepted.joined(separator: ", "))"
             } else {
                 do {
                     resource = try connector.resource(
