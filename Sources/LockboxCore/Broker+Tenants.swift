@@ -71,7 +71,8 @@ extension Broker {
         return Tenant(tenantId: id, name: name, customerLockbox: lockbox, serviceAccount: account, createdAt: created)
     }
 
-    /// Turns Customer Lockbox on or off. Only a global administrator of the tenant may.
+    /// Turns Customer Lockbox on or off. Only a global administrator of the tenant may;
+    /// setting the value it already has is refused (nothing changes, nothing is recorded).
     @discardableResult
     public func setCustomerLockbox(tenant name: String, enabled: Bool, by upn: String, clientIP: String? = nil)
         async throws -> Tenant
@@ -83,6 +84,13 @@ extension Broker {
             var tenant = try await lockTenant(name, on: connection)
             try await requireGlobalAdmin(upn, of: tenant, on: connection, action: "turn Customer Lockbox on or off")
             let old = tenant.customerLockbox
+            guard old != enabled else {
+                // Nothing to change, so nothing to record: said, as adding a role a user already holds is.
+                throw LockboxError(
+                    .alreadyExists,
+                    "Customer Lockbox is already \(old ? "On" : "Off") for tenant \(tenant.name): nothing changed",
+                    field: "customer-lockbox")
+            }
             try await connection.query(
                 "UPDATE lockbox.tenants SET customer_lockbox = \(enabled) WHERE tenant_id = \(tenant.tenantId)")
             tenant.customerLockbox = enabled

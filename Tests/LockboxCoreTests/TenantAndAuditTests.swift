@@ -37,6 +37,11 @@ struct TenantAdministrationTests {
             try await world.expectRefusal(.invalidInput, field: "name") {
                 _ = try await world.broker.createTenant(name: "bad name!", admin: "x@contoso.com")
             }
+            try await world.expectRefusal(
+                .alreadyExists, field: "customer-lockbox", containing: "already On for tenant contoso: nothing changed"
+            ) {
+                _ = try await world.broker.setCustomerLockbox(tenant: "contoso", enabled: true, by: "admin@contoso.com")
+            }
             let off = try await world.broker.setCustomerLockbox(tenant: "contoso", enabled: false, by: "admin@contoso.com")
             #expect(off.customerLockbox == false)
             let change = try #require(
