@@ -371,6 +371,33 @@ struct NotificationTests {
         }
     }
 
+    @Test("leaving PendingCustomer withdraws the request's queued notifications in the same transaction")
+    func withdrawnByTransition() async throws {
+        try await World.with { world in
+            let denied = try await world.pendingCustomer()
+            let cancelled = try await world.pendingCustomer()
+            let expired = try await world.pendingCustomer(by: "blake")
+            world.clock.advance(by: .seconds(60))
+            _ = try await world.broker.decide(denied.requestId, decision: .deny, by: "approver@contoso.com")
+            _ = try await world.broker.decide(cancelled.requestId, decision: .cancel, by: "alex")
+            world.clock.advance(by: .seconds(12 * 3600))
+            _ = try await world.broker.sweep()
+            // No delivery has run: the transitions themselves withdrew them, at their own times.
+            let byRequest = Dictionary(grouping: try await world.broker.notifications(), by: \.requestId)
+            let decidedAt = World.start.addingTimeInterval(60)
+            for (request, status, at) in [
+                (denied, "Denied", decidedAt), (cancelled, "Cancelled", decidedAt),
+                (expired, "Expired", try #require(expired.customerDeadline)),
+            ] {
+                let notifications = try #require(byRequest[request.requestId])
+                #expect(notifications.count == 2)
+                #expect(notifications.allSatisfy {
+                    $0.sentAt == nil && $0.withdrawnAt == at && $0.withdrawnReason == "the request is \(status)"
+                }, "\(status): \(notifications)")
+            }
+        }
+    }
+
     @Test("delivery sends each notification once and marks it sent")
     func delivery() async throws {
         final class Recorder: NotificationDelivery, @unchecked Sendable {
