@@ -110,8 +110,9 @@ extension Broker {
     ///
     /// Each is locked, handed to `delivery` and marked sent in one transaction,
     /// so two deliverers never send the same one and a failed delivery stays queued.
-    /// One whose request no longer awaits the customer (decided, cancelled, or past
-    /// its customer deadline) is marked withdrawn, with the reason, and not sent.
+    /// One whose request is past its customer deadline is marked withdrawn, with the
+    /// reason, and not sent. (A request that leaves PendingCustomer withdraws its
+    /// queued notifications itself, in the same transaction: migration 0013.)
     @discardableResult
     public func deliverNotifications(using delivery: any NotificationDelivery) async throws -> Int {
         var sent = 0
@@ -121,7 +122,7 @@ extension Broker {
                 let rows = try await connection.query(
                     """
                     SELECT n.notification_id, t.name, n.request_id, n.recipient, n.subject, n.body, n.created_at,
-                        n.sent_at, n.withdrawn_at, n.withdrawn_reason, r.status, r.customer_deadline
+                        n.sent_at, n.withdrawn_at, n.withdrawn_reason, r.customer_deadline
                     FROM lockbox.notifications n JOIN lockbox.tenants t ON t.tenant_id = n.tenant_id
                         JOIN lockbox.requests r ON r.request_id = n.request_id
                     WHERE n.sent_at IS NULL AND n.withdrawn_at IS NULL
@@ -129,16 +130,11 @@ extension Broker {
                     """)
                 guard let row = rows.first else { return nil }
                 let notification = try Self.notification(row)
-                let status = try row.decode(String.self, column: "status")
-                let deadline = try row.decode(Date?.self, column: "customer_deadline")
-                let stale =
-                    status != RequestStatus.pendingCustomer.rawValue
-                    ? "the request is \(status)"
-                    : deadline.flatMap { $0 <= now ? "the customer deadline passed at \(Self.timestamp($0))" : nil }
-                if let stale {
+                if let deadline = try row.decode(Date?.self, column: "customer_deadline"), deadline <= now {
                     try await connection.query(
                         """
-                        UPDATE lockbox.notifications SET withdrawn_at = \(now), withdrawn_reason = \(stale)
+                        UPDATE lockbox.notifications SET withdrawn_at = \(now),
+                            withdrawn_reason = \("the customer deadline passed at \(Self.timestamp(deadline))")
                         WHERE notification_id = \(notification.notificationId)
                         """)
                     return false

@@ -324,7 +324,7 @@ struct NotificationTests {
         }
     }
 
-    @Test("delivery withdraws, with the reason, a notification whose request no longer awaits the customer")
+    @Test("delivery sends only what still awaits the customer; the rest is withdrawn, with the reason")
     func withdrawnNotifications() async throws {
         final class Recorder: NotificationDelivery {
             let sent = Mutex<[UUID]>([])
@@ -395,6 +395,31 @@ struct NotificationTests {
                     $0.sentAt == nil && $0.withdrawnAt == at && $0.withdrawnReason == "the request is \(status)"
                 }, "\(status): \(notifications)")
             }
+        }
+    }
+
+    @Test("migration 0013 withdraws notifications queued for requests that were decided before it")
+    func migrationWithdrawsQueued() async throws {
+        try await World.with { world in
+            let migration = try #require(TestCluster.migrationScripts.first { $0.version == 13 })
+            try await world.db.pool.withConnection { connection in
+                try await connection.execute(
+                    script: """
+                        DROP TRIGGER requests_withdraw_notifications ON lockbox.requests;
+                        DROP FUNCTION lockbox.withdraw_notifications();
+                        """)
+            }
+            let waiting = try await world.pendingCustomer()
+            let denied = try await world.pendingCustomer()
+            _ = try await world.broker.decide(denied.requestId, decision: .deny, by: "approver@contoso.com")
+            #expect(try await world.broker.notifications().allSatisfy { $0.withdrawnAt == nil }, "before 0013")
+            try await world.db.pool.withConnection { try await $0.execute(script: migration.sql) }
+            let byRequest = Dictionary(grouping: try await world.broker.notifications(), by: \.requestId)
+            #expect(byRequest[waiting.requestId]?.allSatisfy { $0.withdrawnAt == nil } == true)
+            #expect(byRequest[denied.requestId]?.count == 2)
+            #expect(byRequest[denied.requestId]?.allSatisfy {
+                $0.withdrawnAt == World.start && $0.withdrawnReason == "the request is Denied"
+            } == true)
         }
     }
 
