@@ -5,17 +5,40 @@ import LockboxPostgres
 public struct AuditorGrant: Sendable, Codable, Hashable {
     public var login: String
     public var tenant: String
+    /// Whether the grant takes effect, as of now (PostgreSQL roles can change after the grant):
+    public var status: Status
+
+    public enum Status: String, Sendable, Codable, Hashable {
+        /// The login exists and is a member of `lockbox_auditor`: it reads the tenant's rows.
+        case active
+        /// The login exists but is not a member of `lockbox_auditor`, so it cannot query the
+        /// report views until someone runs `GRANT lockbox_auditor TO login`.
+        case notAnAuditor = "not in lockbox_auditor"
+        /// No role has this name any more (dropped or renamed since the grant). A role created
+        /// later under this name would read the tenant's rows: revoke the grant.
+        case noSuchRole = "no such role"
+    }
 }
 
 extension Broker {
     /// Lets database login `login` read tenant `tenant`'s rows through the report
     /// views (`lockbox.auditor_tenants`). Audited. Refuses a malformed login, an
-    /// unknown tenant and a grant that already exists.
+    /// unknown tenant, a login no PostgreSQL role has (a typo would otherwise grant
+    /// nothing now and everything to whoever later gets that name) and a grant that
+    /// already exists.
     public func grantAuditor(login: String, tenant name: String) async throws -> AuditorGrant {
         let login = try Validate.login(login)
         let now = try now()
         return try await transaction { connection in
             let tenant = try await lockTenant(name, on: connection)
+            let role = try await connection.query("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = \(login)")
+            guard !role.isEmpty else {
+                throw LockboxError(
+                    .notFound,
+                    "no PostgreSQL role is named \(login): create the login first, e.g. "
+                        + "CREATE ROLE \(quoteIdentifier(login)) LOGIN IN ROLE lockbox_auditor",
+                    field: "login")
+            }
             let inserted = try await connection.query(
                 """
                 INSERT INTO lockbox.auditor_tenants (login, tenant_id) VALUES (\(login), \(tenant.tenantId))
@@ -30,7 +53,8 @@ extension Broker {
                     actor: "System", activity: "Add-AuditorTenant", item: login,
                     parameters: ["Login": login, "Tenant": tenant.name]),
                 on: connection)
-            return AuditorGrant(login: login, tenant: tenant.name)
+            let rows = try await connection.query(Self.auditorGrantsQuery(tenant: tenant.name, login: login))
+            return try Self.auditorGrants(rows)[0]
         }
     }
 
@@ -54,18 +78,32 @@ extension Broker {
         }
     }
 
-    /// The auditor grants, of one tenant or all, by login.
+    /// The auditor grants, of one tenant or all, by login, each with its ``AuditorGrant/Status``.
     public func auditorGrants(tenant name: String? = nil) async throws -> [AuditorGrant] {
+        if let name { _ = try await tenant(named: name) }
+        return try Self.auditorGrants(try await read(Self.auditorGrantsQuery(tenant: name)))
+    }
+
+    private static func auditorGrantsQuery(tenant name: String?, login: String? = nil) -> PGQuery {
         var query: PGQuery = """
-            SELECT a.login, t.name FROM lockbox.auditor_tenants a JOIN lockbox.tenants t ON t.tenant_id = a.tenant_id
+            SELECT a.login, t.name,
+                CASE WHEN r.oid IS NULL THEN \(AuditorGrant.Status.noSuchRole.rawValue)
+                     WHEN pg_catalog.pg_has_role(r.oid, 'lockbox_auditor', 'MEMBER')
+                         THEN \(AuditorGrant.Status.active.rawValue)
+                     ELSE \(AuditorGrant.Status.notAnAuditor.rawValue) END
+            FROM lockbox.auditor_tenants a JOIN lockbox.tenants t ON t.tenant_id = a.tenant_id
+            LEFT JOIN pg_catalog.pg_roles r ON r.rolname = a.login
+            WHERE true
             """
-        if let name {
-            _ = try await tenant(named: name)
-            query += " WHERE t.name = \(name)"
-        }
-        return try await read(query + " ORDER BY a.login, t.name").map { row in
-            let (login, tenant) = try row.decode((String, String).self)
-            return AuditorGrant(login: login, tenant: tenant)
+        if let name { query += " AND t.name = \(name)" }
+        if let login { query += " AND a.login = \(login)" }
+        return query + " ORDER BY a.login, t.name"
+    }
+
+    private static func auditorGrants(_ rows: PGRows) throws -> [AuditorGrant] {
+        try rows.map { row in
+            let (login, tenant, status) = try row.decode((String, String, String).self)
+            return AuditorGrant(login: login, tenant: tenant, status: AuditorGrant.Status(rawValue: status)!)
         }
     }
 }

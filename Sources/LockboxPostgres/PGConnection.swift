@@ -424,3 +424,9 @@ private func withCStringArray<R>(_ strings: [String], _ body: (UnsafePointer<Uns
 public func conninfoQuote(_ value: String) -> String {
     "'" + value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "'", with: "\\'") + "'"
 }
+
+/// Double-quotes an SQL identifier (`"name"`, inner quotes doubled), for the few
+/// statements that cannot take it as a parameter (CREATE DATABASE, roles).
+public func quoteIdentifier(_ name: String) -> String {
+    "\"" + name.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+}

@@ -118,8 +118,3 @@ public actor TestCluster {
         await admin.close()
     }
 }
-
-/// Double-quotes an SQL identifier.
-public func quoteIdentifier(_ name: String) -> String {
-    "\"" + name.replacingOccurrences(of: "\"", with: "\"\"") + "\""
-}

@@ -424,8 +424,9 @@ extension LockboxNotification: PrintableModel {
 extension AuditorGrant: PrintableModel {
     static let fields: [Field<AuditorGrant>] = [
         Field("login") { .string($0.login) }, Field("tenant") { .string($0.tenant) },
+        Field("status") { .string($0.status.rawValue) },
     ]
-    static let tableColumns = ["login", "tenant"]
+    static let tableColumns = ["login", "tenant", "status"]
 }
 
 /// An operation of a connector's catalogue, with the workload it belongs to.

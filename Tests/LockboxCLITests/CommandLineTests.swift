@@ -285,7 +285,7 @@ struct AdminCommandTests {
                 (newRequests, audit),
                 (["notifications", "list"], notifications),
                 (["notifications", "deliver"], notifications),
-                (["auditor", "list"], "login,tenant"),
+                (["auditor", "list"], "login,tenant,status"),
             ]
             for (arguments, header) in empty {
                 #expect(try await csv(arguments) == header + "\n", "\(arguments)")
@@ -716,55 +716,77 @@ struct AuditorCommandTests {
     func grants() async throws {
         try await CLIWorld.with { world in
             try await world.seed()
-            let login = "carol_audit_\(UInt32.random(in: 0...UInt32.max))"
-            let granted = try await world.array("auditor", "grant", login, "--tenant", "contoso")
-            #expect(granted.count == 1)
-            #expect(granted.first?["login"] as? String == login && granted.first?["tenant"] as? String == "contoso")
-            try await world.refused(
-                ["auditor", "grant", login, "--tenant", "contoso"], "\(login) already audits tenant contoso")
-            try await world.refused(["auditor", "grant", login, "--tenant", "nowhere"], "no tenant named nowhere")
-            try await world.refused(
-                ["auditor", "grant", "", "--tenant", "contoso"], "login: must be a PostgreSQL login name")
-            try await world.refused(
-                ["auditor", "grant", String(repeating: "x", count: 64), "--tenant", "contoso"], "1 to 63 bytes")
+            try await world.db.withLogins([("carol", "lockbox_auditor")]) { logins in
+                let login = logins[0].name
+                // Granting to a login no role has is refused: a typo would grant nothing now, and
+                // everything to whoever later gets that name.
+                let typo = login + "x"
+                let before = try await world.snapshot()
+                try await world.refused(
+                    ["auditor", "grant", typo, "--tenant", "contoso"],
+                    "no PostgreSQL role is named \(typo): create the login first, e.g. CREATE ROLE \"\(typo)\" LOGIN")
+                #expect(try await world.snapshot() == before, "a refused grant records nothing")
+                #expect(try await world.array("auditor", "list").isEmpty)
 
-            let all = try await world.array("auditor", "list")
-            #expect(all.map { $0["tenant"] as? String } == ["contoso"])
-            #expect(try await world.array("auditor", "list", "--tenant", "fabrikam").isEmpty)
-            let table = try await world.ok("auditor", "list")
-            #expect(table.stdout.contains(login), "\(table)")
+                let granted = try await world.array("auditor", "grant", login, "--tenant", "contoso")
+                #expect(granted.count == 1)
+                #expect(granted.first?["login"] as? String == login && granted.first?["tenant"] as? String == "contoso")
+                #expect(granted.first?["status"] as? String == "active")
+                try await world.refused(
+                    ["auditor", "grant", login, "--tenant", "contoso"], "\(login) already audits tenant contoso")
+                try await world.refused(["auditor", "grant", login, "--tenant", "nowhere"], "no tenant named nowhere")
+                try await world.refused(
+                    ["auditor", "grant", "", "--tenant", "contoso"], "login: must be a PostgreSQL login name")
+                try await world.refused(
+                    ["auditor", "grant", String(repeating: "x", count: 64), "--tenant", "contoso"], "1 to 63 bytes")
 
-            // With the auditor role, the login sees only the granted tenant in the report views.
-            if !world.db.connectionString.contains("://") {
-                let admin = try await world.db.connect()
-                let created =
-                    (try? await admin.execute(
-                        script: "CREATE ROLE \(quoteIdentifier(login)) LOGIN IN ROLE lockbox_auditor")) != nil
-                if created {
-                    do {
-                        let auditor = try await PGConnection.connect(world.db.connectionString + " user=\(login)")
-                        let tenants = try await auditor.query(
-                            "SELECT DISTINCT tenant FROM lockbox.audit_log ORDER BY 1")
-                        let denied = (try? await auditor.query("SELECT count(*) FROM lockbox.audit_records")) == nil
-                        await auditor.close()
-                        #expect(try tenants.map { try $0.decode(String.self, at: 0) } == ["contoso"])
-                        #expect(denied, "auditors cannot read the base tables")
-                    } catch {
-                        Issue.record("auditor connection: \(error)")
-                    }
-                    try await admin.execute(script: "DROP ROLE \(quoteIdentifier(login))")
+                let all = try await world.array("auditor", "list")
+                #expect(all.map { $0["tenant"] as? String } == ["contoso"])
+                #expect(try await world.array("auditor", "list", "--tenant", "fabrikam").isEmpty)
+                let table = try await world.ok("auditor", "list")
+                #expect(table.stdout.contains(login) && table.stdout.contains("active"), "\(table)")
+
+                // With the auditor role, the login sees only the granted tenant in the report views.
+                let auditor = try await world.db.connect(user: login, password: logins[0].password)
+                let tenants = try await auditor.query("SELECT DISTINCT tenant FROM lockbox.audit_log ORDER BY 1")
+                let denied = (try? await auditor.query("SELECT count(*) FROM lockbox.audit_records")) == nil
+                await auditor.close()
+                #expect(try tenants.map { try $0.decode(String.self, at: 0) } == ["contoso"])
+                #expect(denied, "auditors cannot read the base tables")
+
+                let revoked = try await world.array("auditor", "revoke", login, "--tenant", "contoso")
+                #expect(revoked.isEmpty)
+                try await world.refused(
+                    ["auditor", "revoke", login, "--tenant", "contoso"], "\(login) does not audit tenant contoso")
+                for activity in ["Add-AuditorTenant", "Remove-AuditorTenant"] {
+                    let records = try await world.array("audit", "search", "--activity", activity)
+                    #expect(records.count == 1, "\(activity)")
+                    #expect(
+                        records.first?["item"] as? String == login && records.first?["tenant"] as? String == "contoso")
                 }
-                await admin.close()
             }
+        }
+    }
 
-            let revoked = try await world.array("auditor", "revoke", login, "--tenant", "contoso")
-            #expect(revoked.isEmpty)
-            try await world.refused(
-                ["auditor", "revoke", login, "--tenant", "contoso"], "\(login) does not audit tenant contoso")
-            for activity in ["Add-AuditorTenant", "Remove-AuditorTenant"] {
-                let records = try await world.array("audit", "search", "--activity", activity)
-                #expect(records.count == 1, "\(activity)")
-                #expect(records.first?["item"] as? String == login && records.first?["tenant"] as? String == "contoso")
+    @Test("auditor list shows grants that do not take effect: a login outside lockbox_auditor, a dropped login")
+    func grantStatus() async throws {
+        try await CLIWorld.with { world in
+            try await world.seed()
+            try await world.db.withLogins([("dave", nil), ("erin", "lockbox_auditor")]) { logins in
+                let (outside, dropped) = (logins[0].name, logins[1].name)
+                let granted = try await world.array("auditor", "grant", outside, "--tenant", "fabrikam")
+                #expect(granted.first?["status"] as? String == "not in lockbox_auditor", "\(granted)")
+                try await world.ok("auditor", "grant", dropped, "--tenant", "fabrikam")
+                try await world.db.pool.withConnection {
+                    try await $0.execute(script: "DROP ROLE \(quoteIdentifier(dropped))")
+                }
+                let listed = try await world.array("auditor", "list", "--tenant", "fabrikam")
+                #expect(listed.map { $0["login"] as? String } == [outside, dropped])
+                #expect(listed.map { $0["status"] as? String } == ["not in lockbox_auditor", "no such role"])
+                let table = try await world.ok("auditor", "list")
+                #expect(table.stdout.contains("no such role"), "\(table)")
+                // A grant whose role is gone can still be revoked.
+                #expect(try await world.array("auditor", "revoke", dropped, "--tenant", "fabrikam").count == 1)
             }
         }
     }

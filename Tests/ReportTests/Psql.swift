@@ -180,22 +180,3 @@ enum Psql {
     }
 }
 
-/// Connection strings for the test database, as the server's superuser or as another login.
-extension TestDatabase {
-    /// A conninfo string (or URL) that connects to this database as `user` with `password`.
-    func connectionString(user: String, password: String) -> String {
-        let base = connectionString
-        if base.hasPrefix("postgres://") || base.hasPrefix("postgresql://"), var components = URLComponents(string: base) {
-            components.user = user
-            components.password = password
-            return components.string ?? base
-        }
-        // In a key=value conninfo string, a repeated keyword overrides the earlier one.
-        return base + " user=\(conninfoQuote(user)) password=\(conninfoQuote(password))"
-    }
-
-    /// Opens a libpq connection to this database as `user`.
-    func connect(user: String, password: String) async throws -> PGConnection {
-        try await PGConnection.connect(connectionString(user: user, password: password))
-    }
-}

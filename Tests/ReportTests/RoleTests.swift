@@ -4,58 +4,7 @@ import LockboxPostgres
 import LockboxTestSupport
 import Testing
 
-/// A LOGIN role made for one test. Roles belong to the whole cluster, so names
-/// carry the test database's unique suffix and are dropped at the end.
-struct Login: Sendable {
-    let name: String
-    let password: String
-}
-
 extension TestDatabase {
-    /// Creates one login per `(label, group role)`, runs `body`, then drops them.
-    ///
-    /// When the server refuses to create roles (a shared server where the test
-    /// user lacks CREATEROLE), the test is cancelled: a login cannot be made.
-    func withLogins<T: Sendable>(
-        _ specs: [(label: String, group: String)], _ body: ([Login]) async throws -> T
-    ) async throws -> T {
-        let suffix = name.replacingOccurrences(of: "lockbox_test_", with: "")
-        var made: [Login] = []
-        func dropAll() async {
-            for login in made {
-                if let drop = try? await pool.query("SELECT format('DROP ROLE IF EXISTS %I', \(login.name)::text)"),
-                    let statement = try? drop.first?.decode(String.self, at: 0)
-                {
-                    try? await pool.withConnection { try await $0.execute(script: statement) }
-                }
-            }
-        }
-        do {
-            for spec in specs {
-                let login = Login(name: "lbx_\(spec.label)_\(suffix)", password: UUID().uuidString)
-                // DDL takes no parameters: the server quotes the name and the password.
-                let create = try await pool.query(
-                    "SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', \(login.name)::text, \(login.password)::text), "
-                        + "format('GRANT %I TO %I', \(spec.group)::text, \(login.name)::text)")
-                let (createRole, grant) = try create.first!.decode((String, String).self)
-                do {
-                    try await pool.withConnection { try await $0.execute(script: createRole) }
-                } catch let error as PostgresError where error.sqlState == "42501" {
-                    await dropAll()
-                    try Test.cancel("this server does not let the tests create login roles: \(error.message)")
-                }
-                made.append(login)
-                try await pool.withConnection { try await $0.execute(script: grant) }
-            }
-            let value = try await body(made)
-            await dropAll()
-            return value
-        } catch {
-            await dropAll()
-            throw error
-        }
-    }
-
     /// Runs `body` on a libpq connection of `login`'s own, closed afterwards.
     func withConnection<T: Sendable>(as login: Login, _ body: (PGConnection) async throws -> T) async throws -> T {
         let connection = try await connect(user: login.name, password: login.password)
