@@ -423,6 +423,82 @@ struct NotificationTests {
         }
     }
 
+    @Test("migration 0014: rows saved before 0009 and 0011 can be decided, delivered and swept again")
+    func migrationKeepsOldRowsUpdatable() async throws {
+        try await World.with { world in
+            let migrations = TestCluster.migrationScripts
+            let waiting = try await world.pendingCustomer()
+            let scoped = try await world.approved(duration: .seconds(3600), resource: "alice@contoso.com")
+            try await world.db.pool.withConnection { connection in
+                // A database from before 0009 and 0011: a queued notification with a bare host
+                // name and a scope with an empty segment, both allowed then; then 0009 and 0011
+                // themselves, which leave their rules NOT VALID over those rows.
+                try await connection.execute(
+                    script: """
+                        DROP TRIGGER requests_resource_path ON lockbox.requests;
+                        DROP FUNCTION lockbox.check_request_scope();
+                        ALTER TABLE lockbox.requests DISABLE TRIGGER requests_lifecycle;
+                        UPDATE lockbox.requests SET resource = 'alice@contoso.com/'
+                        WHERE request_id = '\(scoped.requestId.lowercased)';
+                        ALTER TABLE lockbox.requests ENABLE TRIGGER requests_lifecycle;
+                        ALTER TABLE lockbox.notifications DROP CONSTRAINT notifications_no_links;
+                        DROP FUNCTION lockbox.carries_link(text);
+                        INSERT INTO lockbox.notifications (tenant_id, request_id, recipient, subject, body, created_at)
+                        SELECT tenant_id, request_id, 'old@contoso.com', 'subject', 'see contoso-support.com/reset', now()
+                        FROM lockbox.requests WHERE request_id = '\(waiting.requestId.lowercased)';
+                        ALTER TABLE lockbox.notifications ADD CONSTRAINT notifications_no_links
+                            CHECK (subject || ' ' || body !~* '[a-z][a-z0-9+.-]*://|www\\.|mailto:|href\\s*=');
+                        """)
+                for version in [9, 11] {
+                    try await connection.execute(script: try #require(migrations.first { $0.version == version }).sql)
+                }
+            }
+            // What those rules did to the old rows: no decision, no sweep.
+            world.clock.advance(by: .seconds(2 * 3600))
+            let swept = try await #require(throws: LockboxError.self) { try await world.broker.sweep() }
+            #expect(swept.description.contains("requests_resource_path"), "\(swept)")
+            world.clock.set(World.start)
+            let decided = try await #require(throws: LockboxError.self) {
+                try await world.broker.decide(waiting.requestId, decision: .approve, by: "approver@contoso.com")
+            }
+            #expect(decided.description.contains("notifications_no_links"), "\(decided)")
+
+            try await world.db.pool.withConnection {
+                try await $0.execute(script: try #require(migrations.first { $0.version == 14 }).sql)
+            }
+            // The old linked notification is withdrawn, never sent; the others still wait.
+            let queued = try await world.broker.notifications().filter { $0.requestId == waiting.requestId }
+            let old = try #require(queued.first { $0.recipient == "old@contoso.com" })
+            #expect(old.sentAt == nil && old.withdrawnReason?.contains("migration 0009") == true, "\(old)")
+            #expect(queued.filter { $0.recipient != "old@contoso.com" }.allSatisfy { $0.withdrawnAt == nil })
+            _ = try await world.broker.decide(waiting.requestId, decision: .approve, by: "approver@contoso.com")
+            world.clock.advance(by: .seconds(2 * 3600))
+            _ = try await world.broker.sweep()
+            #expect(try await world.broker.request(scoped.requestId).status == .completed)
+            // Both rules still hold for every new row.
+            let scope = try await #require(throws: PostgresError.self) {
+                try await world.db.pool.query(
+                    """
+                    INSERT INTO lockbox.requests (request_id, tenant_id, workload, ticket, reason, resource,
+                        requester, duration, status, created_at)
+                    SELECT gen_random_uuid(), tenant_id, 'Exchange', 'SR-1', 'r', 'a//b', 'alex',
+                        interval '1 hour', 'PendingInternal', now()
+                    FROM lockbox.tenants WHERE name = 'contoso'
+                    """)
+            }
+            #expect(scope.constraint == "requests_resource_path")
+            let link = try await #require(throws: PostgresError.self) {
+                try await world.db.pool.query(
+                    """
+                    INSERT INTO lockbox.notifications (tenant_id, request_id, recipient, subject, body, created_at)
+                    SELECT tenant_id, request_id, 'new@contoso.com', 'subject', 'see contoso-support.com', now()
+                    FROM lockbox.requests WHERE request_id = \(waiting.requestId)
+                    """)
+            }
+            #expect(link.constraint == "notifications_no_links")
+        }
+    }
+
     @Test("delivery sends each notification once and marks it sent")
     func delivery() async throws {
         final class Recorder: NotificationDelivery, @unchecked Sendable {
