@@ -189,6 +189,102 @@ struct TwoPersonRuleTests {
         }
     }
 
+    @Test("the database refuses what the lifecycle forbids, whoever writes the request (migration 0015)")
+    func databaseHoldsLifecycleRules() async throws {
+        try await World.with { world in
+            func refused(
+                _ statement: PGQuery, _ constraint: String, sourceLocation: SourceLocation = #_sourceLocation
+            ) async throws {
+                let error = try await #require(throws: PostgresError.self, sourceLocation: sourceLocation) {
+                    try await world.db.pool.query(statement)
+                }
+                #expect(error.constraint == constraint, "\(error.message)", sourceLocation: sourceLocation)
+            }
+            // Created already approved: no manager and no customer would ever see it.
+            try await refused(
+                """
+                INSERT INTO lockbox.requests (request_id, tenant_id, workload, ticket, reason, requester, duration,
+                    status, created_at, reviewed_at, internal_approver, access_starts_at, access_ends_at)
+                SELECT gen_random_uuid(), tenant_id, 'Exchange', 'SR-1', 'r', 'alex', interval '4 hours', 'Approved',
+                    now(), now(), 'morgan', now(), now() + interval '4 hours'
+                FROM lockbox.tenants WHERE name = 'contoso'
+                """, "requests_created_pending")
+            // contoso has Customer Lockbox on: the review cannot skip the customer.
+            let fresh = try await world.newRequest()
+            try await refused(
+                """
+                UPDATE lockbox.requests SET status = 'Approved', reviewed_at = created_at, internal_approver = 'morgan',
+                    access_starts_at = created_at, access_ends_at = created_at + duration
+                WHERE request_id = \(fresh.requestId)
+                """, "requests_customer_step")
+
+            let pending = try await world.pendingCustomer()
+            // At the deadline, too late; then in time, but by someone with no role in contoso.
+            try await refused(
+                """
+                UPDATE lockbox.requests SET status = 'Approved', decided_at = customer_deadline,
+                    decided_by = 'approver@contoso.com', decision = 'Approve', access_starts_at = customer_deadline,
+                    access_ends_at = customer_deadline + duration
+                WHERE request_id = \(pending.requestId)
+                """, "requests_customer_decision")
+            try await refused(
+                """
+                UPDATE lockbox.requests SET status = 'Approved', decided_at = notified_at,
+                    decided_by = 'stranger@contoso.com', decision = 'Approve', access_starts_at = notified_at,
+                    access_ends_at = notified_at + duration
+                WHERE request_id = \(pending.requestId)
+                """, "requests_customer_decision")
+            try await refused(
+                """
+                UPDATE lockbox.requests SET status = 'Approved', decided_at = notified_at,
+                    decided_by = 'approver@contoso.com', decision = 'Approve',
+                    access_starts_at = notified_at + interval '3 days', access_ends_at = notified_at + interval '3 days' + duration
+                WHERE request_id = \(pending.requestId)
+                """, "requests_window_start")
+            try await refused(
+                """
+                UPDATE lockbox.requests SET notified_at = notified_at + interval '1 day',
+                    customer_deadline = customer_deadline + interval '1 day'
+                WHERE request_id = \(pending.requestId)
+                """, "requests_history_fixed")
+            try await refused(
+                "UPDATE lockbox.requests SET ticket = 'SR-999' WHERE request_id = \(pending.requestId)",
+                "requests_history_fixed")
+
+            let granted = try await world.approved()
+            try await refused(
+                """
+                UPDATE lockbox.requests SET access_starts_at = access_starts_at + interval '3 days',
+                    access_ends_at = access_ends_at + interval '3 days'
+                WHERE request_id = \(granted.requestId)
+                """, "requests_history_fixed")
+            try await refused(
+                """
+                UPDATE lockbox.requests SET status = 'Completed', ended_at = access_starts_at,
+                    ended_reason = 'access window ended'
+                WHERE request_id = \(granted.requestId)
+                """, "requests_end_matches")
+            // The broker's own path still works under every rule.
+            _ = try await world.broker.decide(pending.requestId, decision: .approve, by: "approver@contoso.com")
+            _ = try await world.broker.revoke(granted.requestId, by: "approver@contoso.com")
+        }
+        // With Customer Lockbox off, the review approves, and cannot send the request to a customer.
+        try await World.with(lockbox: false) { world in
+            let fresh = try await world.newRequest()
+            let error = try await #require(throws: PostgresError.self) {
+                try await world.db.pool.query(
+                    """
+                    UPDATE lockbox.requests SET status = 'PendingCustomer', reviewed_at = created_at,
+                        internal_approver = 'morgan', notified_at = created_at,
+                        customer_deadline = created_at + interval '12 hours'
+                    WHERE request_id = \(fresh.requestId)
+                    """)
+            }
+            #expect(error.constraint == "requests_customer_step")
+            #expect(try await world.broker.review(fresh.requestId, manager: "morgan", approve: true).status == .approved)
+        }
+    }
+
     @Test("a rejected request is final")
     func rejection() async throws {
         try await World.with { world in
