@@ -223,6 +223,10 @@ extension Broker {
     /// Registers a provider support engineer.
     public func addOperator(alias: String, isManager: Bool) async throws -> SupportOperator {
         let alias = try Validate.alias(alias, field: "alias")
+        guard alias != "system" else {
+            throw LockboxError.invalid(
+                "alias", "system is reserved: it is the User and actor of what the broker and the sweeper do themselves")
+        }
         let now = try now()
         return try await transaction { connection in
             let inserted = try await connection.query(

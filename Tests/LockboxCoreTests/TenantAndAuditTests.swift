@@ -123,6 +123,33 @@ struct TenantAdministrationTests {
                     "DELETE FROM lockbox.tenant_roles WHERE upn = 'second@contoso.com' AND role = 'GlobalAdministrator'")
             }
             #expect(error.constraint == "tenant_roles_last_global_admin")
+            // Nor can the last one's row be turned into another role, person or tenant (migration 0016).
+            for change in ["role = 'CustomerLockboxApprover'", "upn = 'someone@contoso.com'", "granted_by = 'x'"] {
+                let changed = try await #require(throws: PostgresError.self, "\(change)") {
+                    try await world.db.pool.withConnection {
+                        try await $0.execute(
+                            script: "UPDATE lockbox.tenant_roles SET \(change) WHERE upn = 'second@contoso.com'")
+                    }
+                }
+                #expect(changed.constraint == "tenant_roles_fixed", "\(change)")
+            }
+            let kept = try await world.broker.roles(tenant: "contoso")
+            #expect(Set(kept.map(\.upn)) == ["second@contoso.com", "approver@contoso.com"])
+        }
+    }
+
+    @Test("no operator can be called system, the audit log's name for the broker and the sweeper")
+    func reservedAlias() async throws {
+        try await World.with { world in
+            try await world.expectRefusal(.invalidInput, field: "alias", containing: "system is reserved") {
+                _ = try await world.broker.addOperator(alias: "system", isManager: true)
+            }
+            let error = try await #require(throws: PostgresError.self) {
+                try await world.db.pool.query(
+                    "INSERT INTO lockbox.operators (alias, is_manager, created_at) VALUES ('system', true, now())")
+            }
+            #expect(error.constraint == "operators_alias_reserved")
+            _ = try await world.broker.addOperator(alias: "systems", isManager: false)
         }
     }
 }
