@@ -14,6 +14,9 @@ public struct AuditorGrant: Sendable, Codable, Hashable {
         /// The login exists but is not a member of `lockbox_auditor`, so it cannot query the
         /// report views until someone runs `GRANT lockbox_auditor TO login`.
         case notAnAuditor = "not in lockbox_auditor"
+        /// The role can no longer log in (ALTER ROLE … NOLOGIN since the grant): a group role,
+        /// whose grant reaches every member that sets it as its role. Revoke the grant.
+        case notALogin = "not a login"
         /// No role has this name any more (dropped or renamed since the grant). A role created
         /// later under this name would read the tenant's rows: revoke the grant.
         case noSuchRole = "no such role"
@@ -31,12 +34,21 @@ extension Broker {
         let now = try now()
         return try await transaction { connection in
             let tenant = try await lockTenant(name, on: connection)
-            let role = try await connection.query("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = \(login)")
-            guard !role.isEmpty else {
+            let role = try await connection.query(
+                "SELECT rolcanlogin FROM pg_catalog.pg_roles WHERE rolname = \(login)")
+            guard let canLogin = try role.first?.decode(Bool.self, at: 0) else {
                 throw LockboxError(
                     .notFound,
                     "no PostgreSQL role is named \(login): create the login first, e.g. "
                         + "CREATE ROLE \(quoteIdentifier(login)) LOGIN IN ROLE lockbox_auditor",
+                    field: "login")
+            }
+            // A group role would reach every member that sets it as its role (the views also
+            // match current_user): granting lockbox_auditor would open the tenant to every auditor.
+            guard canLogin else {
+                throw LockboxError(
+                    .invalidInput,
+                    "\(login) is a group role (NOLOGIN), not a login: a tenant is granted to one auditor's login",
                     field: "login")
             }
             let inserted = try await connection.query(
@@ -88,6 +100,7 @@ extension Broker {
         var query: PGQuery = """
             SELECT a.login, t.name,
                 CASE WHEN r.oid IS NULL THEN \(AuditorGrant.Status.noSuchRole.rawValue)
+                     WHEN NOT r.rolcanlogin THEN \(AuditorGrant.Status.notALogin.rawValue)
                      WHEN pg_catalog.pg_has_role(r.oid, 'lockbox_auditor', 'MEMBER')
                          THEN \(AuditorGrant.Status.active.rawValue)
                      ELSE \(AuditorGrant.Status.notAnAuditor.rawValue) END

@@ -773,25 +773,35 @@ struct AuditorCommandTests {
         }
     }
 
-    @Test("auditor list shows grants that do not take effect: a login outside lockbox_auditor, a dropped login")
+    @Test("auditor list shows grants that do not take effect: outside lockbox_auditor, NOLOGIN since, dropped")
     func grantStatus() async throws {
         try await CLIWorld.with { world in
             try await world.seed()
-            try await world.db.withLogins([("dave", nil), ("erin", "lockbox_auditor")]) { logins in
-                let (outside, dropped) = (logins[0].name, logins[1].name)
+            // A group role reaches every member that sets it as its role: granting lockbox_auditor
+            // itself would open the tenant to every auditor.
+            for group in ["lockbox_auditor", "lockbox_app"] {
+                try await world.refused(
+                    ["auditor", "grant", group, "--tenant", "fabrikam"], "\(group) is a group role (NOLOGIN), not a login")
+            }
+            try await world.db.withLogins([("dave", nil), ("erin", "lockbox_auditor"), ("finn", "lockbox_auditor")]) {
+                logins in
+                let (outside, dropped, disabled) = (logins[0].name, logins[1].name, logins[2].name)
                 let granted = try await world.array("auditor", "grant", outside, "--tenant", "fabrikam")
                 #expect(granted.first?["status"] as? String == "not in lockbox_auditor", "\(granted)")
                 try await world.ok("auditor", "grant", dropped, "--tenant", "fabrikam")
+                try await world.ok("auditor", "grant", disabled, "--tenant", "fabrikam")
                 try await world.db.pool.withConnection {
-                    try await $0.execute(script: "DROP ROLE \(quoteIdentifier(dropped))")
+                    try await $0.execute(
+                        script: "DROP ROLE \(quoteIdentifier(dropped)); ALTER ROLE \(quoteIdentifier(disabled)) NOLOGIN")
                 }
                 let listed = try await world.array("auditor", "list", "--tenant", "fabrikam")
-                #expect(listed.map { $0["login"] as? String } == [outside, dropped])
-                #expect(listed.map { $0["status"] as? String } == ["not in lockbox_auditor", "no such role"])
+                #expect(listed.map { $0["login"] as? String } == [outside, dropped, disabled])
+                #expect(
+                    listed.map { $0["status"] as? String } == ["not in lockbox_auditor", "no such role", "not a login"])
                 let table = try await world.ok("auditor", "list")
                 #expect(table.stdout.contains("no such role"), "\(table)")
                 // A grant whose role is gone can still be revoked.
-                #expect(try await world.array("auditor", "revoke", dropped, "--tenant", "fabrikam").count == 1)
+                #expect(try await world.array("auditor", "revoke", dropped, "--tenant", "fabrikam").count == 2)
             }
         }
     }
