@@ -1,4 +1,5 @@
 import Foundation
+import LockboxPostgres
 import Synchronization
 
 /// Where the broker gets "now". Rules that depend on time (the 12-hour
@@ -46,4 +47,65 @@ public final class ManualClock: LockboxClock {
 
     /// Makes the clock unreadable (every `now()` throws) until `set` is called.
     public func breakClock() { state.withLock { $0 = nil } }
+}
+
+/// The system clock, trusted only while it agrees with the database server's.
+///
+/// Windows and deadlines are decided on the broker's clock, and the audit log
+/// is stamped with it. A broker whose clock was set back (or forward) would let
+/// an operator in after the window, approve an expired request, or end grants
+/// early, with records dated to match. The server's clock is the witness: the
+/// difference is measured once, when the broker's database is opened, and a
+/// difference over ``tolerance`` makes the time ambiguous, so every decision
+/// that needs it is refused and every operator attempt denied, with the reason.
+public struct ServerCheckedClock: LockboxClock {
+    /// The most the two clocks may differ, beyond the uncertainty of the measurement.
+    public static let tolerance: TimeInterval = 5
+    /// The server's clock minus this machine's, in seconds, when measured.
+    public let offset: TimeInterval
+    /// Half the round trip of the measurement: how far off `offset` may be.
+    public let uncertainty: TimeInterval
+    private let system: any LockboxClock
+
+    public init(offset: TimeInterval, uncertainty: TimeInterval, system: any LockboxClock = SystemClock()) {
+        self.offset = offset
+        self.uncertainty = uncertainty
+        self.system = system
+    }
+
+    /// Measures the difference between `system` and the server `pool` reaches.
+    public static func measured(against pool: PGPool, system: any LockboxClock = SystemClock()) async throws
+        -> ServerCheckedClock
+    {
+        let before = try system.now()
+        let rows = try await pool.query("SELECT clock_timestamp()")
+        let after = try system.now()
+        guard let server = try rows.first?.decode(Date.self, at: 0) else {
+            throw LockboxError(.databaseUnavailable, "the database server did not tell its time")
+        }
+        let local = before.addingTimeInterval(after.timeIntervalSince(before) / 2)
+        return ServerCheckedClock(
+            offset: server.timeIntervalSince(local), uncertainty: after.timeIntervalSince(before) / 2, system: system)
+    }
+
+    public func now() throws -> Date {
+        let now = try system.now()
+        guard abs(offset) <= Self.tolerance + uncertainty else {
+            let server = now.addingTimeInterval(offset)
+            throw LockboxError(
+                .clockUnavailable,
+                "the time is ambiguous: this machine's clock reads \(Broker.timestamp(now)) and the database "
+                    + "server's \(Broker.timestamp(server)), \(Self.describe(abs(offset))) apart (at most "
+                    + "\(Int(Self.tolerance)) s is allowed)")
+        }
+        return now
+    }
+
+    static func describe(_ seconds: TimeInterval) -> String {
+        let whole = Int(seconds.rounded(.down))
+        if whole < 60 { return String(format: "%.1f s", seconds) }
+        let (hours, minutes, rest) = (whole / 3600, whole % 3600 / 60, whole % 60)
+        return [hours > 0 ? "\(hours) h" : nil, minutes > 0 ? "\(minutes) min" : nil, rest > 0 ? "\(rest) s" : nil]
+            .compactMap { $0 }.joined(separator: " ")
+    }
 }

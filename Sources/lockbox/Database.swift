@@ -171,11 +171,13 @@ struct EmbeddedHome: Sendable {
     }
 }
 
-/// An open database: a pool on it, the connectors and a broker on the system clock.
+/// An open database: a pool on it, the connectors and a broker on the system clock,
+/// checked against the database server's (``ServerCheckedClock``).
 struct Session: Sendable {
     let location: DatabaseLocation
     let pool: PGPool
     let registry: ConnectorRegistry
+    let clock: ServerCheckedClock
 
     /// Opens the database the options name.
     ///
@@ -190,20 +192,19 @@ struct Session: Sendable {
         case .embedded(let home): conninfo = try await home.open()
         }
         let pool = PGPool(conninfo: conninfo, maxConnections: 4)
-        let session = Session(location: location, pool: pool, registry: standardConnectors())
-        if verify {
-            do {
-                try await pool.withConnection { try await Schema.migrator.verify(on: $0) }
-            } catch {
-                await pool.close()
-                throw error
-            }
+        do {
+            if verify { try await pool.withConnection { try await Schema.migrator.verify(on: $0) } }
+            let clock = try await ServerCheckedClock.measured(against: pool)
+            return Session(location: location, pool: pool, registry: standardConnectors(), clock: clock)
+        } catch {
+            await pool.close()
+            throw error
         }
-        return session
     }
 
-    func broker(clock: any LockboxClock = SystemClock()) -> Broker {
-        Broker(pool: pool, clock: clock, workloads: registry.workloads, groupCommit: false)
+    /// A broker on `clock`; by default the system clock, checked against the server's.
+    func broker(clock: (any LockboxClock)? = nil) -> Broker {
+        Broker(pool: pool, clock: clock ?? self.clock, workloads: registry.workloads, groupCommit: false)
     }
 
     func close() async { await pool.close() }

@@ -928,8 +928,8 @@ struct DatabaseCommandTests {
 
 @Suite("lockbox demo")
 struct DemoTests {
-    @Test("under faketime, 13 h and 61 min later on the system clock, the CLI applies the 12 h and window rules")
-    func systemClockRules() async throws {
+    @Test("under faketime, a system clock the database server disagrees with is ambiguous: denied and recorded, decisions and the sweep refused")
+    func systemClockChecked() async throws {
         try await CLIWorld.with { world in
             try await world.seed()
             let pending = try await world.newRequest()
@@ -940,21 +940,34 @@ struct DemoTests {
                 "invoke", "--operator", "alex", "--tenant", "contoso", "--workload", "Exchange", "--operation",
                 "Get-Mailbox", "--resource", "alice@contoso.com",
             ]
-            // The 1 h window: open 59 min on, closed 61 min on.
-            let inWindow = try await world.lockbox(invoke, clock: "+59m")
-            #expect(inWindow.status == 0, "\(inWindow)")
-            let late = try await world.lockbox(invoke, clock: "+61m")
-            #expect(late.status == 1 && late.stderr.contains("the access window of request \(granted) ended at"), "\(late)")
-            let show = try await world.lockbox(["request", "show", pending, "--format", "json"], clock: "+719m")
-            #expect(try show.jsonObject()["status"] as? String == "PendingCustomer", "\(show)")
-            let expired = try await world.lockbox(
-                ["request", "decide", pending, "--decision", "Approve", "--as", "approver@contoso.com"], clock: "+13h")
-            #expect(expired.status == 1 && expired.stderr.contains("request \(pending) expired at"), "\(expired)")
-            // The 12 h deadline: still pending 11 h 59 min on, expired 13 h on. The real clock has not
-            // moved: the request still awaits its approver, and both reads are in the audit log.
-            #expect(try await world.object("request", "show", pending)["status"] as? String == "PendingCustomer")
+            // Within the tolerance (5 s), the clock is trusted.
+            let close = try await world.lockbox(invoke, clock: "+2s")
+            #expect(close.status == 0, "\(close)")
+            // Set back 40 s, a clock could let an operator in after the window with a record dated
+            // inside it; set forward, it could expire or end grants early. Both are refused.
+            let before = try await world.snapshot()
+            for (arguments, offset) in [
+                (["request", "decide", pending, "--decision", "Approve", "--as", "approver@contoso.com"], "+13h"),
+                (["request", "decide", pending, "--decision", "Approve", "--as", "approver@contoso.com"], "-40s"),
+                (["sweep"], "+3h"),
+                (["request", "revoke", granted, "--as", "approver@contoso.com"], "-1h"),
+            ] {
+                let refused = try await world.lockbox(arguments, clock: offset)
+                #expect(refused.status == 1 && refused.stderrLines.count == 1, "\(offset): \(refused)")
+                #expect(refused.stderr.contains("the time is ambiguous: this machine's clock reads"), "\(refused)")
+                #expect(refused.stderr.contains("at most 5 s is allowed"), "\(refused)")
+            }
+            #expect(try await world.snapshot() == before, "a refusal changes nothing")
+            // An operator's attempt is denied, and recorded with the reason.
+            let late = try await world.lockbox(invoke, clock: "-40s")
+            #expect(late.status == 1 && late.stderr.contains("the time is ambiguous"), "\(late)")
             let invoked = try await world.array("audit", "search", "--request", granted, "--activity", "Get-Mailbox")
-            #expect(invoked.map { $0["result"] as? String } == ["Denied", "Succeeded"], "\(invoked)")
+            #expect(invoked.compactMap { $0["result"] as? String }.sorted() == ["Denied", "Succeeded"], "\(invoked)")
+            let denied = invoked.first { $0["result"] as? String == "Denied" }
+            let reason = (denied?["parameters"] as? [String: Any])?["reason"] as? String
+            #expect(reason?.contains("the time is ambiguous") == true, "\(invoked)")
+            #expect(try await world.object("request", "show", pending)["status"] as? String == "PendingCustomer")
+            #expect(try await world.object("request", "show", granted)["status"] as? String == "Approved")
         }
     }
 
