@@ -595,6 +595,61 @@ struct NotificationTests {
         }
     }
 
+    @Test("removing someone's last role in the tenant withdraws their queued notifications (migration 0018)")
+    func roleRemovalWithdraws() async throws {
+        try await World.with { world in
+            // admin@contoso.com also becomes an approver, so losing that role leaves them one.
+            _ = try await world.broker.addRole(
+                tenant: "contoso", upn: "admin@contoso.com", role: .customerLockboxApprover, by: "admin@contoso.com")
+            let request = try await world.pendingCustomer()
+            world.clock.advance(by: .seconds(60))
+            for (upn, role) in [
+                ("approver@contoso.com", CustomerRole.customerLockboxApprover),
+                ("admin@contoso.com", .customerLockboxApprover),
+            ] {
+                try await world.broker.removeRole(tenant: "contoso", upn: upn, role: role, by: "admin@contoso.com")
+            }
+            let queued = Dictionary(
+                uniqueKeysWithValues: try await world.broker.notifications().filter { $0.requestId == request.requestId }
+                    .map { ($0.recipient, $0) })
+            #expect(queued.keys.sorted() == ["admin@contoso.com", "approver@contoso.com"])
+            #expect(queued["approver@contoso.com"]?.withdrawnReason == "approver@contoso.com no longer holds a role in the tenant")
+            #expect(queued["approver@contoso.com"]?.sentAt == nil)
+            #expect(queued["admin@contoso.com"]?.withdrawnAt == nil, "still a global administrator")
+            final class Recorder: NotificationDelivery, @unchecked Sendable {
+                let lock = NSLock()
+                var recipients: [String] = []
+                func deliver(_ notification: LockboxNotification) async throws {
+                    lock.withLock { recipients.append(notification.recipient) }
+                }
+            }
+            let recorder = Recorder()
+            #expect(try await world.broker.deliverNotifications(using: recorder) == 1)
+            #expect(recorder.recipients == ["admin@contoso.com"])
+        }
+    }
+
+    @Test("migration 0018 withdraws notifications queued for people who had already lost their role")
+    func migrationWithdrawsForRemoved() async throws {
+        try await World.with { world in
+            let migration = try #require(TestCluster.migrationScripts.first { $0.version == 18 })
+            try await world.db.pool.withConnection { connection in
+                try await connection.execute(
+                    script: """
+                        DROP TRIGGER tenant_roles_withdraw_notifications ON lockbox.tenant_roles;
+                        DROP FUNCTION lockbox.withdraw_notifications_of_removed();
+                        """)
+            }
+            _ = try await world.pendingCustomer()
+            try await world.broker.removeRole(
+                tenant: "contoso", upn: "approver@contoso.com", role: .customerLockboxApprover, by: "admin@contoso.com")
+            #expect(try await world.broker.notifications().allSatisfy { $0.withdrawnAt == nil }, "before 0018")
+            try await world.db.pool.withConnection { try await $0.execute(script: migration.sql) }
+            let withdrawn = try await world.broker.notifications().compactMap { $0.withdrawnAt == nil ? nil : $0.recipient }
+            #expect(withdrawn == ["approver@contoso.com"])
+        }
+    }
+
     @Test("delivery sends each notification once and marks it sent")
     func delivery() async throws {
         final class Recorder: NotificationDelivery, @unchecked Sendable {
