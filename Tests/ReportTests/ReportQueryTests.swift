@@ -1,4 +1,5 @@
 import Foundation
+import LockboxCore
 import LockboxPostgres
 import LockboxSQL
 import LockboxTestSupport
@@ -73,36 +74,87 @@ struct ReportQueryTests {
 
     // MARK: actions_by_request
 
+    /// Where `actions_by_request` puts an action: under its request, or, when it named none, in its
+    /// tenant's group of attempts with no request.
+    struct ActionGroup: Hashable {
+        var requestId: UUID?
+        var tenant: String?
+
+        init(_ action: Scenario.Action) {
+            requestId = action.requestId
+            tenant = action.requestId == nil ? action.tenant?.name : nil
+        }
+
+        /// The report's order of groups: requests by their first action (ties by id, as PostgreSQL orders
+        /// uuids), then the groups with no request by tenant name, no known tenant last.
+        func order(first: Date) -> (Int, Int, String, Date, String) {
+            guard let requestId else { return (1, tenant == nil ? 1 : 0, tenant ?? "", first, "") }
+            return (0, 0, "", first, requestId.uuidString.lowercased())
+        }
+    }
+
     @Test("actions_by_request: every action of the period under its request and ticket, in order")
     func actionsByRequest() async throws {
         try await TestDatabase.with { db in
-            let scenario = try await Scenario.build(on: db.pool)
+            var scenario = try await Scenario.build(on: db.pool)
+            // Besides contoso's, attempts that named no request in fabrikam and in a tenant that does not exist
+            // (no tenant id): with tenant *, each tenant's are a group of their own.
+            let t = scenario.minutes
+            for var action in [
+                Scenario.Action(
+                    tenant: scenario.contoso, operatorAlias: "blake", workload: "OneDrive", operation: "Get-DriveFile",
+                    resource: "user@contoso.com/Documents", at: t(-20), result: "Denied", requestId: nil,
+                    reason: "no access request of operator blake for OneDrive in tenant contoso",
+                    expectedWithinGrant: false),
+                Scenario.Action(
+                    tenant: scenario.fabrikam, operatorAlias: "sam", workload: "Exchange",
+                    operation: "Get-MailboxFolder", resource: "ceo@fabrikam.com/Inbox", at: t(-50), result: "Denied", requestId: nil,
+                    reason: "no access request of operator sam for Exchange in tenant fabrikam",
+                    expectedWithinGrant: false),
+                Scenario.Action(
+                    tenant: nil, operatorAlias: "alex", workload: "Exchange", operation: "Get-MailboxFolder",
+                    resource: "user@northwind.com/Inbox", at: t(-25), result: "Denied", requestId: nil,
+                    reason: "no access request of operator alex for Exchange in tenant northwind",
+                    expectedWithinGrant: false),
+            ] {
+                action.auditId = try await Scenario.insert(action, on: db.pool)
+                scenario.actions.append(action)
+            }
             let whole = scenario.wholePeriod
-            let rows = try await Psql.report(
-                "actions_by_request", ReportParameters(tenant: "contoso", from: whole.from, to: whole.to),
-                connection: db.connectionString)
-            // Requests in the order of their first action, actions with no request last.
-            let groups = Dictionary(grouping: scenario.actions.filter { $0.tenant?.name == "contoso" }, by: \.requestId)
-                .map { (requestId: $0.key, actions: $0.value.sorted { $0.at < $1.at }) }
-                .sorted { ($0.requestId == nil ? 1 : 0, $0.actions[0].at) < ($1.requestId == nil ? 1 : 0, $1.actions[0].at) }
-            let expected = groups.flatMap { group in group.actions.enumerated().map { (group, $0.offset + 1, $0.element) } }
-            #expect(try rows.map { try $0.int("audit_id") } == expected.map { Int($0.2.auditId) })
-            for (row, (group, number, action)) in zip(rows, expected) {
-                let request = scenario.requests.first { $0.id == group.requestId }
-                #expect(try row.uuid("request_id") == group.requestId)
-                #expect(try row.text("ticket") == request?.ticket)
-                #expect(try row.text("requester") == request?.requester)
-                #expect(try row.text("request_status") == request?.expectedStatus)
-                #expect(try row.int("action_no") == number)
-                #expect(try row.int("request_actions") == group.actions.filter { $0.result == "Succeeded" }.count)
-                #expect(try row.int("request_refused") == group.actions.filter { $0.result == "Denied" }.count)
-                #expect(try row.string("operator") == action.operatorAlias)
-                #expect(try row.string("operation") == action.operation)
-                #expect(try row.string("resource") == action.resource)
-                #expect(try row.string("result") == action.result)
-                #expect(try row.bool("within_grant") == action.expectedWithinGrant)
-                #expect(try row.text("reason") == action.reason)
-                #expect(try row.date("occurred_at") == action.at)
+            for tenant in ["contoso", "fabrikam", "*"] {
+                let rows = try await Psql.report(
+                    "actions_by_request", ReportParameters(tenant: tenant, from: whole.from, to: whole.to),
+                    connection: db.connectionString)
+                // Requests in the order of their first action; then the actions with no request, one group per
+                // tenant by name, those of no known tenant last.
+                let shown = scenario.actions.filter { tenant == "*" || $0.tenant?.name == tenant }
+                let groups = Dictionary(grouping: shown, by: ActionGroup.init)
+                    .map { (group: $0.key, actions: $0.value.sorted { $0.at < $1.at }) }
+                    .sorted { $0.group.order(first: $0.actions[0].at) < $1.group.order(first: $1.actions[0].at) }
+                let expected = groups.flatMap { group in
+                    group.actions.enumerated().map { (group, $0.offset + 1, $0.element) }
+                }
+                #expect(try rows.map { try $0.int("audit_id") } == expected.map { Int($0.2.auditId) }, "\(tenant)")
+                for (row, (group, number, action)) in zip(rows, expected) {
+                    let request = scenario.requests.first { $0.id == group.group.requestId }
+                    #expect(try row.text("tenant") == action.tenant?.name)
+                    #expect(try row.uuid("request_id") == group.group.requestId)
+                    #expect(try row.text("ticket") == request?.ticket)
+                    #expect(try row.text("requester") == request?.requester)
+                    #expect(try row.text("request_status") == request?.expectedStatus)
+                    #expect(try row.int("action_no") == number, "\(tenant): \(row)")
+                    #expect(try row.int("request_actions") == group.actions.filter { $0.result == "Succeeded" }.count)
+                    #expect(
+                        try row.int("request_refused") == group.actions.filter { $0.result == "Denied" }.count,
+                        "\(tenant): \(row)")
+                    #expect(try row.string("operator") == action.operatorAlias)
+                    #expect(try row.string("operation") == action.operation)
+                    #expect(try row.string("resource") == action.resource)
+                    #expect(try row.string("result") == action.result)
+                    #expect(try row.bool("within_grant") == action.expectedWithinGrant)
+                    #expect(try row.text("reason") == action.reason)
+                    #expect(try row.date("occurred_at") == action.at)
+                }
             }
         }
     }
@@ -245,23 +297,34 @@ struct ReportQueryTests {
             "\(tenant): \(requests) req, \(approved)/\(denied)/\(expired), \(decisions) decided, "
                 + "median \(String(describing: median)), p95 \(String(describing: p95))"
         }
+
+        /// The row of a tenant with no request in the period.
+        static func noRequests(_ tenant: String) -> Latency {
+            Latency(tenant: tenant, requests: 0, approved: 0, denied: 0, expired: 0, decisions: 0, median: nil, p95: nil)
+        }
+    }
+
+    /// `approval_latency` for `tenant` over `period`, run with psql on `connection`.
+    static func latencies(
+        _ tenant: String, _ period: (from: Date, to: Date), connection: String
+    ) async throws -> [Latency] {
+        let rows = try await Psql.report(
+            "approval_latency", ReportParameters(tenant: tenant, from: period.from, to: period.to),
+            connection: connection)
+        return try rows.map { row in
+            Latency(
+                tenant: try row.string("tenant"), requests: try row.int("requests"),
+                approved: try row.int("approved"), denied: try row.int("denied"), expired: try row.int("expired"),
+                decisions: try row.int("customer_decisions"), median: try row.duration("median_time_to_decision"),
+                p95: try row.duration("p95_time_to_decision"))
+        }
     }
 
     @Test("approval_latency: per tenant, decision counts and median and p95 time from notification to decision")
     func approvalLatency() async throws {
         try await TestDatabase.with { db in
             let scenario = try await Scenario.build(on: db.pool)
-            let whole = scenario.wholePeriod
-            let rows = try await Psql.report(
-                "approval_latency", ReportParameters(tenant: "*", from: whole.from, to: whole.to),
-                connection: db.connectionString)
-            let actual = try rows.map { row in
-                Latency(
-                    tenant: try row.string("tenant"), requests: try row.int("requests"),
-                    approved: try row.int("approved"), denied: try row.int("denied"), expired: try row.int("expired"),
-                    decisions: try row.int("customer_decisions"), median: try row.duration("median_time_to_decision"),
-                    p95: try row.duration("p95_time_to_decision"))
-            }
+            let actual = try await Self.latencies("*", scenario.wholePeriod, connection: db.connectionString)
             let expected = [scenario.contoso, scenario.fabrikam].map { tenant in
                 let requests = scenario.requests.filter { $0.tenant.id == tenant.id }
                 let latencies = requests.compactMap(\.customerLatency)
@@ -274,6 +337,47 @@ struct ReportQueryTests {
             #expect(actual == expected)
             // The fixture has distinct latencies, so median and p95 really differ.
             #expect(expected[0].median != expected[0].p95)
+        }
+    }
+
+    @Test("approval_latency: a tenant you may see with no request in the period gets a row of zeros")
+    func approvalLatencyWithoutRequests() async throws {
+        try await TestDatabase.with { db in
+            let scenario = try await Scenario.build(on: db.pool)
+            // A tenant made as `lockbox tenant create` makes it, which has never had a request.
+            _ = try await Broker(pool: db.pool).createTenant(name: "northwind", admin: "admin@northwind.com")
+            let whole = scenario.wholePeriod
+            let all = try await Self.latencies("*", whole, connection: db.connectionString)
+            #expect(all.map(\.tenant) == ["contoso", "fabrikam", "northwind"])
+            #expect(all.last == .noRequests("northwind"))
+            #expect(
+                try await Self.latencies("northwind", whole, connection: db.connectionString)
+                    == [.noRequests("northwind")])
+
+            // A period after every request of the fixture: a row of zeros for each tenant.
+            let late = (from: scenario.minutes(-50), to: whole.to)
+            #expect(try await Self.latencies("*", late, connection: db.connectionString)
+                == [.noRequests("contoso"), .noRequests("fabrikam"), .noRequests("northwind")])
+            #expect(
+                try await Self.latencies("fabrikam", late, connection: db.connectionString) == [.noRequests("fabrikam")])
+            // Before any request, and before northwind was created: no row for northwind.
+            let early = (from: whole.from, to: scenario.minutes(-1000))
+            #expect(
+                try await Self.latencies("*", early, connection: db.connectionString)
+                    == [.noRequests("contoso"), .noRequests("fabrikam")])
+            #expect(try await Self.latencies("northwind", early, connection: db.connectionString) == [])
+            // A tenant that does not exist gets no row.
+            #expect(try await Self.latencies("tailspin", whole, connection: db.connectionString) == [])
+
+            // An auditor gets the rows of its tenants only, requests or not.
+            try await db.withLogins([("aud_lat", "lockbox_auditor")]) { logins in
+                let auditor = logins[0]
+                try await db.mapAuditor(auditor, to: scenario.fabrikam)
+                let connection = db.connectionString(user: auditor.name, password: auditor.password)
+                #expect(try await Self.latencies("*", late, connection: connection) == [.noRequests("fabrikam")])
+                #expect(try await Self.latencies("contoso", late, connection: connection) == [])
+                #expect(try await Self.latencies("northwind", whole, connection: connection) == [])
+            }
         }
     }
 

@@ -6,7 +6,8 @@ import LockboxTestSupport
 /// tables (parameterised SQL), with times relative to the real clock because
 /// the views compare them with the server's `now()`.
 ///
-/// - `contoso` (Customer Lockbox on) and `fabrikam` (off);
+/// - `contoso` (Customer Lockbox on) and `fabrikam` (off), each with the
+///   `New-Tenant` audit record the broker writes;
 /// - operators `alex` and `blake`, support managers `morgan` and `sam`;
 /// - contoso requests: an active grant with actions inside its window, one
 ///   whose window ended with no sweep (reads Completed), one revoked early, one
@@ -208,6 +209,13 @@ struct Scenario: Sendable {
                 INSERT INTO lockbox.tenants (tenant_id, name, customer_lockbox, service_account, created_at)
                 VALUES (\(tenant.id), \(tenant.name), \(tenant.lockbox), \("lockbox-service@\(tenant.name).com"), \(created))
                 """)
+            try await record(
+                on: pool, tenant: tenant, type: "TenantSettings", user: "System", activity: "New-Tenant",
+                item: tenant.name, requestId: nil, workload: nil, at: created,
+                parameters: [
+                    "Tenant": tenant.name, "GlobalAdministrator": "admin@\(tenant.name).com",
+                    "CustomerLockbox": tenant.lockbox ? "On" : "Off",
+                ])
             for (upn, role) in [("admin@\(tenant.name).com", "GlobalAdministrator"),
                                 ("approver@\(tenant.name).com", "CustomerLockboxApprover")] {
                 try await pool.query(

@@ -13,7 +13,9 @@
 -- period first), then by time. request_actions and request_refused count the
 -- request's rows in this report; action_no numbers them. Refused attempts
 -- that named no request (e.g. an operator with no request at all) come last,
--- under an empty request.
+-- under an empty request, one group per tenant: by tenant name, then those
+-- that named no known tenant (tenant empty). Each group is counted and
+-- numbered as a request's.
 --
 -- Run: psql -v tenant=contoso -v from=2026-11-01T00:00Z -v to=2026-12-01T00:00Z -f sql/reports/actions_by_request.sql
 -- Reads only the report views: lockbox.operator_actions, lockbox.access_requests.
@@ -38,7 +40,7 @@ grouped AS (
         count(*) FILTER (WHERE a.result = 'Denied') OVER w AS request_refused,
         row_number() OVER (w ORDER BY a.occurred_at, a.audit_id) AS action_no
     FROM actions a
-    WINDOW w AS (PARTITION BY a.request_id)
+    WINDOW w AS (PARTITION BY a.request_id, CASE WHEN a.request_id IS NULL THEN a.tenant_id END)
 )
 SELECT
     g.tenant,
@@ -63,4 +65,5 @@ SELECT
     g.reason
 FROM grouped g
 LEFT JOIN lockbox.access_requests r ON r.request_id = g.request_id
-ORDER BY g.request_id IS NULL, g.first_action_at, g.request_id, g.action_no;
+ORDER BY g.request_id IS NULL, CASE WHEN g.request_id IS NULL THEN g.tenant END NULLS LAST, g.first_action_at,
+         g.request_id, g.action_no;

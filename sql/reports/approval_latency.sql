@@ -10,6 +10,13 @@
 --   to      end of the period, exclusive
 -- A request belongs to the period when it was created in [from, to).
 --
+-- One row per tenant, by name, also for a tenant with no request in the
+-- period (counts 0, median and p95 NULL). No view lists tenants as such: the
+-- tenants are those whose creation you may see in lockbox.audit_log (the
+-- New-Tenant record lockbox writes with each tenant) before the end of the
+-- period, and any with a request in the period. A tenant you may not see, one
+-- created after the period, or one that does not exist gets no row.
+--
 -- Columns:
 --   requests                 requests created in the period
 --   approved                 requests that got an access window (customer
@@ -25,7 +32,7 @@
 --                            both rounded down to the second; NULL without decisions
 --
 -- Run: psql -v tenant='*' -v from=2026-11-01T00:00Z -v to=2026-12-01T00:00Z -f sql/reports/approval_latency.sql
--- Reads only the report view lockbox.access_requests.
+-- Reads only the report views lockbox.access_requests, lockbox.audit_log.
 
 WITH params AS (
     SELECT CAST(:'tenant' AS text) AS tenant,
@@ -40,10 +47,19 @@ requests AS (
     JOIN lockbox.access_requests r
       ON (p.tenant = '*' OR r.tenant = p.tenant)
      AND r.created_at >= p.from_at AND r.created_at < p.to_at
+),
+tenants AS (
+    SELECT a.tenant
+    FROM params p
+    JOIN lockbox.audit_log a
+      ON a.record_type = 'TenantSettings' AND a.activity = 'New-Tenant' AND a.occurred_at < p.to_at
+     AND (p.tenant = '*' OR a.tenant = p.tenant)
+    UNION
+    SELECT r.tenant FROM requests r
 )
 SELECT
-    r.tenant,
-    count(*) AS requests,
+    t.tenant,
+    count(r.request_id) AS requests,
     count(*) FILTER (WHERE r.access_starts_at IS NOT NULL) AS approved,
     count(*) FILTER (WHERE r.status = 'Denied') AS denied,
     count(*) FILTER (WHERE r.status = 'Expired') AS expired,
@@ -52,6 +68,7 @@ SELECT
         FILTER (WHERE r.customer_decided)) AS median_time_to_decision,
     date_trunc('second', percentile_cont(0.95) WITHIN GROUP (ORDER BY r.decided_at - r.notified_at)
         FILTER (WHERE r.customer_decided)) AS p95_time_to_decision
-FROM requests r
-GROUP BY r.tenant
-ORDER BY r.tenant;
+FROM tenants t
+LEFT JOIN requests r ON r.tenant = t.tenant
+GROUP BY t.tenant
+ORDER BY t.tenant;
