@@ -50,7 +50,9 @@ func expectRefused(
 
 @Suite("database roles and tenant isolation")
 struct RoleTests {
-    static let views = ["lockbox.audit_log", "lockbox.access_requests", "lockbox.operator_actions"]
+    static let views = [
+        "lockbox.audit_log", "lockbox.access_requests", "lockbox.operator_actions", "lockbox.customer_tenants",
+    ]
     static let baseTables = [
         "lockbox.tenants", "lockbox.tenant_roles", "lockbox.operators", "lockbox.requests", "lockbox.audit_records",
         "lockbox.notifications", "lockbox.auditor_tenants",

@@ -21,6 +21,7 @@ struct ViewTests {
             "resource", "arguments", "result", "reason", "request_id", "ticket", "requester", "access_starts_at",
             "access_ends_at", "within_grant", "parameters",
         ],
+        "customer_tenants": ["tenant_id", "tenant", "customer_lockbox", "created_at"],
     ]
 
     @Test("the views have exactly the documented columns, in order, and are security barriers")

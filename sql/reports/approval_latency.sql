@@ -10,11 +10,9 @@
 --   to      end of the period, exclusive
 -- A request belongs to the period when it was created in [from, to).
 --
--- One row per tenant, by name, also for a tenant with no request in the
--- period (counts 0, median and p95 NULL). No view lists tenants as such: the
--- tenants are those whose creation you may see in lockbox.audit_log (the
--- New-Tenant record lockbox writes with each tenant) before the end of the
--- period, and any with a request in the period. A tenant you may not see, one
+-- One row per tenant you may see (lockbox.customer_tenants) that existed
+-- before the end of the period, by name, also for a tenant with no request in
+-- the period (counts 0, median and p95 NULL). A tenant you may not see, one
 -- created after the period, or one that does not exist gets no row.
 --
 -- Columns:
@@ -32,7 +30,7 @@
 --                            both rounded down to the second; NULL without decisions
 --
 -- Run: psql -v tenant='*' -v from=2026-11-01T00:00Z -v to=2026-12-01T00:00Z -f sql/reports/approval_latency.sql
--- Reads only the report views lockbox.access_requests, lockbox.audit_log.
+-- Reads only the report views lockbox.customer_tenants, lockbox.access_requests.
 
 WITH params AS (
     SELECT CAST(:'tenant' AS text) AS tenant,
@@ -49,13 +47,10 @@ requests AS (
      AND r.created_at >= p.from_at AND r.created_at < p.to_at
 ),
 tenants AS (
-    SELECT a.tenant
+    SELECT t.tenant
     FROM params p
-    JOIN lockbox.audit_log a
-      ON a.record_type = 'TenantSettings' AND a.activity = 'New-Tenant' AND a.occurred_at < p.to_at
-     AND (p.tenant = '*' OR a.tenant = p.tenant)
-    UNION
-    SELECT r.tenant FROM requests r
+    JOIN lockbox.customer_tenants t
+      ON t.created_at < p.to_at AND (p.tenant = '*' OR t.tenant = p.tenant)
 )
 SELECT
     t.tenant,
