@@ -154,15 +154,11 @@ struct BenchRunner {
         let grantCount = min(d.activeGrants, d.operators)
         try await pool.withTransaction { c in
             try await c.execute(script: "ALTER TABLE lockbox.requests DISABLE TRIGGER requests_rules")
-            let chunk = 20_000
-            var loaded = 0
-            while loaded < d.requests {
-                let size = min(chunk, d.requests - loaded)
+            try await Self.inChunks(of: d.requests, size: 20_000) { offset, count in
                 try await c.query(
                     Self.historicalRequests(
-                        offset: loaded, count: size, tenants: d.tenants, operators: d.operators, now: start))
-                loaded += size
-                progress("historical requests", 0.05 + 0.25 * Double(loaded) / Double(max(d.requests, 1)))
+                        offset: offset, count: count, tenants: d.tenants, operators: d.operators, now: start))
+                progress("historical requests", 0.05 + 0.25 * Double(offset + count) / Double(max(d.requests, 1)))
             }
             progress("active grants", 0.3)
             try await c.query(
@@ -181,16 +177,12 @@ struct BenchRunner {
                 """)
             try await c.execute(script: "ALTER TABLE lockbox.requests ENABLE TRIGGER requests_rules")
         }
-        var written = 0
-        let auditChunk = 100_000
-        while written < d.auditRows {
-            let size = min(auditChunk, d.auditRows - written)
+        try await Self.inChunks(of: d.auditRows, size: 100_000) { offset, count in
             try await pool.query(
                 Self.historicalAudit(
-                    offset: written, count: size, tenants: d.tenants, operators: d.operators,
+                    offset: offset, count: count, tenants: d.tenants, operators: d.operators,
                     requests: max(d.requests, 1), now: start))
-            written += size
-            progress("audit log", 0.35 + 0.55 * Double(written) / Double(max(d.auditRows, 1)))
+            progress("audit log", 0.35 + 0.55 * Double(offset + count) / Double(max(d.auditRows, 1)))
         }
         progress("analyze", 0.92)
         try await pool.withConnection { try await $0.execute(script: "VACUUM ANALYZE") }
@@ -204,6 +196,16 @@ struct BenchRunner {
             Grant(
                 alias: "op" + String(repeating: "0", count: max(0, 5 - String(i).count)) + String(i),
                 tenant: contentTenants[(i / 3) % 2], workload: workloads[i % 3])
+        }
+    }
+
+    /// Runs `body(offset, count)` over `0..<total` in chunks of at most `size` rows, in order.
+    static func inChunks(of total: Int, size: Int, _ body: (Int, Int) async throws -> Void) async throws {
+        var offset = 0
+        while offset < total {
+            let count = min(size, total - offset)
+            try await body(offset, count)
+            offset += count
         }
     }
 
