@@ -97,6 +97,7 @@ struct AuthorizeStatementTests {
                 Attempt(operatorAlias: "alex", resource: "user@contoso.com/Inbox", now: nil),
                 Attempt(operatorAlias: "alex", resource: "user@contoso.com/Inbox", now: later),
                 Attempt(operatorAlias: "alex", resource: "user@contoso.com", clientIP: nil, arguments: nil, now: now),
+                Attempt(operatorAlias: "alex", tenant: "CONTOSO", resource: "user@contoso.com/Inbox", now: now),
             ]
             var lone: [Decision] = []
             for attempt in attempts {
@@ -118,7 +119,8 @@ struct AuthorizeStatementTests {
             #expect(viaFunction == lone)
 
             // And what they agree on is right.
-            #expect(lone.map(\.allowed) == [true, false, false, false, false, false, false, false, false, false, true])
+            #expect(
+                lone.map(\.allowed) == [true, false, false, false, false, false, false, false, false, false, true, false])
             #expect(lone[0].requestID == grant.requestId && lone[0].accessEndsAt != nil && lone[0].reason == nil)
             #expect(lone[0].record[9] == "Succeeded" && lone[1].record[9] == "Denied")
             #expect(lone[1].reason?.contains("outside the scope user@contoso.com") == true)
@@ -133,6 +135,10 @@ struct AuthorizeStatementTests {
             #expect(lone[0].record[11] != "server clock", "stamped with the broker's time")
             #expect(lone[9].reason?.contains("access window of request \(grant.requestId.uuidString.lowercased()) ended") == true)
             #expect(lone[10].record[4] == nil && lone[10].record[10]?.contains(#""arguments": {}"#) == true)
+            // Another letter case names the same tenant (names are unique ignoring case): the attempt
+            // is recorded under it, where its auditors see it, but only the exact name is granted.
+            #expect(lone[11].reason == "unknown tenant CONTOSO (tenant names are exact: did you mean contoso?)")
+            #expect(lone[11].record[0] == lone[0].record[0] && lone[11].record[0] != nil && lone[11].requestID == nil)
             for decision in lone where !decision.allowed {
                 #expect(decision.accessEndsAt == nil)
                 #expect(decision.record[10]?.contains(#""reason": "#) == true)

@@ -16,18 +16,23 @@
 -- refused attempts, so that the plan of this statement carries no subplan for
 -- it: see migration 0006). The audit ids
 -- are drawn before the insert, so each caller gets exactly its own record.
+-- The tenant is found ignoring case (names are unique ignoring case: 0008), so
+-- that an attempt naming `CONTOSO` is recorded under contoso, where its
+-- auditors see it; only the exact name is granted (migration 0020).
 -- The same rule as lockbox.authorize_batch (the function SQL tools call), as a
 -- plain statement: a PL/pgSQL call would cost more than a one-row batch itself.
 WITH decided AS (
     SELECT i.ord, i.operator, i.workload, i.operation, i.resource, i.client_ip, i.arguments, i.now, t.tenant_id,
         g.access_ends_at AS grant_ends,
         CASE WHEN g.request_id IS NOT NULL THEN g.request_id
-             WHEN t.tenant_id IS NOT NULL THEN
+             WHEN t.name = i.tenant THEN
                  (lockbox.refusal_of(i.operator, t.tenant_id, i.tenant, i.workload, i.resource, i.now)).request_id
         END AS request_id,
         CASE WHEN g.request_id IS NOT NULL THEN NULL
              WHEN i.denial IS NOT NULL THEN i.denial
              WHEN t.tenant_id IS NULL THEN format('unknown tenant %s', i.tenant)
+             WHEN t.name <> i.tenant
+                 THEN format('unknown tenant %s (tenant names are exact: did you mean %s?)', i.tenant, t.name)
              ELSE (lockbox.refusal_of(i.operator, t.tenant_id, i.tenant, i.workload, i.resource, i.now)).reason
         END AS reason,
         nextval('lockbox.audit_records_id_seq') AS audit_id
@@ -42,10 +47,10 @@ WITH decided AS (
             WITH ORDINALITY AS u(operator, tenant, workload, operation, resource, client_ip, arguments, now,
                                  denial, ord)
     ) i
-    LEFT JOIN lockbox.tenants t ON t.name = i.tenant
+    LEFT JOIN lockbox.tenants t ON lower(t.name) = lower(i.tenant)
     LEFT JOIN LATERAL (
         SELECT r.request_id, r.access_ends_at FROM lockbox.requests r
-        WHERE i.denial IS NULL AND r.requester = i.operator AND r.tenant_id = t.tenant_id
+        WHERE i.denial IS NULL AND t.name = i.tenant AND r.requester = i.operator AND r.tenant_id = t.tenant_id
           AND r.workload = i.workload AND r.status = 'Approved'
           AND r.access_starts_at <= i.now AND i.now < r.access_ends_at
           AND (r.resource IS NULL OR i.resource = r.resource OR starts_with(i.resource, r.resource || '/'))

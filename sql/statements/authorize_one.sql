@@ -9,14 +9,19 @@
 -- refusal decided before the database. Returns one row shaped like the batch
 -- statement's, with `ord` 1. A refusal is explained by lockbox.refusal_of, as
 -- in the batch statement.
+-- The tenant is found ignoring case (names are unique ignoring case: 0008), so
+-- that an attempt naming `CONTOSO` is recorded under contoso, where its
+-- auditors see it; only the exact name is granted (migration 0020).
 WITH decided AS (
     SELECT i.now, t.tenant_id, g.access_ends_at AS grant_ends,
         CASE WHEN g.request_id IS NOT NULL THEN g.request_id
-             WHEN t.tenant_id IS NOT NULL THEN (lockbox.refusal_of($1, t.tenant_id, $2, $3, $5, i.now)).request_id
+             WHEN t.name = $2::text THEN (lockbox.refusal_of($1, t.tenant_id, $2, $3, $5, i.now)).request_id
         END AS request_id,
         CASE WHEN g.request_id IS NOT NULL THEN NULL
              WHEN i.denial IS NOT NULL THEN i.denial
              WHEN t.tenant_id IS NULL THEN format('unknown tenant %s', $2::text)
+             WHEN t.name <> $2::text
+                 THEN format('unknown tenant %s (tenant names are exact: did you mean %s?)', $2::text, t.name)
              ELSE (lockbox.refusal_of($1, t.tenant_id, $2, $3, $5, i.now)).reason
         END AS reason
     FROM (
@@ -24,10 +29,10 @@ WITH decided AS (
             CASE WHEN $8::timestamptz IS NULL THEN coalesce($9::text, 'the broker clock is unavailable')
                  ELSE $9::text END AS denial
     ) i
-    LEFT JOIN lockbox.tenants t ON t.name = $2::text
+    LEFT JOIN lockbox.tenants t ON lower(t.name) = lower($2::text)
     LEFT JOIN LATERAL (
         SELECT r.request_id, r.access_ends_at FROM lockbox.requests r
-        WHERE i.denial IS NULL AND r.requester = $1::text AND r.tenant_id = t.tenant_id
+        WHERE i.denial IS NULL AND t.name = $2::text AND r.requester = $1::text AND r.tenant_id = t.tenant_id
           AND r.workload = $3::text AND r.status = 'Approved'
           AND r.access_starts_at <= i.now AND i.now < r.access_ends_at
           AND (r.resource IS NULL OR $5::text = r.resource OR starts_with($5::text, r.resource || '/'))
