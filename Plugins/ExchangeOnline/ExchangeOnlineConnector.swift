@@ -80,6 +80,9 @@ public struct ExchangeOnlineConnector: Connector {
         segmentArguments: ["mailbox", "folder", "messageId", "attachment"], firstSegment: "a mailbox address",
         firstIsAddress: true)
 
+    /// Request scopes are checked against the same paths.
+    public var scopePath: ResourcePath? { Self.paths }
+
     /// A connector over the deterministic seed content (`Fixtures/exchange.json`).
     public init() { self.init(service: ExchangeOnlineService()) }
 

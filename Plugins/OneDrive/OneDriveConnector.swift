@@ -69,6 +69,9 @@ public struct OneDriveConnector: Connector {
     private static let paths = ResourcePath(
         segmentArguments: ["owner", "folder", "file"], firstSegment: "the owner's address", firstIsAddress: true)
 
+    /// Request scopes are checked against the same paths.
+    public var scopePath: ResourcePath? { Self.paths }
+
     /// A connector over the deterministic seed content (`Fixtures/onedrive.json`).
     public init() { self.init(service: OneDriveService()) }
 

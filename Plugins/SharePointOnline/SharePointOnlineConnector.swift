@@ -68,6 +68,9 @@ public struct SharePointOnlineConnector: Connector {
     private static let paths = ResourcePath(
         segmentArguments: ["site", "library", "document"], firstSegment: "a site name", firstIsAddress: false)
 
+    /// Request scopes are checked against the same paths.
+    public var scopePath: ResourcePath? { Self.paths }
+
     /// A connector over the deterministic seed content (`Fixtures/sharepoint.json`).
     public init() { self.init(service: SharePointOnlineService()) }
 

@@ -45,7 +45,10 @@ extension Broker {
         let ticket = try Validate.text(new.ticket, field: "ticket", max: Validate.maxTicket)
         let reason = try Validate.text(new.reason, field: "reason", max: Validate.maxReason)
         let duration = try Validate.duration(new.duration)
-        let resource = try Validate.scope(new.resource)
+        var resource = try Validate.scope(new.resource)
+        if let scope = resource, let path = scopePaths[workload] {
+            resource = try path.checkScope(scope, workload: workload)
+        }
         let clientIP = try Validate.clientIP(new.clientIP)
         let now = try now()
         let id = UUID()

@@ -14,6 +14,8 @@ public final class Broker: Sendable {
     public let clock: any LockboxClock
     /// The workloads requests may name (those of the registered connectors).
     public let workloads: Set<Workload>
+    /// Their resource paths, which a request's scope must fit (``ResourcePath/checkScope(_:workload:)``).
+    public let scopePaths: [Workload: ResourcePath]
     let logger: Logger
     let authorizer: Authorizer
 
@@ -24,12 +26,14 @@ public final class Broker: Sendable {
         pool: PGPool,
         clock: any LockboxClock = SystemClock(),
         workloads: Set<Workload> = Workload.builtIn,
+        scopePaths: [Workload: ResourcePath] = [:],
         groupCommit: Bool = true,
         logger: Logger = Logger(label: "lockbox.broker")
     ) {
         self.pool = pool
         self.clock = clock
         self.workloads = workloads
+        self.scopePaths = scopePaths
         self.logger = logger
         self.authorizer = Authorizer(pool: pool, groupCommit: groupCommit)
     }

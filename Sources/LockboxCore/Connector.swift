@@ -165,6 +165,13 @@ public protocol Connector: Sendable {
     func resource(for operation: OperationDescriptor, tenant: String, arguments: [String: String]) throws -> String
     /// Performs an authorized operation on the mock service.
     func perform(_ access: ContentAccess, arguments: [String: String]) async throws -> ContentValue
+    /// The shape of this workload's resource paths, against which a request's scope is
+    /// checked when it is created (``ResourcePath/checkScope(_:workload:)``); nil: any path.
+    var scopePath: ResourcePath? { get }
+}
+
+extension Connector {
+    public var scopePath: ResourcePath? { nil }
 }
 
 /// The connectors by workload. Adding one is one `register` call; the core does not change.
@@ -182,8 +189,11 @@ public struct ConnectorRegistry: Sendable {
 
     public subscript(workload: Workload) -> (any Connector)? { connectors[workload] }
 
-    /// The workloads served, for ``Broker/init(pool:clock:workloads:groupCommit:logger:)``.
+    /// The workloads served, for ``Broker/init(pool:clock:workloads:scopePaths:groupCommit:logger:)``.
     public var workloads: Set<Workload> { Set(connectors.keys) }
+
+    /// Each workload's resource path, for checking request scopes (``Connector/scopePath``).
+    public var scopePaths: [Workload: ResourcePath] { connectors.compactMapValues(\.scopePath) }
 
     /// All connectors, by workload name.
     public var all: [any Connector] { connectors.values.sorted { $0.workload < $1.workload } }

@@ -72,6 +72,31 @@ public struct ResourcePath: Sendable {
         return named
     }
 
+    /// Checks a request's scope (already shaped by the broker's general path rule: no
+    /// empty, `.` or `..` segment, first segment lower-cased) against this path: at most
+    /// as many segments as the path has, each well-formed, the first of the right kind
+    /// (e.g. a mailbox address). A scope that breaks it could be approved and then
+    /// cover nothing the workload's operations address.
+    public func checkScope(_ scope: String, workload: Workload) throws -> String {
+        let parts = scope.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        let form = form(1...segmentArguments.count)
+        guard parts.count <= segmentArguments.count else {
+            throw LockboxError(
+                .invalidInput,
+                "resource: a scope for \(workload.rawValue) is a path \(form) (got \"\(scope)\")", field: "resource")
+        }
+        do {
+            return try parts.enumerated().map { try check($1, argument: "resource", position: $0) }
+                .joined(separator: "/")
+        } catch let error as LockboxError {
+            throw LockboxError(
+                .invalidInput,
+                "resource: a scope for \(workload.rawValue) is a path \(form) whose first segment is \(firstSegment)"
+                    + (firstIsAddress ? " like alice@contoso.com" : "") + " (\(error.message))",
+                field: "resource")
+        }
+    }
+
     /// Splits a path built by ``segments(for:depth:arguments:)`` and checks its depth.
     public func split(_ resource: String, for operation: String, depth: ClosedRange<Int>) throws -> [String] {
         let parts = resource.split(separator: "/", omittingEmptySubsequences: false).map(String.init)

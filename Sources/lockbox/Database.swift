@@ -204,7 +204,9 @@ struct Session: Sendable {
 
     /// A broker on `clock`; by default the system clock, checked against the server's.
     func broker(clock: (any LockboxClock)? = nil) -> Broker {
-        Broker(pool: pool, clock: clock ?? self.clock, workloads: registry.workloads, groupCommit: false)
+        Broker(
+            pool: pool, clock: clock ?? self.clock, workloads: registry.workloads, scopePaths: registry.scopePaths,
+            groupCommit: false)
     }
 
     func close() async { await pool.close() }

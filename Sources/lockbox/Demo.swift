@@ -92,7 +92,8 @@ struct Demo: AsyncParsableCommand {
             Date(timeIntervalSince1970: (try SystemClock().now().timeIntervalSince1970).rounded(.down)))
         let storyStart = try clock.now()
         let registry = standardConnectors()
-        let broker = Broker(pool: pool, clock: clock, workloads: registry.workloads, groupCommit: false)
+        let broker = Broker(
+            pool: pool, clock: clock, workloads: registry.workloads, scopePaths: registry.scopePaths, groupCommit: false)
         let table = Printer(format: .table)
         out.line("Demo clock starts at \(TimeText.render(try clock.now())).")
 

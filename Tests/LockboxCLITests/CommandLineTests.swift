@@ -604,6 +604,34 @@ struct RequestCommandTests {
         }
     }
 
+    @Test("a request's scope must fit its workload's paths, or it would be approved and cover nothing")
+    func scopeFitsWorkload() async throws {
+        try await CLIWorld.with { world in
+            try await world.seed()
+            let before = try await world.snapshot()
+            for (workload, scope, message) in [
+                (
+                    "Exchange", "finance",
+                    "resource: a scope for Exchange is a path mailbox[/folder[/messageId[/attachment]]] whose first "
+                        + "segment is a mailbox address like alice@contoso.com"
+                ),
+                ("OneDrive", "finance/reports", "whose first segment is the owner's address like alice@contoso.com"),
+                ("OneDrive", "bob@contoso.com/a/b/c", "resource: a scope for OneDrive is a path owner[/folder[/file]]"),
+                ("SharePoint", "finance/Documents/q3.xlsx/more", "a scope for SharePoint is a path site[/library[/document]]"),
+            ] {
+                try await world.refused(
+                    [
+                        "request", "create", "--operator", "alex", "--tenant", "contoso", "--workload", workload,
+                        "--ticket", "SR-1", "--reason", "r", "--resource", scope,
+                    ], message)
+            }
+            #expect(try await world.snapshot() == before, "a refusal changes nothing")
+            let fitting = try await world.newRequest(workload: "Exchange", resource: "Alice@Contoso.com/Inbox")
+            #expect(try await world.object("request", "show", fitting)["resource"] as? String == "alice@contoso.com/Inbox")
+            _ = try await world.newRequest(workload: "SharePoint", resource: "finance/Documents")
+        }
+    }
+
     @Test("each bad input of the broker issue: exit 1, the message, nothing changed")
     func badInput() async throws {
         try await CLIWorld.with { world in
