@@ -137,17 +137,23 @@ enum Validate {
             + "\""
     }
 
+    /// A duration as it would be typed: `4h`, `1h30m`, `4h1m`, `90s` → `1m30s`, `-5m`; zero is `0`,
+    /// whatever unit it was typed in.
     static func describe(_ duration: Duration) -> String {
         let seconds = duration.components.seconds
-        if seconds % 3600 == 0 && seconds != 0 { return "\(seconds / 3600)h" }
-        if seconds % 60 == 0 && seconds != 0 { return "\(seconds / 60)m" }
-        return "\(seconds)s"
+        guard seconds != 0 else { return "0" }
+        let magnitude = seconds.magnitude
+        let parts = [(magnitude / 3600, "h"), (magnitude / 60 % 60, "m"), (magnitude % 60, "s")]
+        return (seconds < 0 ? "-" : "") + parts.filter { $0.0 != 0 }.map { "\($0.0)\($0.1)" }.joined()
     }
 }
 
-/// Parses durations such as `4h`, `90m`, `1h30m`, `45s`.
+/// Parses durations such as `4h`, `90m`, `1h30m`, `45s`. Refuses any other form, and a total
+/// too long to count in seconds (such as `9999999999999999h`), instead of trapping on the overflow.
 public func parseDuration(_ text: String) throws -> Duration {
     let trimmed = text.trimmingCharacters(in: .whitespaces).lowercased()
+    let malformed = LockboxError.invalid(
+        "duration", "must look like 4h, 90m or 1h30m (got \(Validate.quoted(text)))")
     var total: Int64 = 0
     var number = ""
     var sawUnit = false
@@ -155,19 +161,23 @@ public func parseDuration(_ text: String) throws -> Duration {
     for (index, character) in trimmed.enumerated() {
         if character == "-" && index == 0 {
             negative = true
-        } else if character.isNumber {
+        } else if character.isASCII && character.isWholeNumber {
             number.append(character)
-        } else if let unit = ["h": Int64(3600), "m": 60, "s": 1][String(character)], let value = Int64(number) {
-            total += value * unit
+        } else if let unit = ["h": Int64(3600), "m": 60, "s": 1][String(character)], !number.isEmpty {
+            guard let value = Int64(number),
+                case let (seconds, overflow) = value.multipliedReportingOverflow(by: unit), !overflow,
+                case let (sum, overflowSum) = total.addingReportingOverflow(seconds), !overflowSum
+            else {
+                throw LockboxError.invalid("duration", "is too long to count (got \(Validate.quoted(text)))")
+            }
+            total = sum
             number = ""
             sawUnit = true
         } else {
-            throw LockboxError.invalid("duration", "must look like 4h, 90m or 1h30m (got \(Validate.quoted(text)))")
+            throw malformed
         }
     }
-    guard number.isEmpty, sawUnit else {
-        throw LockboxError.invalid("duration", "must look like 4h, 90m or 1h30m (got \(Validate.quoted(text)))")
-    }
+    guard number.isEmpty, sawUnit else { throw malformed }
     return .seconds(negative ? -total : total)
 }
 

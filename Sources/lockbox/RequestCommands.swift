@@ -46,9 +46,11 @@ struct RequestCommand: AsyncParsableCommand {
         var ip: IPAddressArgument?
 
         func validate() throws {
-            // A duration that does not parse is a usage error; one out of range, the broker's refusal.
+            // A duration that does not parse, or is too long to count, is a usage error; one out of
+            // range, the broker's refusal.
             guard (try? parseDuration(duration)) != nil else {
-                throw ValidationError("--duration must look like 4h, 90m or 1h30m (got \"\(duration)\")")
+                throw ValidationError(
+                    "--duration must be between 1m and 4h, written like 4h, 90m or 1h30m (got \"\(duration)\")")
             }
         }
 

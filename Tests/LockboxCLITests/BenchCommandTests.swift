@@ -49,9 +49,14 @@ struct BenchCommandTests {
         for arguments in [
             ["bench", "--operators", "0"], ["bench", "--duration", "0s"], ["bench", "--format", "csv"],
             ["bench", "--dataset-grants", "0"],
+            // Too long to count in seconds: a usage error, not an arithmetic trap.
+            ["bench", "--duration", "9999999999999999h"], ["bench", "--duration", "99999999999999999999s"],
         ] {
             let result = try await CLI.run(arguments)
             #expect(result.status == 64, "\(result)")
+            if arguments[1] == "--duration" {
+                #expect(result.stderr.contains("--duration: must be between 1s and 1h"), "\(result)")
+            }
         }
     }
 }

@@ -233,7 +233,14 @@ struct AdminCommandTests {
                 ),
                 (create + ["--workload", "exchange"], workloads),
                 (create + ["--workload", "Teams"], workloads),
-                (create + exchange + ["--duration", "soon"], "--duration must look like 4h, 90m or 1h30m"),
+                (create + exchange + ["--duration", "soon"], "--duration must be between 1m and 4h, written like 4h"),
+                // Too long to count in seconds: refused, not an arithmetic trap (exit 132).
+                (
+                    create + exchange + ["--duration", "9999999999999999h"],
+                    "--duration must be between 1m and 4h, written like 4h, 90m or 1h30m (got \"9999999999999999h\")"
+                ),
+                (create + exchange + ["--duration", "99999999999999999999m"], "--duration must be between 1m and 4h"),
+                (create + exchange + ["--duration", "2562047788015215h30m8s"], "--duration must be between 1m and 4h"),
                 (create + exchange + ["--ip", "999.1.1.1"], "'999.1.1.1' is invalid for '--ip <addr>': must be an IPv4 or IPv6 address"),
                 (invoke + ["--workload", "exchange"], workloads),
                 (invoke + exchange + ["--ip", "nope"], "'nope' is invalid for '--ip <addr>': must be an IPv4 or IPv6 address"),
@@ -658,9 +665,13 @@ struct RequestCommandTests {
                     "no request with id"
                 ),
                 (["request", "review", unknownID, "--manager", "morgan", "--approve"], "no request with id"),
-                (create(["--duration": "0m"]), "duration: must be between 1 minute and 4 hours"),
-                (create(["--duration": "-5m"]), "duration: must be between 1 minute and 4 hours"),
-                (create(["--duration": "4h1m"]), "duration: must be between 1 minute and 4 hours"),
+                // Zero is `0` whatever unit it was typed in (not “0s” for 0m); others as typed.
+                (create(["--duration": "0m"]), "duration: must be between 1 minute and 4 hours (got 0)"),
+                (create(["--duration": "0h"]), "duration: must be between 1 minute and 4 hours (got 0)"),
+                (create(["--duration": "-5m"]), "duration: must be between 1 minute and 4 hours (got -5m)"),
+                (create(["--duration": "4h1m"]), "duration: must be between 1 minute and 4 hours (got 4h1m)"),
+                (create(["--duration": "9999999999999h"]), "duration: must be between 1 minute and 4 hours"),
+                (create(["--duration": "1m30s"]), "duration: must be a whole number of minutes (got 1m30s)"),
                 (create(["--ticket": ""]), "ticket: must not be empty or only whitespace"),
                 (create(["--ticket": "   "]), "ticket: must not be empty or only whitespace"),
                 (create(["--ticket": "SR-1\u{7}2"]), "ticket: must not contain control characters"),
