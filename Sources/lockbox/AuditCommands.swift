@@ -23,8 +23,14 @@ struct AuditCommand: AsyncParsableCommand {
 
         @OptionGroup var options: GlobalOptions
         @Option(help: ArgumentHelp("Only this tenant's records.", valueName: "name")) var tenant: String?
-        @Option(help: ArgumentHelp("From this time, inclusive (ISO 8601).", valueName: "time")) var from: TimeArgument?
-        @Option(help: ArgumentHelp("Up to this time, exclusive (ISO 8601).", valueName: "time")) var to: TimeArgument?
+        @Option(
+            help: ArgumentHelp("From this time, inclusive (ISO 8601).", valueName: "time"),
+            transform: TimeArgument.parse)
+        var from: TimeArgument?
+        @Option(
+            help: ArgumentHelp("Up to this time, exclusive (ISO 8601).", valueName: "time"),
+            transform: TimeArgument.parse)
+        var to: TimeArgument?
         @Option(help: ArgumentHelp("Only this activity, e.g. Set-AccessToCustomerDataRequest.", valueName: "name"))
         var activity: String?
         @Option(

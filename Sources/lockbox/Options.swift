@@ -32,12 +32,17 @@ struct GlobalOptions: ParsableArguments {
 
 /// A point in time given on the command line: ISO 8601 with an offset
 /// (`2026-03-01T09:30:00Z`, `2026-03-01T11:30:00+02:00`) or a date (`2026-03-01`, midnight UTC).
-struct TimeArgument: ExpressibleByArgument, Sendable {
+struct TimeArgument: Sendable {
     let date: Date
 
-    init?(argument: String) {
-        guard let date = TimeText.parse(argument) else { return nil }
-        self.date = date
+    /// For `transform:`: a malformed time, or one that does not exist (`2026-02-31`, `25:00:00`),
+    /// is a usage error that states the rule; it is never moved to another day.
+    static func parse(_ text: String) throws -> TimeArgument {
+        do {
+            return TimeArgument(date: try TimeText.parse(text))
+        } catch {
+            throw ValidationError(error.rule)
+        }
     }
 }
 

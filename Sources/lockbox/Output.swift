@@ -163,21 +163,88 @@ enum TimeText {
     /// As the broker's own messages print times (``Broker/timestamp(_:)``).
     static func render(_ date: Date) -> String { Broker.timestamp(date) }
 
-    /// Parses ISO 8601 with an offset (`2026-03-01T09:30:00Z`, `…+02:00`, with or
-    /// without fractional seconds) or a date (`2026-03-01`, midnight UTC).
-    static func parse(_ text: String) -> Date? {
+    /// Parses ISO 8601 with an offset (`2026-03-01T09:30:00Z`, `…+02:00`, `…+0200`, `…+02`, with or
+    /// without fractional seconds) or a date (`2026-03-01`, midnight UTC). Refuses, with the rule it
+    /// broke, any other form and any date or time that does not exist (`2026-02-31`, `T24:00:00Z`,
+    /// `T23:59:60Z`, an offset `+05:99`): nothing is moved to a neighbouring day.
+    static func parse(_ text: String) throws(Refusal) -> Date {
         let trimmed = text.trimmingCharacters(in: .whitespaces)
-        for style in [
-            Date.ISO8601FormatStyle(includingFractionalSeconds: true), Date.ISO8601FormatStyle(),
-        ] {
-            if let date = try? style.parse(trimmed) { return date }
+        guard let match = trimmed.wholeMatch(of: pattern) else {
+            throw Refusal(
+                "must be ISO 8601 with an offset, like 2026-03-01T09:30:00Z or 2026-03-01T11:30:00+02:00, "
+                    + "or a date like 2026-03-01")
         }
-        if trimmed.wholeMatch(of: /\d{4}-\d{2}-\d{2}/) != nil,
-            let date = try? Date.ISO8601FormatStyle().year().month().day().parse(trimmed)
-        {
-            return date
+        let output = match.output
+        let (year, month, day) = (number(output.1), number(output.2), number(output.3))
+        guard (1...12).contains(month) else { throw Refusal("month must be 01-12 (got \(output.2))") }
+        let days = daysIn(month: month, year: year)
+        guard (1...days).contains(day) else {
+            let leap = month == 2 && day == 29 ? " (\(output.1) is not a leap year)" : ""
+            throw Refusal("\(monthNames[month - 1]) \(output.1) has no day \(output.3)\(leap)")
         }
-        return nil
+        var seconds = daysSinceEpoch(year: year, month: month, day: day) * 86_400
+        var fraction = 0.0
+        if let hourText = output.4, let minuteText = output.5, let secondText = output.6, let zone = output.8 {
+            let (hour, minute, second) = (number(hourText), number(minuteText), number(secondText))
+            guard hour <= 23 else { throw Refusal("hour must be 00-23 (got \(hourText))") }
+            guard minute <= 59 else { throw Refusal("minute must be 00-59 (got \(minuteText))") }
+            guard second <= 59 else { throw Refusal("second must be 00-59 (got \(secondText))") }
+            seconds += hour * 3600 + minute * 60 + second
+            if let fractionText = output.7 { fraction = Double("0" + fractionText) ?? 0 }
+            if zone != "Z", let sign = output.9, let offsetHourText = output.10 {
+                let offsetHour = number(offsetHourText)
+                let offsetMinute = output.11.map(number) ?? 0
+                guard offsetHour <= 23 else {
+                    throw Refusal("the offset's hours must be 00-23 (got \(offsetHourText))")
+                }
+                guard offsetMinute <= 59 else {
+                    throw Refusal("the offset's minutes must be 00-59 (got \(output.11 ?? ""))")
+                }
+                let offset = offsetHour * 3600 + offsetMinute * 60
+                seconds -= sign == "-" ? -offset : offset
+            }
+        }
+        // Whole seconds exactly, then the fraction: from 2001 (Date's own reference), not 1970.
+        return Date(timeIntervalSinceReferenceDate: Double(seconds - 978_307_200) + fraction)
+    }
+
+    /// Why a time given on the command line was refused: the rule it broke.
+    struct Refusal: Error, Sendable {
+        let rule: String
+        init(_ rule: String) { self.rule = rule }
+    }
+
+    /// `YYYY-MM-DD`, optionally `THH:MM:SS[.fraction]` and `Z` or `±HH:MM`, `±HHMM`, `±HH`. ASCII digits
+    /// only (`\d` would match other scripts' digits); ranges are checked after matching.
+    nonisolated(unsafe) private static let pattern = #/
+        ([0-9]{4}) - ([0-9]{2}) - ([0-9]{2})
+        (?: T ([0-9]{2}) : ([0-9]{2}) : ([0-9]{2}) (\.[0-9]+)?
+            (Z | ([+-]) ([0-9]{2}) (?: :? ([0-9]{2}) )? ) )?
+        /#
+
+    private static let monthNames = [
+        "January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+        "November", "December",
+    ]
+
+    private static func number(_ digits: Substring) -> Int { Int(digits)! }
+
+    private static func daysIn(month: Int, year: Int) -> Int {
+        switch month {
+        case 2: (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 ? 29 : 28
+        case 4, 6, 9, 11: 30
+        default: 31
+        }
+    }
+
+    /// Days from 1970-01-01 to a date of the proleptic Gregorian calendar (Howard Hinnant's `days_from_civil`).
+    private static func daysSinceEpoch(year: Int, month: Int, day: Int) -> Int {
+        let y = month <= 2 ? year - 1 : year
+        let era = (y >= 0 ? y : y - 399) / 400
+        let yearOfEra = y - era * 400
+        let dayOfYear = (153 * ((month + 9) % 12) + 2) / 5 + day - 1
+        let dayOfEra = yearOfEra * 365 + yearOfEra / 4 - yearOfEra / 100 + dayOfYear
+        return era * 146_097 + dayOfEra - 719_468
     }
 }
 

@@ -188,7 +188,9 @@ struct RequestCommand: AsyncParsableCommand {
                 "Only requests with this status.",
                 valueName: RequestStatus.allCases.map(\.rawValue).joined(separator: "|")))
         var status: RequestStatus?
-        @Option(help: ArgumentHelp("Only requests created after this time (ISO 8601).", valueName: "time"))
+        @Option(
+            help: ArgumentHelp("Only requests created after this time (ISO 8601).", valueName: "time"),
+            transform: TimeArgument.parse)
         var createdAfter: TimeArgument?
         @Option(help: "At most this many requests.") var limit = 1000
 

@@ -153,6 +153,12 @@ struct CLIWorld: Sendable {
     func array(
         _ arguments: String..., sourceLocation: SourceLocation = #_sourceLocation
     ) async throws -> [[String: Any]] {
+        try await array(arguments, sourceLocation: sourceLocation)
+    }
+
+    func array(
+        _ arguments: [String], sourceLocation: SourceLocation = #_sourceLocation
+    ) async throws -> [[String: Any]] {
         let result = try await lockbox(arguments + ["--format", "json"])
         #expect(result.status == 0, "\(result)", sourceLocation: sourceLocation)
         return try result.jsonArray(sourceLocation: sourceLocation)

@@ -256,7 +256,36 @@ struct AdminCommandTests {
                     "'1.2.3' is invalid for '--ip <addr>': must be an IPv4 or IPv6 address"
                 ),
             ]
+            // Every option that takes a time refuses one that does not exist instead of moving it to
+            // another day, and says why.
+            let times: [(arguments: [String], message: String)] = [
+                (["audit", "search", "--from", "2026-02-31"], "February 2026 has no day 31"),
+                (["audit", "search", "--from", "2026-02-29"], "February 2026 has no day 29 (2026 is not a leap year)"),
+                (["audit", "search", "--to", "2026-04-31T12:00:00Z"], "April 2026 has no day 31"),
+                (["audit", "search", "--to", "2026-06-00"], "June 2026 has no day 00"),
+                (["audit", "search", "--from", "2026-13-01"], "month must be 01-12 (got 13)"),
+                (["request", "list", "--created-after", "2026-11-28T39:00:00Z"], "hour must be 00-23 (got 39)"),
+                (["request", "list", "--created-after", "2026-11-28T25:00:00Z"], "hour must be 00-23 (got 25)"),
+                (["request", "list", "--created-after", "2026-11-28T24:00:00+02:00"], "hour must be 00-23 (got 24)"),
+                (["request", "list", "--created-after", "2026-11-28T23:60:00Z"], "minute must be 00-59 (got 60)"),
+                (["request", "list", "--created-after", "2026-11-28T23:59:60Z"], "second must be 00-59 (got 60)"),
+                (
+                    ["request", "list", "--created-after", "2026-11-28T10:00:00+05:99"],
+                    "the offset's minutes must be 00-59 (got 99)"
+                ),
+                (["request", "list", "--created-after", "2026-11-28T10:00:00"], "must be ISO 8601 with an offset"),
+                (["audit", "search", "--from", "yesterday"], "must be ISO 8601 with an offset"),
+            ]
             let before = try await world.snapshot()
+            for (arguments, message) in times {
+                let option = try #require(arguments.first { $0.hasPrefix("--") })
+                let result = try await world.lockbox(arguments)
+                #expect(result.status == 64, "\(result)")
+                #expect(
+                    result.stderr.contains("'\(arguments.last!)' is invalid for '\(option) <time>': \(message)"),
+                    "expected “\(message)”: \(result)")
+                #expect(result.stdout.isEmpty, "\(result)")
+            }
             for (arguments, message) in cases {
                 let result = try await world.lockbox(arguments)
                 #expect(result.status == 64, "\(result)")
@@ -636,6 +665,70 @@ struct RequestCommandTests {
             let fitting = try await world.newRequest(workload: "Exchange", resource: "Alice@Contoso.com/Inbox")
             #expect(try await world.object("request", "show", fitting)["resource"] as? String == "alice@contoso.com/Inbox")
             _ = try await world.newRequest(workload: "SharePoint", resource: "finance/Documents")
+        }
+    }
+
+    @Test("every documented time form is accepted and means that instant: date, Z, offsets, fractions, leap day")
+    func timeForms() async throws {
+        try await CLIWorld.with { world in
+            try await world.seed()
+            let id = try await world.newRequest()
+            let created = try #require(date(try await world.object("request", "show", id)["createdAt"]))
+            let second = Date(timeIntervalSince1970: created.timeIntervalSince1970.rounded(.down))
+
+            /// `instant` as the local time `offset` seconds east of UTC, then `zone` as written there.
+            func written(_ instant: Date, offset: Int, zone: String, fraction: Bool = false) -> String {
+                let local = Date.ISO8601FormatStyle(includingFractionalSeconds: fraction)
+                    .format(instant.addingTimeInterval(Double(offset)))
+                return String(local.dropLast()) + zone  // without its Z
+            }
+            func listed(after time: String, sourceLocation: SourceLocation = #_sourceLocation) async throws -> Bool {
+                try await world.array("request", "list", "--created-after", time, sourceLocation: sourceLocation)
+                    .contains { $0["requestId"] as? String == id }
+            }
+            // Each form of the second before the request was created lists it; of the second after, not.
+            var forms: [(before: String, after: String)] = []
+            let zones = [(0, "Z"), (19_800, "+05:30"), (19_800, "+0530"), (-28_800, "-08:00"), (18_000, "+05")]
+            for (offset, zone) in zones {
+                forms.append(
+                    (
+                        written(second.addingTimeInterval(-1), offset: offset, zone: zone),
+                        written(second.addingTimeInterval(1), offset: offset, zone: zone)
+                    ))
+            }
+            // Fractional seconds count: half a second either side.
+            forms.append(
+                (
+                    written(created.addingTimeInterval(-0.5), offset: 19_800, zone: "+05:30", fraction: true),
+                    written(created.addingTimeInterval(0.5), offset: -28_800, zone: "-08:00", fraction: true)
+                ))
+            for (before, after) in forms {
+                #expect(try await listed(after: before), "\(before)")
+                #expect(try await listed(after: after) == false, "\(after)")
+            }
+
+            // A date is midnight UTC.
+            var utc = Calendar(identifier: .gregorian)
+            utc.timeZone = try #require(TimeZone(secondsFromGMT: 0))
+            let day = Date.ISO8601FormatStyle().year().month().day()
+            let today = day.format(created)
+            let midnight = utc.startOfDay(for: created)
+            let tomorrow = day.format(try #require(utc.date(byAdding: .day, value: 1, to: midnight)))
+            let records = ["audit", "search", "--request", id]
+            #expect(try await world.array(records + ["--from", today, "--to", tomorrow]).count == 1)
+            #expect(try await world.array(records + ["--from", tomorrow]).isEmpty)
+            #expect(try await world.array(records + ["--to", today]).isEmpty)
+
+            // A leap day and the last second of a day exist.
+            #expect(
+                try await world.array("audit", "search", "--from", "2024-02-29", "--to", "2024-02-29T23:59:59Z")
+                    .isEmpty)
+            #expect(try await world.array(records + ["--from", "2024-02-29T23:59:59+05:30"]).count == 1)
+            let leapDay2028 = Date(timeIntervalSince1970: 1_835_395_200)  // 2028-02-29T00:00:00Z
+            #expect(try await listed(after: "2028-02-29") == (created > leapDay2028))
+            #expect(
+                try await listed(after: "2028-02-29T23:59:59.999-08:00")
+                    == (created > leapDay2028.addingTimeInterval(32 * 3600 - 0.001)))
         }
     }
 
