@@ -411,16 +411,22 @@ extension Duration: PGEncodable, PGDecodable {
             default:
                 guard let value = Double(number) else { throw PGDecodeFailure("bad interval: \(text)") }
                 number = ""
+                let unit: Double
                 switch (char, inTime) {
-                case ("D", false): micros += Int64((value * 86_400_000_000).rounded())
-                case ("W", false): micros += Int64((value * 7 * 86_400_000_000).rounded())
-                case ("H", true): micros += Int64((value * 3_600_000_000).rounded())
-                case ("M", true): micros += Int64((value * 60_000_000).rounded())
-                case ("S", true): micros += Int64((value * 1_000_000).rounded())
+                case ("D", false): unit = 86_400_000_000
+                case ("W", false): unit = 7 * 86_400_000_000
+                case ("H", true): unit = 3_600_000_000
+                case ("M", true): unit = 60_000_000
+                case ("S", true): unit = 1_000_000
                 case ("Y", false), ("M", false):
                     throw PGDecodeFailure("interval with months or years has no fixed length: \(text)")
                 default: throw PGDecodeFailure("bad interval: \(text)")
                 }
+                // A part or a sum beyond Int64 microseconds (about 292,000 years) is refused, not trapped on.
+                guard let part = Int64(exactly: (value * unit).rounded()),
+                    case let (sum, overflow) = micros.addingReportingOverflow(part), !overflow
+                else { throw PGDecodeFailure("interval too long to count in microseconds: \(text)") }
+                micros = sum
             }
         }
         return .microseconds(micros)

@@ -51,6 +51,22 @@ struct PostgresLayerTests {
         }
     }
 
+    @Test("an interval too long to count in microseconds is refused, not trapped on")
+    func intervalOverflow() async throws {
+        #expect(try Duration.pgDecode("P1DT2H30M") == .seconds(26 * 3600 + 1800))
+        #expect(try Duration.pgDecode("PT-0.5S") == .milliseconds(-500))
+        for text in ["PT9999999999999999H", "P9999999999999D", "P106751991DT10H"] {
+            let error = #expect(throws: PGDecodeFailure.self, "\(text)") { try Duration.pgDecode(text) }
+            #expect(error?.reason.contains("too long to count") == true, "\(text)")
+        }
+        // So is such an interval read from the server (PostgreSQL stores millions of years).
+        try await TestDatabase.with { db in
+            let rows = try await db.pool.query("SELECT interval '2147483647 days 2562047788 hours'")
+            let error = #expect(throws: (any Error).self) { try rows.first?.decode(Duration.self, at: 0) }
+            #expect("\(String(describing: error))".contains("too long to count"), "\(String(describing: error))")
+        }
+    }
+
     @Test("a UUID is read from the server's text in either case, and anything else is refused")
     func uuidText() throws {
         for _ in 0..<200 {
