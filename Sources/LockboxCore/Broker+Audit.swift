@@ -205,30 +205,35 @@ public enum NotificationText {
     }
 
     /// Breaks anything a mail client could turn into a link, so that the text
-    /// passes the database's `notifications_no_links` (migration 0009), by
+    /// passes the database's `notifications_no_links` (migrations 0009 and 0017), by
     /// bracketing the character that makes it one:
     /// - a colon after a word with a letter in it, unless a space follows
     ///   (`javascript[:]alert(1)`, `https[:]//x`), and after `mailto` always;
-    /// - a dot between a host-name character and two letters (`contoso-support[.]com`),
-    ///   and after `www`;
+    /// - a full stop (`.`, or IDNA's others: `。`, `．`, `｡`) between a host-name
+    ///   character of any script and two letters, or one that stands for several
+    ///   (`contoso-support[.]com`, `контосо[.]com`, `помощь[.]рф`, `contoso[。]com`,
+    ///   `contoso[.]ﬁ`), and a `.` after `www`; after `。`, `．` or `｡`, a Han, kana
+    ///   or Hangul character starts the next sentence (`晴れ。明日` is left alone);
     /// - the second of two backslashes (`\[\]evil\share`);
     /// - the `=` of `href=`.
     /// It works on Unicode scalars, as the database's regular expressions do, and
-    /// reads the rules a little wider than the database so that nothing it
+    /// reads the text twice, as written and without its invisible characters
+    /// (`contoso.c\u{AD}om` becomes `contoso[.]c\u{AD}om`). Where it reads a rule
+    /// differently from the database, it reads it wider, so that nothing the database
     /// refuses gets through (`10:30` is left alone; `SR:7` becomes `SR[:]7`).
     public static func defang(_ text: String) -> String {
         let scalars = Array(text.unicodeScalars)
+        var opening = scalars.indices.map { opensLink(scalars, at: $0) }
+        let visible = scalars.indices.filter { !HostNameCharacters.isIgnorable(scalars[$0]) }
+        if visible.count < scalars.count {
+            let visibleScalars = visible.map { scalars[$0] }
+            for (position, index) in visible.enumerated() where opensLink(visibleScalars, at: position) {
+                opening[index] = true
+            }
+        }
         var result = String.UnicodeScalarView()
         for (index, scalar) in scalars.enumerated() {
-            let opensLink: Bool
-            switch scalar {
-            case ":": opensLink = colonOpensLink(scalars, at: index)
-            case ".": opensLink = dotOpensLink(scalars, at: index)
-            case "\\": opensLink = index > 0 && scalars[index - 1] == "\\"
-            case "=": opensLink = hrefBefore(scalars, at: index)
-            default: opensLink = false
-            }
-            if opensLink {
+            if opening[index] {
                 result.append(contentsOf: "[\(scalar)]".unicodeScalars)
             } else {
                 result.append(scalar)
@@ -237,21 +242,33 @@ public enum NotificationText {
         return String(result)
     }
 
-    /// True when `text` contains something that looks like a link: the rule of
-    /// the database's `notifications_no_links` (`\m` there is a word start, and
-    /// `[[:space:]]` the ASCII spaces).
+    /// True when `text` contains something that looks like a link: the rule of the
+    /// database's `notifications_no_links` (`\m` there is a word start, and
+    /// `[[:space:]]` the ASCII spaces), as written or without its invisible characters.
     public static func containsLink(_ text: String) -> Bool {
-        text.contains(
-            /(?i)[a-z][a-z0-9+.\-]*:\/\/|www\.|mailto:|href\s*=|\b[a-z][a-z0-9+.\-]*:[^ \t\n\r\x0B\x0C]|[a-z0-9\-]\.[a-z][a-z]|\\\\[^ \t\n\r\x0B\x0C]/
-                .matchingSemantics(.unicodeScalar))
+        let scalars = Array(text.unicodeScalars)
+        let visible = scalars.filter { !HostNameCharacters.isIgnorable($0) }
+        return [scalars, visible].contains { view in
+            String(String.UnicodeScalarView(view)).contains(
+                /(?i)[a-z][a-z0-9+.\-]*:\/\/|www\.|mailto:|href\s*=|\b[a-z][a-z0-9+.\-]*:[^ \t\n\r\x0B\x0C]|\\\\[^ \t\n\r\x0B\x0C]/
+                    .matchingSemantics(.unicodeScalar))
+                || view.indices.contains { HostNameCharacters.hostNameStop(view, at: $0) }
+        }
     }
 
-    private static func isASCIILetter(_ scalar: Unicode.Scalar) -> Bool {
-        ("a"..."z").contains(scalar) || ("A"..."Z").contains(scalar)
+    private static func opensLink(_ scalars: [Unicode.Scalar], at index: Int) -> Bool {
+        switch scalars[index] {
+        case ":": colonOpensLink(scalars, at: index)
+        case "\\": index > 0 && scalars[index - 1] == "\\"
+        case "=": hrefBefore(scalars, at: index)
+        case ".": ends(scalars, before: index, with: "www") || HostNameCharacters.hostNameStop(scalars, at: index)
+        default: HostNameCharacters.hostNameStop(scalars, at: index)
+        }
     }
 
-    private static func isHostCharacter(_ scalar: Unicode.Scalar) -> Bool {
-        isASCIILetter(scalar) || ("0"..."9").contains(scalar) || scalar == "-"
+    /// A character of a URI scheme (ASCII letters, digits, `+`, `-`, `.`).
+    private static func isSchemeCharacter(_ scalar: Unicode.Scalar) -> Bool {
+        scalar.isASCII && (HostNameCharacters.isLabel(scalar) || scalar == "+" || scalar == ".")
     }
 
     /// The database's `[[:space:]]` at the least: a colon before any other character may open a link.
@@ -271,18 +288,12 @@ public enum NotificationText {
     private static func colonOpensLink(_ scalars: [Unicode.Scalar], at index: Int) -> Bool {
         // The scheme: the run of scheme characters before the colon.
         var start = index
-        while start > 0, isHostCharacter(scalars[start - 1]) || scalars[start - 1] == "+" || scalars[start - 1] == "." {
+        while start > 0, isSchemeCharacter(scalars[start - 1]) {
             start -= 1
         }
-        guard scalars[start..<index].contains(where: isASCIILetter) else { return false }
+        guard scalars[start..<index].contains(where: HostNameCharacters.isASCIILetter) else { return false }
         if ends(scalars, before: index, with: "mailto") { return true }
         return index + 1 < scalars.count && !isSpace(scalars[index + 1])
-    }
-
-    private static func dotOpensLink(_ scalars: [Unicode.Scalar], at index: Int) -> Bool {
-        if ends(scalars, before: index, with: "www") { return true }
-        return index > 0 && isHostCharacter(scalars[index - 1]) && index + 2 < scalars.count
-            && isASCIILetter(scalars[index + 1]) && isASCIILetter(scalars[index + 2])
     }
 
     private static func hrefBefore(_ scalars: [Unicode.Scalar], at index: Int) -> Bool {

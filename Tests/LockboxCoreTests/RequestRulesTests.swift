@@ -361,6 +361,13 @@ struct NotificationTests {
                 "HREF\t= x", "contoso-support.com/reset", "a.b.example", #"\\evil\share"#, #"\\\\srv"#,
                 "javascript:alert(1)", "JavaScript:x", "data:text/html,hi", "tel:+123", "file:///etc/passwd",
                 "x_https://1.2.3.4/", "1.ab:c", "WWW.X", "see it.co", "x:\u{A0}y", "evil.cob\u{301}", #"C:\temp"#,
+                // Host names in other scripts and widths (migration 0017), punycode, and what
+                // browsers read as `.` or drop from a host name.
+                "Reset your password at контосо.com today", "помощь.рф", "КОНТОСО.РФ", "контосо。com",
+                "contoso．com", "contoso｡com", "ｃｏｎｔｏｓｏ．ｃｏｍ", "ⓒⓞⓝⓣⓞⓢⓞ.ⓒⓞⓜ", "例え.テスト", "例え。com",
+                "café.fr", "cafe\u{301}.com", "١٢٣.com", "xn--j1agcbarf.xn--p1ai", "contoso.ﬁ", "contoso.™",
+                "contoso.㏄", "contoso.c\u{AD}om", "contoso\u{200B}.com", "contoso\u{FE0F}。com",
+                "ww\u{200B}w.x", "mail\u{AD}to: a", "href\u{200B}=x", "\\\u{200D}\\srv",
             ]
             for body in links {
                 let error = try await #require(throws: PostgresError.self, "\(body)") { try await insert(body) }
@@ -371,10 +378,137 @@ struct NotificationTests {
                 try await insert(defanged)
             }
             // Text without a link passes as written, and defang leaves it alone.
-            for body in ["Tenant: contoso", "at 10:30, e.g. now", "SR-77", "a.b", "v1.2.3", "x\u{A0}:y"] {
+            for body in [
+                "Tenant: contoso", "at 10:30, e.g. now", "SR-77", "a.b", "v1.2.3", "x\u{A0}:y",
+                "1.5 hours", "e.g. this", "v2.0", "It failed. Then it worked.", "Mr. Smith", "Café. Ensuite.",
+                "Привет. Как дела?", "今日は晴れ。明日は雨。", "「はい。」と言った。", "倍率は１．５倍", "مدة ٣.٥ ساعات",
+                "as reported.¹²", "Thanks.🙂🙂", "“Done.”", "3.50 €", "x\u{200B}. Next",
+            ] {
                 try await insert(body)
                 #expect(NotificationText.defang(body) == body)
             }
+        }
+    }
+
+    @Test("a host name in another script is defanged like an ASCII one (migration 0017)")
+    func internationalHostNames() async throws {
+        try await World.with { world in
+            let request = try await world.broker.createRequest(
+                NewAccessRequest(
+                    requester: "alex", tenant: "contoso", workload: .exchange, ticket: "SR-1 помощь.рф",
+                    reason: "Reset your password at контосо.com today; or contoso-support.com"))
+            _ = try await world.broker.review(request.requestId, manager: "morgan", approve: true)
+            let notifications = try await world.broker.notifications(tenant: "contoso")
+            #expect(notifications.count == 2)
+            for notification in notifications {
+                let text = notification.subject + "\n" + notification.body
+                #expect(text.contains("Reset your password at контосо[.]com today; or contoso-support[.]com"), "\(text)")
+                #expect(text.contains("SR-1 помощь[.]рф"), "\(text)")
+                #expect(!NotificationText.containsLink(text), "\(text)")
+            }
+        }
+    }
+
+    @Test("in each place of a host name, scalar by scalar, defang breaks exactly what the database refuses")
+    func everyScalar() async throws {
+        // The places: before the full stop, the full stop, the letters after it, the first letter after an
+        // ideographic full stop, a character standing for two letters, an invisible one the rule reads past.
+        let places: [(name: String, text: @Sendable (Unicode.Scalar) -> String)] = [
+            ("label character", { " \($0).co" }), ("full stop", { "a\($0)co" }), ("letters", { "a.\($0)\($0)" }),
+            ("letter after 。", { "a。\($0)b" }), ("several letters", { "a.\($0)" }), ("invisible", { "a.c\($0)o" }),
+        ]
+        // The Basic Multilingual Plane scalar by scalar, but every 16th inside its large blocks of one kind
+        // (Han, Yi, Hangul syllables, private use); plane 1 every 16th, the others every 256th. The samples
+        // below take the few places beyond plane 0 where a class changes between two of those.
+        let uniform = [0x3400...0x4DBF, 0x4E00...0x9FFF, 0xA000...0xA48F, 0xAC00...0xD7A3, 0xE000...0xF8FF]
+        let values = (0x80...0xFFFF).filter { value in value % 16 == 0 || !uniform.contains { $0.contains(value) } }
+            + Array(stride(from: 0x10000, to: 0x20000, by: 16))
+            + Array(stride(from: 0x20000, through: 0x10FFFF, by: 256))
+        let scalars = values.compactMap { Unicode.Scalar(UInt32($0)) }
+        let texts = places.flatMap { place in scalars.map(place.text) }
+        try await TestDatabase.with { db in
+            async let byDatabase = db.pool.query(
+                """
+                SELECT string_agg(CASE WHEN lockbox.carries_link(t) THEN '1' ELSE '0' END, '' ORDER BY n)
+                FROM unnest(\(PGArray(texts))::text[]) WITH ORDINALITY AS u (t, n)
+                """)
+            let byDefang = texts.map { NotificationText.defang($0) != $0 }
+            let verdicts = try #require(try await byDatabase.first?.decode(String.self, at: 0))
+            let refused = verdicts.map { $0 == "1" }
+            #expect(refused.count == texts.count)
+            for (number, place) in places.enumerated() {
+                let range = (number * scalars.count)..<((number + 1) * scalars.count)
+                let differences = range.filter { refused[$0] != byDefang[$0] }.map { scalars[$0 - range.lowerBound] }
+                #expect(differences.isEmpty, "\(place.name): \(differences.prefix(20).map { String($0.value, radix: 16) })")
+            }
+            // What each place holds, in both: a sample.
+            let samples: [(String, Bool)] = [
+                (" к.co", true), (" ٣.co", true), (" ｃ.co", true), (" ”.co", false), (" \u{AD}.co", false),
+                ("a．co", true), ("a﹒co", false), ("a.рф", true), ("a.١١", false), ("a.🙂🙂", false),
+                ("a。рb", true), ("a。明b", false), ("a.ﬁ", true), ("a.é", false), ("a.c\u{200B}o", true),
+                ("a.𝐜𝐨", true), ("a.𝟏𝟐", false), ("a.🇨🇴", false), ("a.🅪", true), ("a.c\u{1BCA0}o", true),
+                ("a.c\u{1D173}o", true), ("a.c\u{E0041}o", true), ("a。\u{1AFF5}b", false), (" \u{F0000}.co", false),
+            ]
+            for (text, expected) in samples {
+                let byDatabase = try await db.pool.query("SELECT lockbox.carries_link(\(text))").first?.decode(Bool.self, at: 0)
+                #expect(byDatabase == expected, "\(text)")
+                #expect((NotificationText.defang(text) != text) == expected, "\(text)")
+            }
+        }
+    }
+
+    @Test("migration 0017 withdraws queued notifications that the wider rule refuses; sent ones stay")
+    func migrationWithdrawsInternationalHostNames() async throws {
+        try await World.with { world in
+            let migration = try #require(TestCluster.migrationScripts.first { $0.version == 17 })
+            let waiting = try await world.pendingCustomer()
+            try await world.db.pool.withConnection { connection in
+                // A database from before 0017: 0014's ASCII rule, one notification queued and one sent
+                // that it let through.
+                try await connection.execute(
+                    script: """
+                        CREATE OR REPLACE FUNCTION lockbox.carries_link(text) RETURNS boolean
+                        LANGUAGE sql IMMUTABLE PARALLEL SAFE RETURN
+                            $1 ~* '[a-z][a-z0-9+.-]*://|www\\.|mailto:|href\\s*=|\\m[a-z][a-z0-9+.-]*:[^[:space:]]|[a-z0-9-]\\.[a-z][a-z]|\\\\\\\\[^[:space:]]';
+                        INSERT INTO lockbox.notifications (tenant_id, request_id, recipient, subject, body, created_at)
+                        SELECT tenant_id, request_id, 'old@contoso.com', 'subject',
+                            'Reset your password at контосо.com today', now()
+                        FROM lockbox.requests WHERE request_id = '\(waiting.requestId.lowercased)';
+                        INSERT INTO lockbox.notifications (tenant_id, request_id, recipient, subject, body, created_at,
+                            sent_at)
+                        SELECT tenant_id, request_id, 'sent@contoso.com', 'subject', 'see помощь.рф', now(), now()
+                        FROM lockbox.requests WHERE request_id = '\(waiting.requestId.lowercased)';
+                        """)
+                try await connection.execute(script: migration.sql)
+            }
+            let queued = try await world.broker.notifications().filter { $0.requestId == waiting.requestId }
+            let old = try #require(queued.first { $0.recipient == "old@contoso.com" })
+            #expect(old.sentAt == nil && old.withdrawnReason?.contains("migration 0017") == true, "\(old)")
+            let sent = try #require(queued.first { $0.recipient == "sent@contoso.com" })
+            #expect(sent.sentAt != nil && sent.withdrawnAt == nil && sent.body == "see помощь.рф", "\(sent)")
+            #expect(queued.filter { !$0.recipient.hasPrefix("old@") && !$0.recipient.hasPrefix("sent@") }
+                .allSatisfy { $0.sentAt == nil && $0.withdrawnAt == nil })
+            // The sent row breaks the rule, so the constraint is not marked validated over it; the function
+            // stays lockbox_app's to execute, and no one else's.
+            let state = try await world.db.pool.query(
+                """
+                SELECT (SELECT convalidated FROM pg_constraint WHERE conname = 'notifications_no_links'),
+                    has_function_privilege('lockbox_app', 'lockbox.carries_link(text)', 'EXECUTE'),
+                    has_function_privilege('public', 'lockbox.carries_link(text)', 'EXECUTE')
+                """)
+            let (validated, app, everyone) = try #require(state.first).decode((Bool, Bool, Bool).self)
+            #expect(!validated && app && !everyone)
+            // The request can be decided (its queued notifications withdrawn), and the rule holds for new rows.
+            _ = try await world.broker.decide(waiting.requestId, decision: .approve, by: "approver@contoso.com")
+            let link = try await #require(throws: PostgresError.self) {
+                try await world.db.pool.query(
+                    """
+                    INSERT INTO lockbox.notifications (tenant_id, request_id, recipient, subject, body, created_at)
+                    SELECT tenant_id, request_id, 'new@contoso.com', 'subject', 'see контосо.com', now()
+                    FROM lockbox.requests WHERE request_id = \(waiting.requestId)
+                    """)
+            }
+            #expect(link.constraint == "notifications_no_links")
         }
     }
 
