@@ -350,11 +350,7 @@ struct NotificationTests {
             func insert(_ body: String) async throws {
                 inserted += 1  // one notification per recipient and request
                 try await world.db.pool.query(
-                    """
-                    INSERT INTO lockbox.notifications (tenant_id, request_id, recipient, subject, body, created_at)
-                    SELECT tenant_id, request_id, \("z\(inserted)@contoso.com"), 'subject', \(body), now()
-                    FROM lockbox.requests WHERE request_id = \(request.requestId)
-                    """)
+                    World.notificationInsert(to: "z\(inserted)@contoso.com", body: body, for: request.requestId))
             }
             let links = [
                 "go to https://x.example", "www.x.example", "mailto:a@b.example", "mailto: a", "<a href='x'>",
@@ -502,11 +498,7 @@ struct NotificationTests {
             _ = try await world.broker.decide(waiting.requestId, decision: .approve, by: "approver@contoso.com")
             let link = try await #require(throws: PostgresError.self) {
                 try await world.db.pool.query(
-                    """
-                    INSERT INTO lockbox.notifications (tenant_id, request_id, recipient, subject, body, created_at)
-                    SELECT tenant_id, request_id, 'new@contoso.com', 'subject', 'see контосо.com', now()
-                    FROM lockbox.requests WHERE request_id = \(waiting.requestId)
-                    """)
+                    World.notificationInsert(to: "new@contoso.com", body: "see контосо.com", for: waiting.requestId))
             }
             #expect(link.constraint == "notifications_no_links")
         }
@@ -543,11 +535,8 @@ struct NotificationTests {
                 #expect(!validated)
                 let error = try await #require(throws: PostgresError.self) {
                     try await connection.query(
-                        """
-                        INSERT INTO lockbox.notifications (tenant_id, request_id, recipient, subject, body, created_at)
-                        SELECT tenant_id, request_id, 'new@contoso.com', 'subject', 'see contoso-support.com', now()
-                        FROM lockbox.requests WHERE request_id = \(request.requestId)
-                        """)
+                        World.notificationInsert(
+                            to: "new@contoso.com", body: "see contoso-support.com", for: request.requestId))
                 }
                 #expect(error.constraint == "notifications_no_links")
             }
@@ -719,11 +708,8 @@ struct NotificationTests {
             #expect(scope.constraint == "requests_resource_path")
             let link = try await #require(throws: PostgresError.self) {
                 try await world.db.pool.query(
-                    """
-                    INSERT INTO lockbox.notifications (tenant_id, request_id, recipient, subject, body, created_at)
-                    SELECT tenant_id, request_id, 'new@contoso.com', 'subject', 'see contoso-support.com', now()
-                    FROM lockbox.requests WHERE request_id = \(waiting.requestId)
-                    """)
+                    World.notificationInsert(
+                        to: "new@contoso.com", body: "see contoso-support.com", for: waiting.requestId))
             }
             #expect(link.constraint == "notifications_no_links")
         }

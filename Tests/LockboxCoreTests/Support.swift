@@ -75,6 +75,16 @@ struct World {
             operation: "Get-MailboxFolder", resource: resource)
     }
 
+    /// A notification for `request` written straight into the table (not through the broker):
+    /// as a database from before a rule would hold it, or to see the rule refuse it.
+    static func notificationInsert(to recipient: String, body: String, for request: UUID) -> PGQuery {
+        """
+        INSERT INTO lockbox.notifications (tenant_id, request_id, recipient, subject, body, created_at)
+        SELECT tenant_id, request_id, \(recipient), 'subject', \(body), now()
+        FROM lockbox.requests WHERE request_id = \(request)
+        """
+    }
+
     /// Counts of every table and a digest of request and role state, to prove a refusal changed nothing.
     func snapshot() async throws -> [String] {
         let rows = try await db.pool.query(
