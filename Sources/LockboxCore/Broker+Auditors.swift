@@ -115,8 +115,11 @@ extension Broker {
 
     private static func auditorGrants(_ rows: PGRows) throws -> [AuditorGrant] {
         try rows.map { row in
-            let (login, tenant, status) = try row.decode((String, String, String).self)
-            return AuditorGrant(login: login, tenant: tenant, status: AuditorGrant.Status(rawValue: status)!)
+            let (login, tenant, text) = try row.decode((String, String, String).self)
+            guard let status = AuditorGrant.Status(rawValue: text) else {
+                throw PostgresError(kind: .server, message: "unknown auditor grant status \(text)")
+            }
+            return AuditorGrant(login: login, tenant: tenant, status: status)
         }
     }
 }

@@ -85,16 +85,20 @@ public struct ResourcePath: Sendable {
                 .invalidInput,
                 "resource: a scope for \(workload.rawValue) is a path \(form) (got \"\(scope)\")", field: "resource")
         }
-        do {
-            return try parts.enumerated().map { try check($1, argument: "resource", position: $0) }
-                .joined(separator: "/")
-        } catch let error as LockboxError {
-            throw LockboxError(
-                .invalidInput,
-                "resource: a scope for \(workload.rawValue) is a path \(form) whose first segment is \(firstSegment)"
-                    + (firstIsAddress ? " like alice@contoso.com" : "") + " (\(error.message))",
-                field: "resource")
+        var checked: [String] = []
+        for (position, part) in parts.enumerated() {
+            do {
+                checked.append(try check(part, argument: "resource", position: position))
+            } catch let error as LockboxError {
+                let first = position == 0
+                    ? " whose first segment is \(firstSegment)" + (firstIsAddress ? " like alice@contoso.com" : "") : ""
+                throw LockboxError(
+                    .invalidInput,
+                    "resource: a scope for \(workload.rawValue) is a path \(form)\(first) (\(error.message))",
+                    field: "resource")
+            }
         }
+        return checked.joined(separator: "/")
     }
 
     /// Splits a path built by ``segments(for:depth:arguments:)`` and checks its depth.
