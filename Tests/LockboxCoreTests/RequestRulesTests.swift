@@ -171,99 +171,93 @@ struct TwoPersonRuleTests {
     func databaseEnforces() async throws {
         try await World.with { world in
             let request = try await world.newRequest(by: "morgan")
-            let sameError = try await #require(throws: PostgresError.self) {
-                try await world.db.pool.query(
-                    "UPDATE lockbox.requests SET internal_approver = 'morgan' WHERE request_id = \(request.requestId)")
-            }
-            #expect(sameError.constraint == "requests_two_person_rule")
-            let managerError = try await #require(throws: PostgresError.self) {
-                try await world.db.pool.query(
-                    "UPDATE lockbox.requests SET internal_approver = 'blake' WHERE request_id = \(request.requestId)")
-            }
-            #expect(managerError.constraint == "requests_approver_is_manager")
-            let jump = try await #require(throws: PostgresError.self) {
-                try await world.db.pool.query(
-                    "UPDATE lockbox.requests SET status = 'Completed' WHERE request_id = \(request.requestId)")
-            }
-            #expect(jump.constraint == "requests_lifecycle")
+            try await world.refusedByDatabase(
+                "UPDATE lockbox.requests SET internal_approver = 'morgan' WHERE request_id = \(request.requestId)",
+                constraint: "requests_two_person_rule")
+            try await world.refusedByDatabase(
+                "UPDATE lockbox.requests SET internal_approver = 'blake' WHERE request_id = \(request.requestId)",
+                constraint: "requests_approver_is_manager")
+            try await world.refusedByDatabase(
+                "UPDATE lockbox.requests SET status = 'Completed' WHERE request_id = \(request.requestId)",
+                constraint: "requests_lifecycle")
         }
     }
 
     @Test("the database refuses what the lifecycle forbids, whoever writes the request (migration 0015)")
     func databaseHoldsLifecycleRules() async throws {
         try await World.with { world in
-            func refused(
-                _ statement: PGQuery, _ constraint: String, sourceLocation: SourceLocation = #_sourceLocation
-            ) async throws {
-                let error = try await #require(throws: PostgresError.self, sourceLocation: sourceLocation) {
-                    try await world.db.pool.query(statement)
-                }
-                #expect(error.constraint == constraint, "\(error.message)", sourceLocation: sourceLocation)
-            }
             // Created already approved: no manager and no customer would ever see it.
-            try await refused(
+            try await world.refusedByDatabase(
                 """
                 INSERT INTO lockbox.requests (request_id, tenant_id, workload, ticket, reason, requester, duration,
                     status, created_at, reviewed_at, internal_approver, access_starts_at, access_ends_at)
                 SELECT gen_random_uuid(), tenant_id, 'Exchange', 'SR-1', 'r', 'alex', interval '4 hours', 'Approved',
                     now(), now(), 'morgan', now(), now() + interval '4 hours'
                 FROM lockbox.tenants WHERE name = 'contoso'
-                """, "requests_created_pending")
+                """,
+                constraint: "requests_created_pending")
             // contoso has Customer Lockbox on: the review cannot skip the customer.
             let fresh = try await world.newRequest()
-            try await refused(
+            try await world.refusedByDatabase(
                 """
                 UPDATE lockbox.requests SET status = 'Approved', reviewed_at = created_at, internal_approver = 'morgan',
                     access_starts_at = created_at, access_ends_at = created_at + duration
                 WHERE request_id = \(fresh.requestId)
-                """, "requests_customer_step")
+                """,
+                constraint: "requests_customer_step")
 
             let pending = try await world.pendingCustomer()
             // At the deadline, too late; then in time, but by someone with no role in contoso.
-            try await refused(
+            try await world.refusedByDatabase(
                 """
                 UPDATE lockbox.requests SET status = 'Approved', decided_at = customer_deadline,
                     decided_by = 'approver@contoso.com', decision = 'Approve', access_starts_at = customer_deadline,
                     access_ends_at = customer_deadline + duration
                 WHERE request_id = \(pending.requestId)
-                """, "requests_customer_decision")
-            try await refused(
+                """,
+                constraint: "requests_customer_decision")
+            try await world.refusedByDatabase(
                 """
                 UPDATE lockbox.requests SET status = 'Approved', decided_at = notified_at,
                     decided_by = 'stranger@contoso.com', decision = 'Approve', access_starts_at = notified_at,
                     access_ends_at = notified_at + duration
                 WHERE request_id = \(pending.requestId)
-                """, "requests_customer_decision")
-            try await refused(
+                """,
+                constraint: "requests_customer_decision")
+            try await world.refusedByDatabase(
                 """
                 UPDATE lockbox.requests SET status = 'Approved', decided_at = notified_at,
                     decided_by = 'approver@contoso.com', decision = 'Approve',
                     access_starts_at = notified_at + interval '3 days', access_ends_at = notified_at + interval '3 days' + duration
                 WHERE request_id = \(pending.requestId)
-                """, "requests_window_start")
-            try await refused(
+                """,
+                constraint: "requests_window_start")
+            try await world.refusedByDatabase(
                 """
                 UPDATE lockbox.requests SET notified_at = notified_at + interval '1 day',
                     customer_deadline = customer_deadline + interval '1 day'
                 WHERE request_id = \(pending.requestId)
-                """, "requests_history_fixed")
-            try await refused(
+                """,
+                constraint: "requests_history_fixed")
+            try await world.refusedByDatabase(
                 "UPDATE lockbox.requests SET ticket = 'SR-999' WHERE request_id = \(pending.requestId)",
-                "requests_history_fixed")
+                constraint: "requests_history_fixed")
 
             let granted = try await world.approved()
-            try await refused(
+            try await world.refusedByDatabase(
                 """
                 UPDATE lockbox.requests SET access_starts_at = access_starts_at + interval '3 days',
                     access_ends_at = access_ends_at + interval '3 days'
                 WHERE request_id = \(granted.requestId)
-                """, "requests_history_fixed")
-            try await refused(
+                """,
+                constraint: "requests_history_fixed")
+            try await world.refusedByDatabase(
                 """
                 UPDATE lockbox.requests SET status = 'Completed', ended_at = access_starts_at,
                     ended_reason = 'access window ended'
                 WHERE request_id = \(granted.requestId)
-                """, "requests_end_matches")
+                """,
+                constraint: "requests_end_matches")
             // The broker's own path still works under every rule.
             _ = try await world.broker.decide(pending.requestId, decision: .approve, by: "approver@contoso.com")
             _ = try await world.broker.revoke(granted.requestId, by: "approver@contoso.com")
@@ -271,16 +265,14 @@ struct TwoPersonRuleTests {
         // With Customer Lockbox off, the review approves, and cannot send the request to a customer.
         try await World.with(lockbox: false) { world in
             let fresh = try await world.newRequest()
-            let error = try await #require(throws: PostgresError.self) {
-                try await world.db.pool.query(
-                    """
-                    UPDATE lockbox.requests SET status = 'PendingCustomer', reviewed_at = created_at,
-                        internal_approver = 'morgan', notified_at = created_at,
-                        customer_deadline = created_at + interval '12 hours'
-                    WHERE request_id = \(fresh.requestId)
-                    """)
-            }
-            #expect(error.constraint == "requests_customer_step")
+            try await world.refusedByDatabase(
+                """
+                UPDATE lockbox.requests SET status = 'PendingCustomer', reviewed_at = created_at,
+                    internal_approver = 'morgan', notified_at = created_at,
+                    customer_deadline = created_at + interval '12 hours'
+                WHERE request_id = \(fresh.requestId)
+                """,
+                constraint: "requests_customer_step")
             #expect(try await world.broker.review(fresh.requestId, manager: "morgan", approve: true).status == .approved)
         }
     }
@@ -496,11 +488,9 @@ struct NotificationTests {
             #expect(!validated && app && !everyone)
             // The request can be decided (its queued notifications withdrawn), and the rule holds for new rows.
             _ = try await world.broker.decide(waiting.requestId, decision: .approve, by: "approver@contoso.com")
-            let link = try await #require(throws: PostgresError.self) {
-                try await world.db.pool.query(
-                    World.notificationInsert(to: "new@contoso.com", body: "see контосо.com", for: waiting.requestId))
-            }
-            #expect(link.constraint == "notifications_no_links")
+            try await world.refusedByDatabase(
+                World.notificationInsert(to: "new@contoso.com", body: "see контосо.com", for: waiting.requestId),
+                constraint: "notifications_no_links")
         }
     }
 
@@ -582,11 +572,9 @@ struct NotificationTests {
             #expect(recorder.sent.withLock { $0.count } == 2)
             // Neither sent nor withdrawn ones are looked at again, and the database keeps them apart.
             #expect(try await world.broker.deliverNotifications(using: recorder) == 0)
-            let error = try await #require(throws: PostgresError.self) {
-                try await world.db.pool.query(
-                    "UPDATE lockbox.notifications SET withdrawn_at = now(), withdrawn_reason = 'x' WHERE sent_at IS NOT NULL")
-            }
-            #expect(error.constraint == "notifications_sent_or_withdrawn")
+            try await world.refusedByDatabase(
+                "UPDATE lockbox.notifications SET withdrawn_at = now(), withdrawn_reason = 'x' WHERE sent_at IS NOT NULL",
+                constraint: "notifications_sent_or_withdrawn")
         }
     }
 
@@ -695,23 +683,19 @@ struct NotificationTests {
             _ = try await world.broker.sweep()
             #expect(try await world.broker.request(scoped.requestId).status == .completed)
             // Both rules still hold for every new row.
-            let scope = try await #require(throws: PostgresError.self) {
-                try await world.db.pool.query(
-                    """
-                    INSERT INTO lockbox.requests (request_id, tenant_id, workload, ticket, reason, resource,
-                        requester, duration, status, created_at)
-                    SELECT gen_random_uuid(), tenant_id, 'Exchange', 'SR-1', 'r', 'a//b', 'alex',
-                        interval '1 hour', 'PendingInternal', now()
-                    FROM lockbox.tenants WHERE name = 'contoso'
-                    """)
-            }
-            #expect(scope.constraint == "requests_resource_path")
-            let link = try await #require(throws: PostgresError.self) {
-                try await world.db.pool.query(
-                    World.notificationInsert(
-                        to: "new@contoso.com", body: "see contoso-support.com", for: waiting.requestId))
-            }
-            #expect(link.constraint == "notifications_no_links")
+            try await world.refusedByDatabase(
+                """
+                INSERT INTO lockbox.requests (request_id, tenant_id, workload, ticket, reason, resource,
+                    requester, duration, status, created_at)
+                SELECT gen_random_uuid(), tenant_id, 'Exchange', 'SR-1', 'r', 'a//b', 'alex',
+                    interval '1 hour', 'PendingInternal', now()
+                FROM lockbox.tenants WHERE name = 'contoso'
+                """,
+                constraint: "requests_resource_path")
+            try await world.refusedByDatabase(
+                World.notificationInsert(
+                    to: "new@contoso.com", body: "see contoso-support.com", for: waiting.requestId),
+                constraint: "notifications_no_links")
         }
     }
 

@@ -75,6 +75,17 @@ struct World {
             operation: "Get-MailboxFolder", resource: resource)
     }
 
+    /// Runs `statement` straight on the database (not through the broker) and requires
+    /// the database to refuse it by `constraint` (a CHECK or a trigger naming its rule).
+    func refusedByDatabase(
+        _ statement: PGQuery, constraint: String, sourceLocation: SourceLocation = #_sourceLocation
+    ) async throws {
+        let error = try await #require(throws: PostgresError.self, sourceLocation: sourceLocation) {
+            try await db.pool.query(statement)
+        }
+        #expect(error.constraint == constraint, "\(error.message)", sourceLocation: sourceLocation)
+    }
+
     /// A notification for `request` written straight into the table (not through the broker):
     /// as a database from before a rule would hold it, or to see the rule refuse it.
     static func notificationInsert(to recipient: String, body: String, for request: UUID) -> PGQuery {

@@ -118,11 +118,9 @@ struct TenantAdministrationTests {
             #expect(try await world.auditCount(activity: "Add-RoleGroupMember") == 3)
             #expect(try await world.auditCount(activity: "Remove-RoleGroupMember") == 1)
             // The database keeps one global administrator even if the broker's check were bypassed.
-            let error = try await #require(throws: PostgresError.self) {
-                try await world.db.pool.query(
-                    "DELETE FROM lockbox.tenant_roles WHERE upn = 'second@contoso.com' AND role = 'GlobalAdministrator'")
-            }
-            #expect(error.constraint == "tenant_roles_last_global_admin")
+            try await world.refusedByDatabase(
+                "DELETE FROM lockbox.tenant_roles WHERE upn = 'second@contoso.com' AND role = 'GlobalAdministrator'",
+                constraint: "tenant_roles_last_global_admin")
             // Nor can the last one's row be turned into another role, person or tenant (migration 0016).
             for change in ["role = 'CustomerLockboxApprover'", "upn = 'someone@contoso.com'", "granted_by = 'x'"] {
                 let changed = try await #require(throws: PostgresError.self, "\(change)") {
@@ -144,11 +142,9 @@ struct TenantAdministrationTests {
             try await world.expectRefusal(.invalidInput, field: "alias", containing: "system is reserved") {
                 _ = try await world.broker.addOperator(alias: "system", isManager: true)
             }
-            let error = try await #require(throws: PostgresError.self) {
-                try await world.db.pool.query(
-                    "INSERT INTO lockbox.operators (alias, is_manager, created_at) VALUES ('system', true, now())")
-            }
-            #expect(error.constraint == "operators_alias_reserved")
+            try await world.refusedByDatabase(
+                "INSERT INTO lockbox.operators (alias, is_manager, created_at) VALUES ('system', true, now())",
+                constraint: "operators_alias_reserved")
             _ = try await world.broker.addOperator(alias: "systems", isManager: false)
         }
     }
