@@ -153,6 +153,7 @@ public struct EmbeddedPostgres: Sendable {
         let result = try await Subprocess.run(
             .path(.init(executable)),
             arguments: .init(fullArguments),
+            environment: serverEnvironment(),
             workingDirectory: "/",
             output: .string(limit: 1 << 20),
             error: .string(limit: 1 << 20)
@@ -164,6 +165,20 @@ public struct EmbeddedPostgres: Sendable {
         }
         return (status, result.standardOutput + result.standardError)
     }
+}
+
+/// The environment of the server programs: this process's, without what would
+/// change the server's clock or inject code into it (`LD_PRELOAD`, libfaketime's
+/// `FAKETIME*`). The server's clock is the witness the CLI checks its own
+/// against; a server started by a CLI run under `faketime` would share its
+/// offset and make that check pass (and stay off for every later command).
+func serverEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> Environment {
+    var removed: [Environment.Key: String?] = [:]
+    for name in environment.keys
+    where name == "LD_PRELOAD" || name == "LD_AUDIT" || name.hasPrefix("FAKETIME") || name == "DONT_FAKE_MONOTONIC" {
+        if let key = Environment.Key(rawValue: name) { removed[key] = .some(nil) }
+    }
+    return .inherit.updating(removed)
 }
 
 func shellQuote(_ value: String) -> String {

@@ -1046,6 +1046,15 @@ struct DatabaseCommandTests {
             #expect(try stop.jsonObject()["wasRunning"] as? Bool == true)
             let stopped = try await lockbox("db", "status", "--format", "json")
             #expect(try stopped.jsonObject()["running"] as? Bool == false, "\(stopped)")
+
+            // A CLI run under faketime that starts the server does not hand it its clock: the
+            // server keeps the real time, so the CLI's 40 s offset is still found ambiguous,
+            // and commands run afterwards on the real clock are not.
+            let faked = try await CLI.run(["request", "list"], environment: environment, clock: "-40s")
+            #expect(faked.status == 1 && faked.stderr.contains("the time is ambiguous"), "\(faked)")
+            let honest = try await lockbox("request", "list")
+            #expect(honest.status == 0, "\(honest)")
+            _ = try await lockbox("db", "stop")
         } catch {
             _ = try? await lockbox("db", "stop")
             if let clusterDirectory { try? FileManager.default.removeItem(atPath: clusterDirectory) }
