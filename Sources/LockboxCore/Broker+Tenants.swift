@@ -193,11 +193,18 @@ extension Broker {
     }
 
     /// Locks the tenant row for the transaction (settings and roles change one at a time).
+    ///
+    /// `FOR NO KEY UPDATE`, not `FOR UPDATE`: the tenant's key never changes here, and
+    /// every audit insert takes `FOR KEY SHARE` on its tenant (migration 0004), which
+    /// `FOR UPDATE` would block. With it, an administrator's open transaction held up
+    /// every audited operation of the tenant, and a role removal (whose trigger then
+    /// withdraws that person's queued notifications) deadlocked with a decision that
+    /// had just withdrawn one of them and was writing its audit record.
     func lockTenant(_ name: String, on connection: PGConnection) async throws -> Tenant {
         let rows = try await connection.query(
             """
             SELECT tenant_id, name, customer_lockbox, service_account, created_at FROM lockbox.tenants
-            WHERE name = \(name) FOR UPDATE
+            WHERE name = \(name) FOR NO KEY UPDATE
             """)
         guard let row = rows.first else { throw LockboxError(.notFound, "no tenant named \(name)", field: "tenant") }
         return try Self.tenant(row)

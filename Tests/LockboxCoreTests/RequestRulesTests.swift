@@ -733,6 +733,40 @@ struct NotificationTests {
         }
     }
 
+    @Test("removing an approver and deciding one of their requests at the same moment both succeed")
+    func roleRemovalBesideDecision() async throws {
+        try await World.with { world in
+            let request = try await world.pendingCustomer()
+            // Hold the approver's role row, so that the removal stops just before deleting it,
+            // with the tenant locked; meanwhile the decision withdraws the approver's queued
+            // notification and writes its audit record, which locks the tenant FOR KEY SHARE.
+            let pin = try await world.db.connect()
+            try await pin.execute(
+                script: "BEGIN; SELECT 1 FROM lockbox.tenant_roles WHERE upn = 'approver@contoso.com' FOR SHARE")
+            let removal = Task {
+                try await world.broker.removeRole(
+                    tenant: "contoso", upn: "approver@contoso.com", role: .customerLockboxApprover,
+                    by: "admin@contoso.com")
+            }
+            try await world.waitForLockWaits(1)
+            let decided = Mutex(false)
+            let decision = Task {
+                defer { decided.withLock { $0 = true } }
+                return try await world.broker.decide(request.requestId, decision: .approve, by: "admin@contoso.com")
+            }
+            // Let the decision finish, or wait behind the removal, before the removal goes on.
+            try await world.waitForLockWaits(2, orUntil: { decided.withLock { $0 } })
+            try await pin.execute(script: "COMMIT")
+            await pin.close()
+            #expect(try await decision.value.status == .approved)
+            try await removal.value
+            let roles = try await world.broker.roles(tenant: "contoso")
+            #expect(!roles.contains { $0.upn == "approver@contoso.com" })
+            let approvers = try await world.broker.notifications().filter { $0.recipient == "approver@contoso.com" }
+            #expect(approvers.allSatisfy { $0.sentAt == nil && $0.withdrawnAt != nil }, "\(approvers)")
+        }
+    }
+
     @Test("migration 0018 withdraws notifications queued for people who had already lost their role")
     func migrationWithdrawsForRemoved() async throws {
         try await World.with { world in
