@@ -17,6 +17,9 @@ public struct AuditorGrant: Sendable, Codable, Hashable {
         /// The role can no longer log in (ALTER ROLE … NOLOGIN since the grant): a group role,
         /// whose grant reaches every member that sets it as its role. Revoke the grant.
         case notALogin = "not a login"
+        /// Other roles became members of the login since the grant: each of them can set it as
+        /// its role and read the tenant. Revoke the grant or the memberships.
+        case hasMembers = "has members"
         /// No role has this name any more (dropped or renamed since the grant). A role created
         /// later under this name would read the tenant's rows: revoke the grant.
         case noSuchRole = "no such role"
@@ -35,8 +38,11 @@ extension Broker {
         return try await transaction { connection in
             let tenant = try await lockTenant(name, on: connection)
             let role = try await connection.query(
-                "SELECT rolcanlogin FROM pg_catalog.pg_roles WHERE rolname = \(login)")
-            guard let canLogin = try role.first?.decode(Bool.self, at: 0) else {
+                """
+                SELECT r.rolcanlogin, EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members m WHERE m.roleid = r.oid)
+                FROM pg_catalog.pg_roles r WHERE r.rolname = \(login)
+                """)
+            guard let (canLogin, hasMembers) = try role.first?.decode((Bool, Bool).self) else {
                 throw LockboxError(
                     .notFound,
                     "no PostgreSQL role is named \(login): create the login first, e.g. "
@@ -49,6 +55,13 @@ extension Broker {
                 throw LockboxError(
                     .invalidInput,
                     "\(login) is a group role (NOLOGIN), not a login: a tenant is granted to one auditor's login",
+                    field: "login")
+            }
+            guard !hasMembers else {
+                throw LockboxError(
+                    .invalidInput,
+                    "\(login) has member roles, which could SET ROLE \(login) and read the tenant: a tenant is "
+                        + "granted to one auditor's login, of which no other role is a member",
                     field: "login")
             }
             let inserted = try await connection.query(
@@ -101,6 +114,8 @@ extension Broker {
             SELECT a.login, t.name,
                 CASE WHEN r.oid IS NULL THEN \(AuditorGrant.Status.noSuchRole.rawValue)
                      WHEN NOT r.rolcanlogin THEN \(AuditorGrant.Status.notALogin.rawValue)
+                     WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members m WHERE m.roleid = r.oid)
+                         THEN \(AuditorGrant.Status.hasMembers.rawValue)
                      WHEN pg_catalog.pg_has_role(r.oid, 'lockbox_auditor', 'MEMBER')
                          THEN \(AuditorGrant.Status.active.rawValue)
                      ELSE \(AuditorGrant.Status.notAnAuditor.rawValue) END

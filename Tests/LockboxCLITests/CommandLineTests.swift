@@ -915,25 +915,35 @@ struct AuditorCommandTests {
                 try await world.refused(
                     ["auditor", "grant", group, "--tenant", "fabrikam"], "\(group) is a group role (NOLOGIN), not a login")
             }
-            try await world.db.withLogins([("dave", nil), ("erin", "lockbox_auditor"), ("finn", "lockbox_auditor")]) {
-                logins in
-                let (outside, dropped, disabled) = (logins[0].name, logins[1].name, logins[2].name)
+            try await world.db.withLogins([
+                ("dave", nil), ("erin", "lockbox_auditor"), ("finn", "lockbox_auditor"), ("gina", "lockbox_auditor"),
+                ("hank", nil),
+            ]) { logins in
+                let (outside, dropped, disabled, shared, member) = (
+                    logins[0].name, logins[1].name, logins[2].name, logins[3].name, logins[4].name
+                )
                 let granted = try await world.array("auditor", "grant", outside, "--tenant", "fabrikam")
                 #expect(granted.first?["status"] as? String == "not in lockbox_auditor", "\(granted)")
-                try await world.ok("auditor", "grant", dropped, "--tenant", "fabrikam")
-                try await world.ok("auditor", "grant", disabled, "--tenant", "fabrikam")
+                for login in [dropped, disabled, shared] { try await world.ok("auditor", "grant", login, "--tenant", "fabrikam") }
+                // A login that other roles are members of reaches them too, through SET ROLE.
                 try await world.db.pool.withConnection {
                     try await $0.execute(
-                        script: "DROP ROLE \(quoteIdentifier(dropped)); ALTER ROLE \(quoteIdentifier(disabled)) NOLOGIN")
+                        script: """
+                            DROP ROLE \(quoteIdentifier(dropped)); ALTER ROLE \(quoteIdentifier(disabled)) NOLOGIN;
+                            GRANT \(quoteIdentifier(shared)) TO \(quoteIdentifier(member));
+                            """)
                 }
+                try await world.refused(
+                    ["auditor", "grant", shared, "--tenant", "contoso"], "\(shared) has member roles, which could SET ROLE")
                 let listed = try await world.array("auditor", "list", "--tenant", "fabrikam")
-                #expect(listed.map { $0["login"] as? String } == [outside, dropped, disabled])
+                #expect(listed.map { $0["login"] as? String } == [outside, dropped, disabled, shared])
                 #expect(
-                    listed.map { $0["status"] as? String } == ["not in lockbox_auditor", "no such role", "not a login"])
+                    listed.map { $0["status"] as? String }
+                        == ["not in lockbox_auditor", "no such role", "not a login", "has members"])
                 let table = try await world.ok("auditor", "list")
                 #expect(table.stdout.contains("no such role"), "\(table)")
                 // A grant whose role is gone can still be revoked.
-                #expect(try await world.array("auditor", "revoke", dropped, "--tenant", "fabrikam").count == 2)
+                #expect(try await world.array("auditor", "revoke", dropped, "--tenant", "fabrikam").count == 3)
             }
         }
     }

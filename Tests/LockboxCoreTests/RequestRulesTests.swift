@@ -206,7 +206,44 @@ struct TwoPersonRuleTests {
                 """,
                 constraint: "requests_customer_step")
 
+            // Nor by switching the setting off around the change in one transaction: rules that
+            // read other tables are checked at commit, against what the transaction leaves.
+            let toggled = try await #require(throws: PostgresError.self) {
+                try await world.db.pool.withTransaction { connection in
+                    try await connection.query("UPDATE lockbox.tenants SET customer_lockbox = false WHERE name = 'contoso'")
+                    try await connection.query(
+                        """
+                        UPDATE lockbox.requests SET status = 'Approved', reviewed_at = created_at,
+                            internal_approver = 'morgan', access_starts_at = created_at,
+                            access_ends_at = created_at + duration
+                        WHERE request_id = \(fresh.requestId)
+                        """)
+                    try await connection.query("UPDATE lockbox.tenants SET customer_lockbox = true WHERE name = 'contoso'")
+                }
+            }
+            #expect(toggled.constraint == "requests_customer_step", "\(toggled.message)")
+
             let pending = try await world.pendingCustomer()
+            // Nor by a role given for the length of the decision.
+            let lent = try await #require(throws: PostgresError.self) {
+                try await world.db.pool.withTransaction { connection in
+                    try await connection.query(
+                        """
+                        INSERT INTO lockbox.tenant_roles (tenant_id, upn, role, granted_at, granted_by)
+                        SELECT tenant_id, 'stranger@contoso.com', 'CustomerLockboxApprover', now(), 'x'
+                        FROM lockbox.tenants WHERE name = 'contoso'
+                        """)
+                    try await connection.query(
+                        """
+                        UPDATE lockbox.requests SET status = 'Approved', decided_at = notified_at,
+                            decided_by = 'stranger@contoso.com', decision = 'Approve', access_starts_at = notified_at,
+                            access_ends_at = notified_at + duration
+                        WHERE request_id = \(pending.requestId)
+                        """)
+                    try await connection.query("DELETE FROM lockbox.tenant_roles WHERE upn = 'stranger@contoso.com'")
+                }
+            }
+            #expect(lent.constraint == "requests_customer_decision", "\(lent.message)")
             // At the deadline, too late; then in time, but by someone with no role in contoso.
             try await world.refusedByDatabase(
                 """

@@ -10,18 +10,19 @@
 --     no role in the tenant;
 --   * move an approved window, reset a customer deadline, or rewrite the ticket,
 --     the reason or a recorded review or decision.
--- The broker never does these; the database now refuses them too, whoever asks.
+-- The broker never does these; the database now refuses them too, whoever asks
+-- (within the limits said below).
 --
 -- The rules (each refusal is a check_violation naming its rule as CONSTRAINT):
 --   requests_created_pending    a request is created PendingInternal, with no
 --                               review, decision, window or end yet;
 --   requests_customer_step      PendingInternal goes to PendingCustomer only if
 --                               the tenant has Customer Lockbox on, and straight
---                               to Approved only if it has it off;
+--                               to Approved only if it has it off (*);
 --   requests_customer_decision  leaving PendingCustomer by a decision (Approve,
 --                               Deny, Cancel) happens before customer_deadline;
 --                               Approve and Deny name the decision and are made
---                               by someone with a role in the request's tenant;
+--                               by someone with a role in the request's tenant (*);
 --   requests_window_start       an approved window starts at the approval (the
 --                               customer's decision, or the review when the
 --                               tenant has Customer Lockbox off);
@@ -32,6 +33,16 @@
 --                               window or an end, once recorded, stays as
 --                               recorded (a later comment may still be added).
 --
+-- (*) These read other tables, and are checked when the transaction commits
+-- (a deferred constraint trigger), against the setting and the roles as the
+-- transaction leaves them, so that a transaction cannot switch Customer Lockbox
+-- off around its own approval or hand someone a role for the length of their
+-- decision. What the database does not do is tie a change of the setting or of
+-- a role, made in a transaction of its own, to its audit record: the broker
+-- writes one (Set-CustomerLockboxSetting, Add-/Remove-RoleGroupMember) in the
+-- same transaction, but a role that may write those tables and the audit log
+-- could change them without it.
+--
 -- Times are the broker's (every one of them is passed in by it), so the rules
 -- compare recorded times with each other, never with the server's clock.
 --
@@ -40,8 +51,6 @@
 -- transaction.
 
 CREATE FUNCTION lockbox.check_request_rules() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    v_lockbox boolean;
 BEGIN
     IF TG_OP = 'INSERT' THEN
         IF NEW.status <> 'PendingInternal' OR num_nonnulls(
@@ -78,31 +87,12 @@ BEGIN
         RETURN NEW;
     END IF;
 
-    IF OLD.status = 'PendingInternal' AND NEW.status IN ('PendingCustomer', 'Approved') THEN
-        SELECT t.customer_lockbox INTO v_lockbox FROM lockbox.tenants t WHERE t.tenant_id = NEW.tenant_id;
-        IF v_lockbox IS DISTINCT FROM (NEW.status = 'PendingCustomer') THEN
-            RAISE EXCEPTION 'request % cannot go from PendingInternal to % while its tenant has Customer Lockbox %',
-                OLD.request_id, NEW.status, CASE WHEN v_lockbox THEN 'on' ELSE 'off' END
-                USING ERRCODE = '23514', CONSTRAINT = 'requests_customer_step', TABLE = 'requests';
-        END IF;
-    END IF;
-
-    IF OLD.status = 'PendingCustomer' AND NEW.status IN ('Approved', 'Denied', 'Cancelled') THEN
-        IF NOT coalesce(NEW.decided_at < NEW.customer_deadline, false) THEN
-            RAISE EXCEPTION 'request %: a customer decision is made before its deadline % (decided at %)',
-                OLD.request_id, NEW.customer_deadline, NEW.decided_at
-                USING ERRCODE = '23514', CONSTRAINT = 'requests_customer_decision', TABLE = 'requests';
-        END IF;
-        IF NEW.status <> 'Cancelled' AND (
-            NEW.decision IS DISTINCT FROM (CASE NEW.status WHEN 'Approved' THEN 'Approve' ELSE 'Deny' END)
-            OR NOT EXISTS (
-                SELECT 1 FROM lockbox.tenant_roles x WHERE x.tenant_id = NEW.tenant_id AND x.upn = NEW.decided_by))
-        THEN
-            RAISE EXCEPTION 'request %: % must be decided (decision %) by a role holder of its tenant, not %',
-                OLD.request_id, NEW.status, CASE NEW.status WHEN 'Approved' THEN 'Approve' ELSE 'Deny' END,
-                coalesce(NEW.decided_by, 'nobody')
-                USING ERRCODE = '23514', CONSTRAINT = 'requests_customer_decision', TABLE = 'requests';
-        END IF;
+    IF OLD.status = 'PendingCustomer' AND NEW.status IN ('Approved', 'Denied', 'Cancelled')
+        AND NOT coalesce(NEW.decided_at < NEW.customer_deadline, false)
+    THEN
+        RAISE EXCEPTION 'request %: a customer decision is made before its deadline % (decided at %)',
+            OLD.request_id, NEW.customer_deadline, NEW.decided_at
+            USING ERRCODE = '23514', CONSTRAINT = 'requests_customer_decision', TABLE = 'requests';
     END IF;
 
     -- (A CASE inside an IF condition is parenthesised: PL/pgSQL ends the condition at the first THEN.)
@@ -130,3 +120,39 @@ CREATE TRIGGER requests_rules BEFORE INSERT OR UPDATE ON lockbox.requests
     FOR EACH ROW EXECUTE FUNCTION lockbox.check_request_rules();
 
 REVOKE EXECUTE ON FUNCTION lockbox.check_request_rules() FROM PUBLIC;
+
+-- The rules that depend on other tables, checked when the transaction commits,
+-- against the tenant's setting and roles as the transaction leaves them: a
+-- transaction cannot switch Customer Lockbox off around its own approval, or
+-- give someone a role just for the length of their decision.
+CREATE FUNCTION lockbox.check_request_rules_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    v_lockbox boolean;
+BEGIN
+    IF OLD.status = 'PendingInternal' AND NEW.status IN ('PendingCustomer', 'Approved') THEN
+        SELECT t.customer_lockbox INTO v_lockbox FROM lockbox.tenants t WHERE t.tenant_id = NEW.tenant_id;
+        IF v_lockbox IS DISTINCT FROM (NEW.status = 'PendingCustomer') THEN
+            RAISE EXCEPTION 'request % cannot go from PendingInternal to % while its tenant has Customer Lockbox %',
+                OLD.request_id, NEW.status, CASE WHEN v_lockbox THEN 'on' ELSE 'off' END
+                USING ERRCODE = '23514', CONSTRAINT = 'requests_customer_step', TABLE = 'requests';
+        END IF;
+    END IF;
+    IF OLD.status = 'PendingCustomer' AND NEW.status IN ('Approved', 'Denied') AND (
+        NEW.decision IS DISTINCT FROM (CASE NEW.status WHEN 'Approved' THEN 'Approve' ELSE 'Deny' END)
+        OR NOT EXISTS (
+            SELECT 1 FROM lockbox.tenant_roles x WHERE x.tenant_id = NEW.tenant_id AND x.upn = NEW.decided_by))
+    THEN
+        RAISE EXCEPTION 'request %: % must be decided (decision %) by a role holder of its tenant, not %',
+            OLD.request_id, NEW.status, CASE NEW.status WHEN 'Approved' THEN 'Approve' ELSE 'Deny' END,
+            coalesce(NEW.decided_by, 'nobody')
+            USING ERRCODE = '23514', CONSTRAINT = 'requests_customer_decision', TABLE = 'requests';
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE CONSTRAINT TRIGGER requests_rules_at_commit AFTER UPDATE OF status ON lockbox.requests
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
+    EXECUTE FUNCTION lockbox.check_request_rules_at_commit();
+
+REVOKE EXECUTE ON FUNCTION lockbox.check_request_rules_at_commit() FROM PUBLIC;
