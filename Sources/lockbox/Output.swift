@@ -177,19 +177,23 @@ enum TimeText {
         let output = match.output
         let (year, month, day) = (number(output.1), number(output.2), number(output.3))
         guard (1...12).contains(month) else { throw Refusal("month must be 01-12 (got \(output.2))") }
-        let days = daysIn(month: month, year: year)
+        // The calendar's own arithmetic, in UTC; the offset is applied afterwards, as written.
+        guard let firstOfMonth = utcCalendar.date(from: DateComponents(year: year, month: month, day: 1)),
+            let days = utcCalendar.range(of: .day, in: .month, for: firstOfMonth)?.count
+        else { throw Refusal("year \(output.1) cannot be read") }
         guard (1...days).contains(day) else {
             let leap = month == 2 && day == 29 ? " (\(output.1) is not a leap year)" : ""
             throw Refusal("\(monthNames[month - 1]) \(output.1) has no day \(output.3)\(leap)")
         }
-        var seconds = daysSinceEpoch(year: year, month: month, day: day) * 86_400
+        var time = DateComponents(year: year, month: month, day: day)
+        var offset = 0
         var fraction = 0.0
         if let hourText = output.4, let minuteText = output.5, let secondText = output.6, let zone = output.8 {
             let (hour, minute, second) = (number(hourText), number(minuteText), number(secondText))
             guard hour <= 23 else { throw Refusal("hour must be 00-23 (got \(hourText))") }
             guard minute <= 59 else { throw Refusal("minute must be 00-59 (got \(minuteText))") }
             guard second <= 59 else { throw Refusal("second must be 00-59 (got \(secondText))") }
-            seconds += hour * 3600 + minute * 60 + second
+            (time.hour, time.minute, time.second) = (hour, minute, second)
             if let fractionText = output.7 { fraction = Double("0" + fractionText) ?? 0 }
             if zone != "Z", let sign = output.9, let offsetHourText = output.10 {
                 let offsetHour = number(offsetHourText)
@@ -200,13 +204,18 @@ enum TimeText {
                 guard offsetMinute <= 59 else {
                     throw Refusal("the offset's minutes must be 00-59 (got \(output.11 ?? ""))")
                 }
-                let offset = offsetHour * 3600 + offsetMinute * 60
-                seconds -= sign == "-" ? -offset : offset
+                offset = (sign == "-" ? -1 : 1) * (offsetHour * 3600 + offsetMinute * 60)
             }
         }
-        // Whole seconds exactly, then the fraction: from 2001 (Date's own reference), not 1970.
-        return Date(timeIntervalSinceReferenceDate: Double(seconds - 978_307_200) + fraction)
+        guard let local = utcCalendar.date(from: time) else { throw Refusal("the time cannot be read") }
+        return local.addingTimeInterval(Double(-offset) + fraction)
     }
+
+    private static let utcCalendar: Calendar = {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(secondsFromGMT: 0)!
+        return calendar
+    }()
 
     /// Why a time given on the command line was refused: the rule it broke.
     struct Refusal: Error, Sendable {
@@ -228,24 +237,6 @@ enum TimeText {
     ]
 
     private static func number(_ digits: Substring) -> Int { Int(digits)! }
-
-    private static func daysIn(month: Int, year: Int) -> Int {
-        switch month {
-        case 2: (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 ? 29 : 28
-        case 4, 6, 9, 11: 30
-        default: 31
-        }
-    }
-
-    /// Days from 1970-01-01 to a date of the proleptic Gregorian calendar (Howard Hinnant's `days_from_civil`).
-    private static func daysSinceEpoch(year: Int, month: Int, day: Int) -> Int {
-        let y = month <= 2 ? year - 1 : year
-        let era = (y >= 0 ? y : y - 399) / 400
-        let yearOfEra = y - era * 400
-        let dayOfYear = (153 * ((month + 9) % 12) + 2) / 5 + day - 1
-        let dayOfEra = yearOfEra * 365 + yearOfEra / 4 - yearOfEra / 100 + dayOfYear
-        return era * 146_097 + dayOfEra - 719_468
-    }
 }
 
 /// JSON text without the reordering and escaping of Foundation's serializer.
