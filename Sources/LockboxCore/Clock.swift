@@ -105,11 +105,9 @@ public struct ServerCheckedClock: LockboxClock {
         return now
     }
 
+    /// Under a minute to the tenth of a second (`40.0 s`), else as durations are written (`1h1m`).
     static func describe(_ seconds: TimeInterval) -> String {
-        let whole = Int(seconds.rounded(.down))
-        if whole < 60 { return String(format: "%.1f s", seconds) }
-        let (hours, minutes, rest) = (whole / 3600, whole % 3600 / 60, whole % 60)
-        return [hours > 0 ? "\(hours) h" : nil, minutes > 0 ? "\(minutes) min" : nil, rest > 0 ? "\(rest) s" : nil]
-            .compactMap { $0 }.joined(separator: " ")
+        seconds < 60
+            ? String(format: "%.1f s", seconds) : Validate.describe(.seconds(Int64(seconds.rounded(.down))))
     }
 }
