@@ -236,6 +236,14 @@ extension Broker {
         _ attempt: OperationAttempt, operation: String, resource: String, denial: String? = nil
     ) async throws -> ContentAccess {
         var denial = denial
+        var operation = operation
+        if operation.isEmpty {
+            // The audit record's Activity is the operation's name and may not be empty:
+            // recorded as "(none)", so that the attempt is recorded (and refused) instead
+            // of failing the statement, and every other call batched with it.
+            denial = denial ?? Self.noOperation
+            operation = Self.noOperationActivity
+        }
         var clientIP = attempt.clientIP
         if clientIP != nil, (try? Validate.clientIP(clientIP)) == nil {
             denial = denial ?? "invalid client IP address \(Validate.quoted(clientIP ?? ""))"
@@ -273,12 +281,21 @@ extension Broker {
             accessEndsAt: ends)
     }
 
+    /// Why an attempt that names no operation is refused.
+    static let noOperation = "operation must not be empty"
+    /// The Activity recorded for it (the audit log refuses an empty one).
+    static let noOperationActivity = "(none)"
+
     /// Runs an operator's operation through its connector: catalogue check,
     /// authorization and audit by the broker, then the mock service.
     /// Every attempt, allowed or refused, writes exactly one audit record.
     public func invoke(_ attempt: OperationAttempt, registry: ConnectorRegistry) async throws -> OperationResult {
         var denial: String?
         var resource = attempt.arguments["resource"] ?? ""
+        if attempt.operation.isEmpty {
+            _ = try await authorize(attempt, operation: attempt.operation, resource: resource, denial: Self.noOperation)
+            throw LockboxError(.accessDenied, "access denied: \(Self.noOperation)")
+        }
         guard let connector = registry[attempt.workload] else {
             denial =
                 "no connector serves the workload \(attempt.workload.rawValue); known: "

@@ -1,0 +1,69 @@
+import Foundation
+import LockboxCore
+import LockboxTestSupport
+import Testing
+
+/// Attempts shaped to break the audit record rather than the grant check: every
+/// one must still be refused with its reason and recorded once, and none may
+/// take down the other callers whose calls share its group-commit batch.
+@Suite("Hostile attempts: every one is refused, said why, recorded, and harms no one else")
+struct HostileInputTests {
+    static let read = ExchangeOnlineSample.read
+
+    @Test("an attempt naming no operation is refused, says why, and is recorded under its grant")
+    func emptyOperation() async throws {
+        try await Gateway.with { gateway in
+            let grant = try await gateway.grant(.exchange, scope: "alice@contoso.com")
+            let before = try await gateway.auditRowCount()
+            var attempt = gateway.attempt(.exchange, Self.read)
+            attempt.operation = ""
+            let error = try await #require(throws: LockboxError.self) {
+                _ = try await gateway.broker.invoke(attempt, registry: gateway.registry)
+            }
+            #expect(error.code == .accessDenied, "\(error.debugDescription)")
+            #expect(error.message.contains("operation must not be empty"), "\(error.message)")
+            #expect(try await gateway.auditRowCount() == before + 1, "every attempt, allowed or refused, is recorded")
+            let row = try await gateway.lastAuditRow()
+            #expect(row.result == "Denied")
+            #expect(row.actor == "alex")
+            #expect(row.tenant == "contoso")
+            #expect(row.requestID == grant.requestId)
+            #expect(row.activity == "(none)")
+            #expect(row.parameters["reason"] == .string("operation must not be empty"))
+        }
+    }
+
+    @Test("attempts naming no operation, batched with honest ones, fail none of them")
+    func emptyOperationInABatch() async throws {
+        try await Gateway.with { gateway in
+            _ = try await gateway.grant(.exchange, scope: "alice@contoso.com")
+            let before = try await gateway.auditRowCount()
+            let honest = gateway.attempt(.exchange, Self.read)
+            var hostile = gateway.attempt(.exchange, Self.read, by: "blake")
+            hostile.operation = ""
+            let outcomes = await concurrentOutcomes(80) { [hostile] index in
+                if index.isMultiple(of: 2) {
+                    _ = try await gateway.broker.invoke(honest, registry: gateway.registry)
+                } else {
+                    // Tell the hostile ones apart from honest ones by their error.
+                    do {
+                        _ = try await gateway.broker.invoke(hostile, registry: gateway.registry)
+                    } catch let error as LockboxError where error.code == .accessDenied {
+                        throw LockboxError(.invalidInput, "hostile attempt refused")
+                    }
+                }
+            }
+            #expect(outcomes.filter { $0 == nil }.count == 40, "every honest read succeeded: \(outcomes)")
+            #expect(outcomes.filter { $0 == .invalidInput }.count == 40, "every hostile attempt was refused")
+            #expect(try await gateway.auditRowCount() == before + 80, "every attempt is recorded")
+        }
+    }
+}
+
+/// The Exchange sample read, without a connector instance.
+enum ExchangeOnlineSample {
+    static let read = SampleCall(
+        operation: "Get-MailboxMessage",
+        path: ["mailbox": "alice@contoso.com", "folder": "Inbox", "messageId": "msg-1001"],
+        resource: "alice@contoso.com/Inbox/msg-1001", expect: "Invoice 4471 from Northwind Traders")
+}
