@@ -249,7 +249,48 @@ extension Broker {
             denial = denial ?? "invalid client IP address \(Validate.quoted(clientIP ?? ""))"
             clientIP = nil
         }
-        let arguments = PGJSON(object: attempt.arguments)
+        // PostgreSQL text cannot hold a NUL character: libpq would cut the value short
+        // there (`alex\0x` checked and recorded as `alex`, and granted alex's access) and
+        // jsonb refuses `\u0000` (the statement fails, unrecorded, with every call batched
+        // with it). Such an attempt is refused, and recorded with U+FFFD in its place.
+        var operatorAlias = attempt.operatorAlias
+        var tenant = attempt.tenant
+        var workload = attempt.workload.rawValue
+        var resource = resource
+        var argumentValues = attempt.arguments
+        var nulField: String?
+        if operatorAlias.hasNUL {
+            nulField = "operator"
+            operatorAlias = operatorAlias.replacingNUL
+        }
+        if tenant.hasNUL {
+            nulField = nulField ?? "tenant"
+            tenant = tenant.replacingNUL
+        }
+        if workload.hasNUL {
+            nulField = nulField ?? "workload"
+            workload = workload.replacingNUL
+        }
+        if operation.hasNUL {
+            nulField = nulField ?? "operation"
+            operation = operation.replacingNUL
+        }
+        if resource.hasNUL {
+            nulField = nulField ?? "resource"
+            resource = resource.replacingNUL
+        }
+        if argumentValues.contains(where: { $0.key.hasNUL || $0.value.hasNUL }) {
+            let named = argumentValues.filter { $0.key.hasNUL || $0.value.hasNUL }.keys.sorted().first!
+            nulField = nulField ?? "argument \(named.replacingNUL)"
+            argumentValues = Dictionary(
+                argumentValues.map { ($0.key.replacingNUL, $0.value.replacingNUL) }, uniquingKeysWith: { $1 })
+        }
+        if let nulField {
+            denial = "\(nulField) must not contain a NUL character"
+        } else if denial?.hasNUL == true {
+            denial = denial?.replacingNUL
+        }
+        let arguments = PGJSON(object: argumentValues)
         var now: Date?
         do {
             now = try self.now()
@@ -257,7 +298,7 @@ extension Broker {
             denial = denial ?? "the broker clock is unavailable: \(error)"
         }
         let call = AuthorizeCall(
-            operatorAlias: attempt.operatorAlias, tenant: attempt.tenant, workload: attempt.workload.rawValue,
+            operatorAlias: operatorAlias, tenant: tenant, workload: workload,
             operation: operation, resource: resource, clientIP: clientIP, arguments: arguments, now: now,
             denial: denial)
         let outcome: AuthorizeOutcome
@@ -343,4 +384,17 @@ public func embeddedFixture(_ name: String, in fixtures: [(path: String, text: S
             field: "fixture")
     }
     return Data(fixture.text.utf8)
+}
+
+extension String {
+    /// Whether the text holds a NUL character, which PostgreSQL text cannot.
+    var hasNUL: Bool { utf8.contains(0) }
+
+    /// The text with each NUL character replaced by U+FFFD, as the audit log records it.
+    var replacingNUL: String {
+        guard hasNUL else { return self }
+        var result = String.UnicodeScalarView()
+        for scalar in unicodeScalars { result.append(scalar.value == 0 ? "\u{FFFD}" : scalar) }
+        return String(result)
+    }
 }

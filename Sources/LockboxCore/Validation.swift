@@ -188,6 +188,8 @@ public func parseRequestID(_ text: String, field: String = "request id") throws 
 
 /// Whether `text` is an IPv4 or IPv6 address, the only client addresses the audit log records.
 public func isIPAddress(_ text: String) -> Bool {
+    // inet_pton reads a C string: it would accept "10.0.0.1\0anything" as 10.0.0.1.
+    guard !text.utf8.contains(0) else { return false }
     var v4 = in_addr()
     var v6 = in6_addr()
     return inet_pton(AF_INET, text, &v4) == 1 || inet_pton(AF_INET6, text, &v6) == 1

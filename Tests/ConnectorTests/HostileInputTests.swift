@@ -58,6 +58,75 @@ struct HostileInputTests {
             #expect(try await gateway.auditRowCount() == before + 80, "every attempt is recorded")
         }
     }
+
+    @Test(
+        "a NUL character in any field of an attempt is refused, recorded without it, never granted",
+        arguments: ["operator", "tenant", "operation", "resource", "argument"])
+    func nulCharacter(_ field: String) async throws {
+        try await Gateway.with { gateway in
+            let grant = try await gateway.grant(.exchange, scope: "alice@contoso.com")
+            var attempt = gateway.attempt(.exchange, Self.read)
+            let nul = "\u{0}blake"
+            switch field {
+            case "operator": attempt.operatorAlias += nul
+            case "tenant": attempt.tenant += nul
+            case "operation": attempt.operation += nul
+            case "resource":
+                attempt.arguments = ["resource": Self.read.resource + nul]
+            default:
+                attempt.operation = "Search-Mailbox"
+                attempt.arguments = ["mailbox": "alice@contoso.com", "query": "invoice" + nul]
+            }
+            let before = try await gateway.auditRowCount()
+            let error = try await #require(throws: LockboxError.self) {
+                _ = try await gateway.broker.invoke(attempt, registry: gateway.registry)
+            }
+            #expect(error.code == .accessDenied, "\(error.debugDescription)")
+            #expect(!error.message.contains("Invoice 4471"))
+            #expect(error.message.contains("must not contain a NUL character"), "\(error.message)")
+            #expect(try await gateway.auditRowCount() == before + 1, "every attempt, allowed or refused, is recorded")
+            let row = try await gateway.lastAuditRow()
+            #expect(row.result == "Denied")
+            // Recorded as given, the NUL shown as U+FFFD: not cut short into another name.
+            let shown = "\u{FFFD}blake"
+            switch field {
+            case "operator": #expect(row.actor == "alex" + shown)
+            case "tenant": #expect(row.tenant == nil, "contoso\u{0}blake is not contoso")
+            case "operation": #expect(row.activity == Self.read.operation + shown)
+            case "resource": #expect(row.parameters["resource"] == .string(Self.read.resource + shown))
+            default:
+                #expect(row.parameters["arguments"] == .object([
+                    "mailbox": .string("alice@contoso.com"), "query": .string("invoice" + shown),
+                ]))
+                #expect(row.requestID == grant.requestId)
+            }
+        }
+    }
+
+    @Test("attempts with a NUL character, batched with honest ones, fail none of them")
+    func nulCharacterInABatch() async throws {
+        try await Gateway.with { gateway in
+            _ = try await gateway.grant(.exchange, scope: "alice@contoso.com")
+            let before = try await gateway.auditRowCount()
+            let honest = gateway.attempt(.exchange, Self.read)
+            var hostile = gateway.attempt(.exchange, Self.read, by: "blake")
+            hostile.arguments["folder"] = "Inbox\u{0}"
+            let outcomes = await concurrentOutcomes(80) { [hostile] index in
+                if index.isMultiple(of: 2) {
+                    _ = try await gateway.broker.invoke(honest, registry: gateway.registry)
+                } else {
+                    do {
+                        _ = try await gateway.broker.invoke(hostile, registry: gateway.registry)
+                    } catch let error as LockboxError where error.code == .accessDenied {
+                        throw LockboxError(.invalidInput, "hostile attempt refused")
+                    }
+                }
+            }
+            #expect(outcomes.filter { $0 == nil }.count == 40, "every honest read succeeded: \(outcomes)")
+            #expect(outcomes.filter { $0 == .invalidInput }.count == 40, "every hostile attempt was refused")
+            #expect(try await gateway.auditRowCount() == before + 80, "every attempt is recorded")
+        }
+    }
 }
 
 /// The Exchange sample read, without a connector instance.
