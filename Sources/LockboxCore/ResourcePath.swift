@@ -148,7 +148,9 @@ public struct ResourcePath: Sendable {
         if value.first!.isWhitespace || value.last!.isWhitespace {
             throw refuse("must not start or end with a space")
         }
-        if value.contains("/") { throw refuse("must not contain '/'") }
+        // By scalars: a '/' followed by a combining mark is one Character, which a Character
+        // search misses, but the database's scope check (a byte prefix) sees the '/'.
+        if value.unicodeScalars.contains("/") { throw refuse("must not contain '/'") }
         if value == "." || value == ".." { throw refuse("must be a name, not \(value)") }
         if value.count > 256 { throw refuse("must be at most 256 characters") }
         if value.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {

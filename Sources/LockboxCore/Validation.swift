@@ -83,6 +83,13 @@ enum Validate {
                     field, "must be a path like alice@contoso.com or finance/Documents, without an empty segment "
                         + "(a leading, trailing or double '/') (got \(quoted(value)))")
             }
+            // A '/' followed by a combining mark is one Character (so not split on above),
+            // but a '/' to the database, which compares scopes and resources byte by byte.
+            if segment.unicodeScalars.contains("/") {
+                throw LockboxError.invalid(
+                    field, "must not have a '/' joined to a combining mark, which hides where a segment ends "
+                        + "(got \(quoted(value)))")
+            }
             if segment == "." || segment == ".." {
                 throw LockboxError.invalid(field, "must not have a segment \(segment) (got \(quoted(value)))")
             }

@@ -129,6 +129,36 @@ struct HostileInputTests {
     }
 }
 
+extension HostileInputTests {
+    /// A '/' followed by a combining mark is one Swift Character, so a split or a
+    /// `contains("/")` on Characters does not see it; the database compares bytes.
+    static let slashWithMark = "/\u{301}"
+
+    @Test(
+        "a '/' joined to a combining mark is a '/': no path segment holds one",
+        arguments: Workload.builtIn.sorted())
+    func slashWithCombiningMark(_ workload: Workload) async throws {
+        try await Gateway.with { gateway in
+            let connector = try gateway.connector(workload)
+            let grant = try await gateway.grant(workload, scope: connector.sampleScope)
+            // Inside the scope by its bytes, one segment more than Swift's Characters show.
+            var deeper = connector.sampleRead
+            deeper.path = [:]
+            deeper.extra["resource"] = connector.sampleRead.resource + Self.slashWithMark + "x"
+            try await gateway.expectDenied(
+                gateway.attempt(workload, deeper), because: "must not contain '/'", request: .unchecked)
+            // A scope holding one is refused when the request is made.
+            let error = try await #require(throws: LockboxError.self) {
+                _ = try await gateway.request(workload, scope: connector.sampleScope + Self.slashWithMark + "x")
+            }
+            #expect(error.code == .invalidInput, "\(error.debugDescription)")
+            #expect(error.field == "resource")
+            #expect(error.message.contains("'/'"), "\(error.message)")
+            _ = grant
+        }
+    }
+}
+
 /// The Exchange sample read, without a connector instance.
 enum ExchangeOnlineSample {
     static let read = SampleCall(
