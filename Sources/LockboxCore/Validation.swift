@@ -54,8 +54,11 @@ enum Validate {
         if required && value.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
             throw LockboxError.invalid(field, "must not be empty or only whitespace")
         }
-        if value.count > max {
-            throw LockboxError.invalid(field, "must be at most \(max) characters (got \(value.count))")
+        // Counted as the database's length() does, in code points: "é" written as "e" and a
+        // combining accent is one Character to Swift's count but two to the CHECK constraints.
+        let length = value.unicodeScalars.count
+        if length > max {
+            throw LockboxError.invalid(field, "must be at most \(max) characters (got \(length))")
         }
         if value.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
             throw LockboxError.invalid(field, "must not contain control characters (such as newlines or tabs)")
