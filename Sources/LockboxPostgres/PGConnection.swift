@@ -142,7 +142,7 @@ public final class PGConnection: @unchecked Sendable {
             try self.tracked {
                 let handle = try self.liveHandle()
                 let name = prepared ? try self.prepareIfNeeded(query, handle: handle) : nil
-                guard Self.send(query, name: name, handle: handle) else {
+                guard try Self.send(query, name: name, handle: handle) else {
                     throw self.connectionError(handle, "cannot send the statement")
                 }
             }.get()
@@ -222,11 +222,11 @@ public final class PGConnection: @unchecked Sendable {
             result = PQexec(handle, query.sql)
         } else if prepared {
             let name = try prepareIfNeeded(query, handle: handle)
-            result = Self.withParameters(query.binds) { _, values, lengths, formats in
+            result = try Self.withParameters(query.binds) { _, values, lengths, formats in
                 PQexecPrepared(handle, name, Int32(query.binds.count), values, lengths, formats, 0)
             }
         } else {
-            result = Self.withParameters(query.binds) { types, values, lengths, formats in
+            result = try Self.withParameters(query.binds) { types, values, lengths, formats in
                 PQexecParams(handle, query.sql, Int32(query.binds.count), types, values, lengths, formats, 0)
             }
         }
@@ -251,10 +251,11 @@ public final class PGConnection: @unchecked Sendable {
         for query in queries {
             names.append(prepared ? try prepareIfNeeded(query, handle: handle) : nil)
         }
+        for query in queries { try Self.checkParameters(query.binds) }
         guard PQenterPipelineMode(handle) == 1 else { throw connectionError(handle, "cannot enter pipeline mode") }
         defer { PQexitPipelineMode(handle) }
         for (query, name) in zip(queries, names) {
-            guard Self.send(query, name: name, handle: handle) else {
+            guard try Self.send(query, name: name, handle: handle) else {
                 throw connectionError(handle, "cannot send pipelined statement")
             }
         }
@@ -348,8 +349,8 @@ public final class PGConnection: @unchecked Sendable {
     }
 
     /// Sends `query` without waiting (by prepared-statement `name` when given); false if libpq refused.
-    private static func send(_ query: PGQuery, name: String?, handle: OpaquePointer) -> Bool {
-        withParameters(query.binds) { types, values, lengths, formats in
+    private static func send(_ query: PGQuery, name: String?, handle: OpaquePointer) throws -> Bool {
+        try withParameters(query.binds) { types, values, lengths, formats in
             if let name {
                 PQsendQueryPrepared(handle, name, Int32(query.binds.count), values, lengths, formats, 0)
             } else {
@@ -358,13 +359,28 @@ public final class PGConnection: @unchecked Sendable {
         } == 1
     }
 
+    /// Refuses a text parameter holding a NUL character: libpq sends text values as
+    /// C strings, so it would be cut short there, silently (`alex\0x` sent as `alex`).
+    /// PostgreSQL text cannot hold one anyway.
+    private static func checkParameters(_ binds: [PGBind]) throws {
+        for (index, bind) in binds.enumerated() {
+            if case .text(let text) = bind.value, text.utf8.contains(0) {
+                throw PostgresError(
+                    kind: .client,
+                    message: "parameter $\(index + 1) contains a NUL character, which PostgreSQL text cannot hold; "
+                        + "nothing was sent")
+            }
+        }
+    }
+
     /// Lays out parameters as the C arrays libpq wants, valid during `body`.
     private static func withParameters<R>(
         _ binds: [PGBind],
         _ body: (
             UnsafePointer<Oid>?, UnsafePointer<UnsafePointer<CChar>?>?, UnsafePointer<Int32>?, UnsafePointer<Int32>?
         ) -> R
-    ) -> R {
+    ) throws -> R {
+        try checkParameters(binds)
         var types: [Oid] = []
         var lengths: [Int32] = []
         var formats: [Int32] = []

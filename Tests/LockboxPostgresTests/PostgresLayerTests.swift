@@ -104,6 +104,34 @@ struct PostgresLayerTests {
         }
     }
 
+    @Test("a text value holding a NUL is refused before sending, never cut short at it")
+    func nulCharacterIsRefused() async throws {
+        try await TestDatabase.with { db in
+            let connection = try await db.connect()
+            try await connection.query("CREATE TABLE n (v text)")
+            let cut = "alex\u{0}blake"
+            let plain = try await #require(throws: PostgresError.self) {
+                try await connection.query("INSERT INTO n VALUES (\(cut))")
+            }
+            #expect(plain.kind == .client)
+            #expect(plain.message.contains("parameter $1 contains a NUL character"))
+            await #expect(throws: PostgresError.self) {
+                try await connection.query("INSERT INTO n VALUES (\(cut))", prepared: true)
+            }
+            await #expect(throws: PostgresError.self) {
+                try await connection.query("INSERT INTO n SELECT unnest(\(PGArray([cut] as [String?]))::text[])")
+            }
+            await #expect(throws: PostgresError.self) {
+                try await connection.pipeline(["INSERT INTO n VALUES ('first')", "INSERT INTO n VALUES (\(cut))"])
+            }
+            // Nothing was written (the pipeline's first statement was not sent either), and
+            // the connection is still usable.
+            let count = try await connection.query("SELECT count(*) FROM n")
+            #expect(try count.first?.decode(Int.self, at: 0) == 0)
+            await connection.close()
+        }
+    }
+
     @Test("a unique violation carries SQLSTATE 23505 and the constraint name")
     func uniqueViolation() async throws {
         try await TestDatabase.with { db in
