@@ -19,10 +19,15 @@ public final class PGConnection: @unchecked Sendable {
     /// libpq's status after the last call, readable without hopping onto `queue`.
     private let usable = Atomic<Bool>(true)
 
-    /// Session settings every connection gets, so text results decode the same way.
+    /// Session settings every connection gets, so text results decode the same way,
+    /// and so that a commit returns only once it is durable: a server, database or
+    /// role that defaults `synchronous_commit` to `off` would let the broker hand out
+    /// content before its audit record is on disk. Any other value (`local`, `on`,
+    /// `remote_write`, `remote_apply`) flushes locally and is kept.
     static let sessionSettings =
         "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'; "
-        + "SET extra_float_digits = 3"
+        + "SET extra_float_digits = 3; "
+        + "SELECT set_config('synchronous_commit', 'on', false) WHERE current_setting('synchronous_commit') = 'off'"
 
     private init(handle: OpaquePointer, logger: Logger) {
         self.handle = handle

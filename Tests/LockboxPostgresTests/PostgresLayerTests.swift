@@ -132,6 +132,20 @@ struct PostgresLayerTests {
         }
     }
 
+    @Test("every connection commits durably: a default synchronous_commit = off is turned on, others kept")
+    func commitsAreDurable() async throws {
+        try await TestDatabase.with { db in
+            for (configured, expected) in [("off", "on"), ("local", "local"), ("remote_apply", "remote_apply")] {
+                try await db.pool.query(
+                    "ALTER DATABASE \(identifier: db.name) SET synchronous_commit = \(identifier: configured)")
+                let connection = try await db.connect()
+                let setting = try await connection.query("SELECT current_setting('synchronous_commit')")
+                #expect(try setting.first?.decode(String.self, at: 0) == expected, "database default \(configured)")
+                await connection.close()
+            }
+        }
+    }
+
     @Test("a unique violation carries SQLSTATE 23505 and the constraint name")
     func uniqueViolation() async throws {
         try await TestDatabase.with { db in
