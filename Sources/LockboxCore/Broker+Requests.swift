@@ -504,6 +504,10 @@ extension Broker {
         }
     }
 
+    /// Locks the request row `FOR UPDATE`, not `FOR NO KEY UPDATE`: the authorization
+    /// statements lock an approved request `FOR KEY SHARE` (migration 0023), which only
+    /// `FOR UPDATE` conflicts with, so that a revoke or cancel and an operation under the
+    /// grant wait for each other instead of both succeeding.
     func lockRequest(_ id: UUID, on connection: PGConnection) async throws -> LockedRequest {
         let rows = try await connection.query(
             """

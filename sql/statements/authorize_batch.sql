@@ -19,6 +19,12 @@
 -- The tenant is found ignoring case (names are unique ignoring case: 0008), so
 -- that an attempt naming `CONTOSO` is recorded under contoso, where its
 -- auditors see it; only the exact name is granted (migration 0020).
+-- The grant's request row is locked FOR KEY SHARE until the batch commits: a
+-- revoke or cancel (which lock it FOR UPDATE first) waits for a batch that
+-- found the grant, and a batch that finds it while one is in flight waits for
+-- it and reads the row as it committed, so no attempt is allowed by a grant
+-- that was revoked or cancelled before the attempt committed (migration 0023).
+-- Sweeps and customer decisions do not wait for it (they lock no key).
 -- The same rule as lockbox.authorize_batch (the function SQL tools call), as a
 -- plain statement: a PL/pgSQL call would cost more than a one-row batch itself.
 WITH decided AS (
@@ -56,6 +62,9 @@ WITH decided AS (
           AND (r.resource IS NULL OR i.resource = r.resource OR starts_with(i.resource, r.resource || '/'))
         ORDER BY r.access_ends_at DESC
         LIMIT 1
+        -- Waits for a revoke or cancel in flight (they lock the row FOR UPDATE) and
+        -- then reads the row as it committed: see migration 0023.
+        FOR KEY SHARE OF r
     ) g ON true
 ),
 recorded AS (

@@ -38,6 +38,9 @@ WITH decided AS (
           AND (r.resource IS NULL OR $5::text = r.resource OR starts_with($5::text, r.resource || '/'))
         ORDER BY r.access_ends_at DESC
         LIMIT 1
+        -- Waits for a revoke or cancel in flight (they lock the row FOR UPDATE) and
+        -- then reads the row as it committed: see migration 0023.
+        FOR KEY SHARE OF r
     ) g ON true
 ),
 recorded AS (
