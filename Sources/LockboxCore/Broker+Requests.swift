@@ -91,10 +91,10 @@ extension Broker {
         let manager = try Validate.alias(manager, field: "manager")
         let comment = try Validate.optionalText(comment, field: "comment", max: Validate.maxComment)
         let clientIP = try Validate.clientIP(clientIP)
-        let now = try now()
         try await transaction { connection in
             let reviewer = try await requireOperator(manager, on: connection, field: "manager")
             let locked = try await lockRequest(requestID, on: connection)
+            let now = try now()
             guard reviewer.isManager else {
                 throw LockboxError(
                     .notManager, "\(manager) is not a support manager and cannot review requests", field: "manager")
@@ -185,9 +185,12 @@ extension Broker {
         let upn = try Validate.upn(principal, field: "as")
         let comment = try Validate.optionalText(comment, field: "comment", max: Validate.maxComment)
         let clientIP = try Validate.clientIP(clientIP)
-        let now = try now()
         try await transaction { connection in
             let locked = try await lockRequest(requestID, on: connection)
+            // The time is read once the request is ours: a decision that waited for the lock
+            // (behind another decision, a cancel or a sweep) is judged at the time it takes
+            // effect, so one that waited past the deadline is refused as expired.
+            let now = try now()
             try await requireCustomerApprover(upn, of: locked, on: connection, action: "approve or deny its requests")
             guard locked.status == .pendingCustomer, let deadline = locked.customerDeadline else {
                 let status = locked.effectiveStatus(at: now)
@@ -239,9 +242,11 @@ extension Broker {
         let alias = try Validate.alias(principal, field: "as")
         let comment = try Validate.optionalText(comment, field: "comment", max: Validate.maxComment)
         let clientIP = try Validate.clientIP(clientIP)
-        let now = try now()
         try await transaction { connection in
             let locked = try await lockRequest(requestID, on: connection)
+            // Read under the lock, as for a decision: the operations the grant allowed while this
+            // waited are recorded before the end recorded here (see ``revoke(_:by:comment:clientIP:)``).
+            let now = try now()
             guard locked.requester == alias else {
                 throw LockboxError(
                     .notAuthorized,
@@ -287,9 +292,11 @@ extension Broker {
         let upn = try Validate.upn(principal, field: "as")
         let comment = try Validate.optionalText(comment, field: "comment", max: Validate.maxComment)
         let clientIP = try Validate.clientIP(clientIP)
-        let now = try now()
         try await transaction { connection in
             let locked = try await lockRequest(requestID, on: connection)
+            // Read under the lock: operations the grant allowed while the revoke waited for it
+            // committed before it, and must not be recorded as happening after the grant ended.
+            let now = try now()
             try await requireCustomerApprover(upn, of: locked, on: connection, action: "revoke its grants")
             let status = locked.effectiveStatus(at: now)
             guard status == .approved else {
