@@ -337,15 +337,39 @@ extension Broker {
     /// past their window `Completed`, each audited once. Running it again
     /// changes nothing. (Access already stops at the deadline without it.)
     @discardableResult
+    ///
+    /// Locks in one order with everyone else: the requests first (by id, as a decision
+    /// locks its request before withdrawing its notifications), then every queued
+    /// notification of the expiring ones by notification id, as a role removal does
+    /// (migration 0023). Expiring them one request at a time, as the update's row
+    /// triggers do, took notifications in request order and deadlocked with a removal
+    /// taking the same ones in notification order.
     public func sweep() async throws -> SweepResult {
         let now = try now()
         return try await transaction { connection in
+            let due = try await connection.query(
+                """
+                SELECT r.request_id FROM lockbox.requests r
+                WHERE (r.status = 'PendingCustomer' AND r.customer_deadline <= \(now))
+                   OR (r.status = 'Approved' AND r.access_ends_at <= \(now))
+                ORDER BY r.request_id
+                FOR NO KEY UPDATE
+                """)
+            let ids = PGArray(try due.map { try $0.decode(UUID.self, at: 0).lowercased })
+            try await connection.query(
+                """
+                SELECT 1 FROM lockbox.notifications n
+                WHERE n.request_id = ANY(\(ids)::uuid[]) AND n.sent_at IS NULL AND n.withdrawn_at IS NULL
+                ORDER BY n.notification_id
+                FOR UPDATE
+                """)
             let expired = try await connection.query(
                 """
                 WITH swept AS (
                     UPDATE lockbox.requests r SET status = 'Expired', ended_at = r.customer_deadline,
                         ended_reason = 'no customer decision within 12 hours'
-                    WHERE r.status = 'PendingCustomer' AND r.customer_deadline <= \(now)
+                    WHERE r.request_id = ANY(\(ids)::uuid[])
+                      AND r.status = 'PendingCustomer' AND r.customer_deadline <= \(now)
                     RETURNING r.request_id, r.tenant_id, r.workload, r.customer_deadline
                 )
                 INSERT INTO lockbox.audit_records (occurred_at, tenant_id, record_type, user_id, actor, activity, item,
@@ -363,7 +387,8 @@ extension Broker {
                 WITH swept AS (
                     UPDATE lockbox.requests r SET status = 'Completed', ended_at = r.access_ends_at,
                         ended_reason = 'access window ended'
-                    WHERE r.status = 'Approved' AND r.access_ends_at <= \(now)
+                    WHERE r.request_id = ANY(\(ids)::uuid[])
+                      AND r.status = 'Approved' AND r.access_ends_at <= \(now)
                     RETURNING r.request_id, r.tenant_id, r.workload, r.access_ends_at
                 )
                 INSERT INTO lockbox.audit_records (occurred_at, tenant_id, record_type, user_id, actor, activity, item,

@@ -121,4 +121,49 @@ struct RaceTests {
             #expect(try await Self.actionsOutsideGrant(world) == [])
         }
     }
+
+    @Test("a sweep and a role removal withdrawing the same notifications in opposite orders do not deadlock")
+    func sweepBesideRoleRemoval() async throws {
+        try await World.with { world in
+            // Two reviews at once: the second request's reviewer read the clock a moment before the
+            // first's but queued its notifications after it, so the sweep (by deadline) meets the
+            // second request first while the removal (by notification) meets the first one's first.
+            let first = try await world.newRequest()
+            let second = try await world.newRequest(by: "blake")
+            world.clock.advance(by: .seconds(1))
+            _ = try await world.broker.review(first.requestId, manager: "morgan", approve: true)
+            world.clock.advance(by: .seconds(-1))
+            _ = try await world.broker.review(second.requestId, manager: "sam", approve: true)
+            let ids = try await world.db.pool.query(
+                """
+                SELECT notification_id FROM lockbox.notifications
+                WHERE request_id = \(first.requestId) AND recipient = 'admin@contoso.com'
+                """)
+            let held = try #require(ids.first).decode(Int64.self, at: 0)
+            // A deliverer is sending the first request's notification to the administrator.
+            let pin = try await world.db.connect()
+            try await pin.execute(script: "BEGIN")
+            try await pin.query("SELECT 1 FROM lockbox.notifications WHERE notification_id = \(held) FOR UPDATE")
+            world.clock.advance(by: .seconds(12 * 3600 + 1))
+            let sweep = Task { try await world.broker.sweep() }
+            try await world.waitForLockWaits(1)
+            let removed = Mutex(false)
+            let removal = Task {
+                defer { removed.withLock { $0 = true } }
+                try await world.broker.removeRole(
+                    tenant: "contoso", upn: "approver@contoso.com", role: .customerLockboxApprover,
+                    by: "admin@contoso.com")
+            }
+            try await world.waitForLockWaits(2, orUntil: { removed.withLock { $0 } })
+            try await pin.execute(script: "COMMIT")
+            await pin.close()
+            let swept = try await sweep.value
+            try await removal.value
+            #expect(Set(swept.expired) == [first.requestId, second.requestId])
+            #expect(try await world.auditCount(activity: "Expire-AccessToCustomerDataRequest") == 2)
+            let notifications = try await world.broker.notifications()
+            #expect(notifications.count == 4)
+            #expect(notifications.allSatisfy { $0.sentAt == nil && $0.withdrawnAt != nil }, "\(notifications)")
+        }
+    }
 }

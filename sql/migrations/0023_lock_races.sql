@@ -1,4 +1,7 @@
--- Races between a grant ending and the operations it allows.
+-- Two lock-order races: a grant ending against the operations it allows, and
+-- notifications withdrawn by a sweep and by a role removal at once.
+
+-- MARK: Grants, locked by the operations they allow
 --
 -- Why: the authorization statements read the operator's grant without locking
 -- it. A statement that began before a revoke (or the requester's cancel)
@@ -115,3 +118,41 @@ END $$;
 
 REVOKE EXECUTE ON FUNCTION lockbox.authorize_batch(text[], text[], text[], text[], text[], inet[], jsonb[],
     timestamptz[], text[]) FROM PUBLIC;
+
+-- MARK: Notifications, withdrawn in one lock order
+--
+-- Why: a sweep that expires several requests withdraws their queued
+-- notifications request by request (0013's row trigger), while removing
+-- someone's last role withdraws that person's notifications across requests
+-- (0018's trigger), each in whatever order its scan met the rows. When the two
+-- met the same notifications in opposite orders (requests reviewed at the same
+-- moment, rows a vacuum moved), each waited for a row the other held: one of
+-- them was aborted as a deadlock and the administrator's removal, or the
+-- sweep, failed.
+--
+-- Now both take the rows in one order: notification_id. A removal locks the
+-- person's queued notifications in that order before withdrawing them; the
+-- sweep (Broker.sweep) locks the requests it expires, then all their queued
+-- notifications in that order, before expiring them. A decision locks its one
+-- request, then that request's notifications: it shares at most one
+-- notification with a removal, and locks requests before notifications as the
+-- sweep does.
+CREATE OR REPLACE FUNCTION lockbox.withdraw_notifications_of_removed() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (
+        SELECT 1 FROM lockbox.tenant_roles x WHERE x.tenant_id = OLD.tenant_id AND x.upn = OLD.upn
+    ) THEN
+        PERFORM 1 FROM lockbox.notifications
+        WHERE tenant_id = OLD.tenant_id AND recipient = OLD.upn AND sent_at IS NULL AND withdrawn_at IS NULL
+        ORDER BY notification_id
+        FOR UPDATE;
+        UPDATE lockbox.notifications
+        SET withdrawn_at = now(),
+            withdrawn_reason = format('%s no longer holds a role in the tenant', OLD.upn)
+        WHERE tenant_id = OLD.tenant_id AND recipient = OLD.upn AND sent_at IS NULL AND withdrawn_at IS NULL;
+    END IF;
+    RETURN NULL;
+END $$;
+
+REVOKE EXECUTE ON FUNCTION lockbox.withdraw_notifications_of_removed() FROM PUBLIC;
