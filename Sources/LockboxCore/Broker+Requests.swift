@@ -525,9 +525,18 @@ extension Broker {
     }
 
     /// Refuses unless `upn` is a global administrator or lockbox approver of the request's tenant.
+    ///
+    /// The tenant is locked `FOR SHARE` first, until the decision commits: role changes lock
+    /// it `FOR NO KEY UPDATE` (``lockTenant(_:on:)``), so a removal in flight is waited for
+    /// and the roles are then read as it left them (the decision is refused as not
+    /// authorized), and a removal that comes later waits for the decision. Without it the
+    /// decision read the role as it was before the removal, went through, and was refused
+    /// only at commit by migration 0015's check, as a database failure. (Role rows are not
+    /// locked themselves: lockbox_app may not update them, which locking needs.)
     func requireCustomerApprover(
         _ upn: String, of request: LockedRequest, on connection: PGConnection, action: String
     ) async throws {
+        try await connection.query("SELECT 1 FROM lockbox.tenants WHERE tenant_id = \(request.tenantId) FOR SHARE")
         guard try await !customerRoles(of: upn, in: request.tenantId, on: connection).isEmpty else {
             throw LockboxError(
                 .notAuthorized,

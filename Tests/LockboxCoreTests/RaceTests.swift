@@ -167,3 +167,45 @@ struct RaceTests {
         }
     }
 }
+
+@Suite("role removal beside a decision by that person")
+struct RoleRemovalRaceTests {
+    @Test("a decision by someone whose role is being removed waits for the removal and is refused as not authorized")
+    func decisionDuringRemovalOfTheDecider() async throws {
+        try await World.with { world in
+            let decided = try await world.pendingCustomer()
+            let other = try await world.pendingCustomer(by: "blake")
+            // A deliverer is sending the approver's notification of the other request, so that
+            // the removal stops after deleting the role, before it commits.
+            let ids = try await world.db.pool.query(
+                """
+                SELECT notification_id FROM lockbox.notifications
+                WHERE request_id = \(other.requestId) AND recipient = 'approver@contoso.com'
+                """)
+            let held = try #require(ids.first).decode(Int64.self, at: 0)
+            let pin = try await world.db.connect()
+            try await pin.execute(script: "BEGIN")
+            try await pin.query("SELECT 1 FROM lockbox.notifications WHERE notification_id = \(held) FOR UPDATE")
+            let removal = Task {
+                try await world.broker.removeRole(
+                    tenant: "contoso", upn: "approver@contoso.com", role: .customerLockboxApprover,
+                    by: "admin@contoso.com")
+            }
+            try await world.waitForLockWaits(1)
+            let decision = Task {
+                try await world.broker.decide(decided.requestId, decision: .approve, by: "approver@contoso.com")
+            }
+            try await world.waitForLockWaits(2)
+            try await pin.execute(script: "COMMIT")
+            await pin.close()
+            try await removal.value
+            let error = try await #require(throws: LockboxError.self) { _ = try await decision.value }
+            #expect(error.code == .notAuthorized && error.field == "as", "\(error.debugDescription)")
+            #expect(try await world.broker.request(decided.requestId).status == .pendingCustomer)
+            // The tenant's other approver still decides it.
+            #expect(
+                try await world.broker.decide(decided.requestId, decision: .approve, by: "admin@contoso.com").status
+                    == .approved)
+        }
+    }
+}
