@@ -122,6 +122,27 @@ struct RaceTests {
         }
     }
 
+    @Test("sweeps running at once record each expiry and completion exactly once")
+    func concurrentSweeps() async throws {
+        try await World.with { world in
+            let pending = [try await world.pendingCustomer(), try await world.pendingCustomer(by: "blake")]
+            let active = [try await world.approved(duration: .seconds(3600)), try await world.approved(by: "blake")]
+            world.clock.advance(by: .seconds(12 * 3600))
+            let results = try await withThrowingTaskGroup(of: Broker.SweepResult.self) { group in
+                for _ in 0..<6 { group.addTask { try await world.broker.sweep() } }
+                var all: [Broker.SweepResult] = []
+                for try await result in group { all.append(result) }
+                return all
+            }
+            let expired: [UUID] = results.flatMap(\.expired)
+            let completed: [UUID] = results.flatMap(\.completed)
+            #expect(expired.count == 2 && Set(expired) == Set(pending.map(\.requestId)))
+            #expect(completed.count == 2 && Set(completed) == Set(active.map(\.requestId)))
+            #expect(try await world.auditCount(activity: "Expire-AccessToCustomerDataRequest") == 2)
+            #expect(try await world.auditCount(activity: "Complete-AccessToCustomerDataRequest") == 2)
+        }
+    }
+
     @Test("a sweep and a role removal withdrawing the same notifications in opposite orders do not deadlock")
     func sweepBesideRoleRemoval() async throws {
         try await World.with { world in
