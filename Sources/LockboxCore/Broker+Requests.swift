@@ -336,14 +336,14 @@ extension Broker {
     /// Marks pending requests past their 12-hour deadline `Expired` and grants
     /// past their window `Completed`, each audited once. Running it again
     /// changes nothing. (Access already stops at the deadline without it.)
-    @discardableResult
     ///
     /// Locks in one order with everyone else: the requests first (by id, as a decision
     /// locks its request before withdrawing its notifications), then every queued
     /// notification of the expiring ones by notification id, as a role removal does
-    /// (migration 0023). Expiring them one request at a time, as the update's row
+    /// (migration 0021). Expiring them one request at a time, as the update's row
     /// triggers do, took notifications in request order and deadlocked with a removal
     /// taking the same ones in notification order.
+    @discardableResult
     public func sweep() async throws -> SweepResult {
         let now = try now()
         return try await transaction { connection in
@@ -546,7 +546,7 @@ extension Broker {
     }
 
     /// Locks the request row `FOR UPDATE`, not `FOR NO KEY UPDATE`: the authorization
-    /// statements lock an approved request `FOR KEY SHARE` (migration 0023), which only
+    /// statements lock an approved request `FOR KEY SHARE` (migration 0021), which only
     /// `FOR UPDATE` conflicts with, so that a revoke or cancel and an operation under the
     /// grant wait for each other instead of both succeeding.
     func lockRequest(_ id: UUID, on connection: PGConnection) async throws -> LockedRequest {

@@ -256,7 +256,9 @@ struct BenchRunner {
     // MARK: Measuring
 
     /// The raw reference: the same check-and-insert as one prepared statement per
-    /// transaction, straight through libpq, no broker code.
+    /// transaction, straight through libpq, no broker code. Like the broker's
+    /// statements, it locks the grant FOR KEY SHARE (so that a revoke in flight is
+    /// waited for: migration 0021).
     static func rawQuery(_ grant: Grant, refused: Bool, now: Date) -> PGQuery {
         let workload = refused ? Workload("Teams").rawValue : grant.workload.rawValue
         let resource = "bench/resource"
@@ -266,7 +268,8 @@ struct BenchRunner {
                 WHERE r.requester = \(grant.alias) AND t.name = \(grant.tenant) AND r.workload = \(workload)
                   AND r.status = 'Approved' AND r.access_starts_at <= \(now) AND \(now) < r.access_ends_at
                   AND (r.resource IS NULL OR r.resource = \(resource) OR starts_with(\(resource), r.resource || '/'))
-                LIMIT 1)
+                LIMIT 1
+                FOR KEY SHARE OF r)
             INSERT INTO lockbox.audit_records (occurred_at, tenant_id, record_type, user_id, actor, client_ip,
                 activity, item, request_id, workload, result, parameters)
             SELECT \(now), t.tenant_id, 'OperatorAction', 'Microsoft Operator', \(grant.alias), \(PGInet("10.0.0.2")),

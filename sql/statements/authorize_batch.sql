@@ -23,7 +23,7 @@
 -- revoke or cancel (which lock it FOR UPDATE first) waits for a batch that
 -- found the grant, and a batch that finds it while one is in flight waits for
 -- it and reads the row as it committed, so no attempt is allowed by a grant
--- that was revoked or cancelled before the attempt committed (migration 0023).
+-- that was revoked or cancelled before the attempt committed (migration 0021).
 -- Sweeps and customer decisions do not wait for it (they lock no key).
 -- The same rule as lockbox.authorize_batch (the function SQL tools call), as a
 -- plain statement: a PL/pgSQL call would cost more than a one-row batch itself.
@@ -63,7 +63,7 @@ WITH decided AS (
         ORDER BY r.access_ends_at DESC
         LIMIT 1
         -- Waits for a revoke or cancel in flight (they lock the row FOR UPDATE) and
-        -- then reads the row as it committed: see migration 0023.
+        -- then reads the row as it committed: see migration 0021.
         FOR KEY SHARE OF r
     ) g ON true
 ),

@@ -39,7 +39,7 @@ WITH decided AS (
         ORDER BY r.access_ends_at DESC
         LIMIT 1
         -- Waits for a revoke or cancel in flight (they lock the row FOR UPDATE) and
-        -- then reads the row as it committed: see migration 0023.
+        -- then reads the row as it committed: see migration 0021.
         FOR KEY SHARE OF r
     ) g ON true
 ),
