@@ -94,7 +94,6 @@ extension Broker {
         try await transaction { connection in
             let reviewer = try await requireOperator(manager, on: connection, field: "manager")
             let locked = try await lockRequest(requestID, on: connection)
-            let now = try now()
             guard reviewer.isManager else {
                 throw LockboxError(
                     .notManager, "\(manager) is not a support manager and cannot review requests", field: "manager")
@@ -113,6 +112,10 @@ extension Broker {
             let tenant = try await connection.query(
                 "SELECT customer_lockbox FROM lockbox.tenants WHERE tenant_id = \(locked.tenantId) FOR SHARE")
             let lockboxOn = try tenant.first!.decode(Bool.self, at: 0)
+            // Read once the request and the tenant are ours (the tenant may have been waited
+            // for, behind a role change or a Customer Lockbox switch): the notification time and
+            // the customer's 12 hours count from when the review takes effect.
+            let now = try now()
             let activity: String
             if !approve {
                 activity = "Reject-AccessToCustomerDataRequest"
@@ -186,10 +189,10 @@ extension Broker {
         let comment = try Validate.optionalText(comment, field: "comment", max: Validate.maxComment)
         let clientIP = try Validate.clientIP(clientIP)
         try await transaction { connection in
-            let locked = try await lockRequest(requestID, on: connection)
-            // The time is read once the request is ours: a decision that waited for the lock
-            // (behind another decision, a cancel or a sweep) is judged at the time it takes
-            // effect, so one that waited past the deadline is refused as expired.
+            let locked = try await lockTenantThenRequest(requestID, on: connection)
+            // The time is read once the tenant and the request are ours: a decision that waited
+            // for either (behind a role change, another decision, a cancel or a sweep) is judged
+            // at the time it takes effect, so one that waited past the deadline is refused as expired.
             let now = try now()
             try await requireCustomerApprover(upn, of: locked, on: connection, action: "approve or deny its requests")
             guard locked.status == .pendingCustomer, let deadline = locked.customerDeadline else {
@@ -293,8 +296,8 @@ extension Broker {
         let comment = try Validate.optionalText(comment, field: "comment", max: Validate.maxComment)
         let clientIP = try Validate.clientIP(clientIP)
         try await transaction { connection in
-            let locked = try await lockRequest(requestID, on: connection)
-            // Read under the lock: operations the grant allowed while the revoke waited for it
+            let locked = try await lockTenantThenRequest(requestID, on: connection)
+            // Read under the locks: operations the grant allowed while the revoke waited for it
             // committed before it, and must not be recorded as happening after the grant ended.
             let now = try now()
             try await requireCustomerApprover(upn, of: locked, on: connection, action: "revoke its grants")
@@ -526,23 +529,45 @@ extension Broker {
 
     /// Refuses unless `upn` is a global administrator or lockbox approver of the request's tenant.
     ///
-    /// The tenant is locked `FOR SHARE` first, until the decision commits: role changes lock
-    /// it `FOR NO KEY UPDATE` (``lockTenant(_:on:)``), so a removal in flight is waited for
-    /// and the roles are then read as it left them (the decision is refused as not
-    /// authorized), and a removal that comes later waits for the decision. Without it the
-    /// decision read the role as it was before the removal, went through, and was refused
-    /// only at commit by migration 0015's check, as a database failure. (Role rows are not
-    /// locked themselves: lockbox_app may not update them, which locking needs.)
+    /// The caller holds the tenant `FOR SHARE` (``lockTenantThenRequest(_:on:)``), so the
+    /// roles read here stay as read until the decision commits.
     func requireCustomerApprover(
         _ upn: String, of request: LockedRequest, on connection: PGConnection, action: String
     ) async throws {
-        try await connection.query("SELECT 1 FROM lockbox.tenants WHERE tenant_id = \(request.tenantId) FOR SHARE")
         guard try await !customerRoles(of: upn, in: request.tenantId, on: connection).isEmpty else {
             throw LockboxError(
                 .notAuthorized,
                 "\(upn) is neither a global administrator nor a Customer Lockbox approver of \(request.tenantName) "
                     + "and cannot \(action)", field: "as")
         }
+    }
+
+    /// For a customer decision or a revoke: locks the request's tenant `FOR SHARE`, then the
+    /// request (``lockRequest(_:on:)``), in that order.
+    ///
+    /// The tenant, until the decision commits: role changes lock it `FOR NO KEY UPDATE`
+    /// (``lockTenant(_:on:)``), so a removal in flight is waited for and the roles are then
+    /// read as it left them (the decision is refused as not authorized), and a removal that
+    /// comes later waits for the decision. Without it the decision read the role as it was
+    /// before the removal, went through, and was refused only at commit by migration 0015's
+    /// check, as a database failure. (Role rows are not locked themselves: lockbox_app may
+    /// not update them, which locking needs.)
+    ///
+    /// The tenant first: a revoke (or a refused decision on an approved request) that held
+    /// the request `FOR UPDATE` while it waited for the tenant (behind a role change, an
+    /// auditor grant, a Customer Lockbox switch, or a removal waiting for a notification
+    /// being delivered) held up every operation under that grant, and with it the whole
+    /// batch of other operators' calls sent with it. Nothing locks a tenant exclusively and
+    /// then a request, so this order cannot deadlock with the request-then-tenant order of
+    /// ``review(_:manager:approve:comment:clientIP:)`` (both share the tenant).
+    func lockTenantThenRequest(_ id: UUID, on connection: PGConnection) async throws -> LockedRequest {
+        try await connection.query(
+            """
+            SELECT 1 FROM lockbox.tenants t
+            WHERE t.tenant_id = (SELECT r.tenant_id FROM lockbox.requests r WHERE r.request_id = \(id))
+            FOR SHARE OF t
+            """)
+        return try await lockRequest(id, on: connection)
     }
 
     /// Locks the request row `FOR UPDATE`, not `FOR NO KEY UPDATE`: the authorization

@@ -26,10 +26,12 @@ struct RaceTests {
         try await World.with { world in
             let grant = try await world.approved()
             _ = try await world.authorize()
-            // Hold the tenant, so that the revoke stops after changing the request, before its
-            // audit record and its commit (as a slow client or a busy server can hold it).
+            // Hold the tenant's role table, so that the revoke stops once it holds the request,
+            // before changing it and committing (as a slow client or a busy server can hold it).
+            // (Not the tenant row: the revoke locks the tenant before the request, so that a
+            // revoke waiting for its tenant holds no operation up: TenantLockRaceTests.)
             let pin = try await world.db.connect()
-            try await pin.execute(script: "BEGIN; SELECT 1 FROM lockbox.tenants WHERE name = 'contoso' FOR UPDATE")
+            try await pin.execute(script: "BEGIN; LOCK TABLE lockbox.tenant_roles IN ACCESS EXCLUSIVE MODE")
             world.clock.advance(by: .seconds(60))
             let revoke = Task { try await world.broker.revoke(grant.requestId, by: "approver@contoso.com") }
             try await world.waitForLockWaits(1)

@@ -1,0 +1,90 @@
+import Foundation
+import LockboxCore
+import LockboxPostgres
+import LockboxTestSupport
+import Synchronization
+import Testing
+
+/// Customer decisions and revokes beside a transaction holding their tenant (a role change,
+/// an auditor grant, a Customer Lockbox switch: each locks it `FOR NO KEY UPDATE`), pinned
+/// with a second real session; time moves only by the injected clock.
+@Suite("decisions waiting for their tenant")
+struct TenantLockRaceTests {
+    /// Holds tenant contoso as a role change does, until `COMMIT`.
+    static func holdTenant(_ world: World) async throws -> PGConnection {
+        let pin = try await world.db.connect()
+        try await pin.execute(script: "BEGIN; SELECT 1 FROM lockbox.tenants WHERE name = 'contoso' FOR NO KEY UPDATE")
+        return pin
+    }
+
+    @Test("a customer approval that waited for its tenant past the deadline is refused as expired")
+    func approvalWaitingForTenantPastDeadline() async throws {
+        try await World.with { world in
+            let request = try await world.pendingCustomer()
+            world.clock.advance(by: .seconds(12 * 3600 - 1))
+            let pin = try await Self.holdTenant(world)
+            let decision = Task {
+                try await world.broker.decide(request.requestId, decision: .approve, by: "approver@contoso.com")
+            }
+            try await world.waitForLockWaits(1)
+            // The deadline passes while the approval waits for the role change to commit.
+            world.clock.advance(by: .seconds(2))
+            try await pin.execute(script: "COMMIT")
+            await pin.close()
+            let error = try await #require(throws: LockboxError.self) { _ = try await decision.value }
+            #expect(error.code == .expired, "\(error.debugDescription)")
+            #expect(try await world.broker.request(request.requestId).status == .expired)
+        }
+    }
+
+    @Test("a revoke waiting for its tenant does not hold up operations under the grant meanwhile")
+    func revokeWaitingForTenantLetsOperationsRun() async throws {
+        try await World.with { world in
+            let grant = try await world.approved()
+            let pin = try await Self.holdTenant(world)
+            world.clock.advance(by: .seconds(60))
+            let revoke = Task { try await world.broker.revoke(grant.requestId, by: "approver@contoso.com") }
+            try await world.waitForLockWaits(1)
+            // The revoke has not taken effect: an operation under the grant runs now, without
+            // waiting for the administrator's transaction (nor holding up the other operators'
+            // calls batched with it).
+            world.clock.advance(by: .seconds(1))
+            let answered = Mutex(false)
+            let attempt = Task {
+                defer { answered.withLock { $0 = true } }
+                return try await world.authorize()
+            }
+            try await world.waitForLockWaits(2, orUntil: { answered.withLock { $0 } })
+            #expect(answered.withLock { $0 }, "the operation waited for a revoke that waits for its tenant")
+            try await pin.execute(script: "COMMIT")
+            await pin.close()
+            let access = try await attempt.value
+            let revoked = try await revoke.value
+            #expect(revoked.status == .revoked)
+            let action = try #require(
+                try await world.broker.auditRecords(AuditFilter(requestId: grant.requestId))
+                    .first { $0.id == access.auditID })
+            #expect(try #require(revoked.endedAt) >= action.occurredAt)
+            #expect(try await RaceTests.actionsOutsideGrant(world) == [])
+            // After the revoke, refused.
+            let error = try await #require(throws: LockboxError.self) { _ = try await world.authorize() }
+            #expect(error.code == .accessDenied && error.message.contains("Revoked"), "\(error.message)")
+        }
+    }
+
+    @Test("an internal review that waited for its tenant notifies with the time it took effect")
+    func reviewWaitingForTenantNotifiesAtItsTime() async throws {
+        try await World.with { world in
+            let request = try await world.newRequest()
+            let pin = try await Self.holdTenant(world)
+            let review = Task { try await world.broker.review(request.requestId, manager: "morgan", approve: true) }
+            try await world.waitForLockWaits(1)
+            world.clock.advance(by: .seconds(600))
+            try await pin.execute(script: "COMMIT")
+            await pin.close()
+            let reviewed = try await review.value
+            #expect(reviewed.notifiedAt == (try world.clock.now()), "the customer's 12 hours start when it is notified")
+            #expect(reviewed.customerDeadline == (try world.clock.now()).addingTimeInterval(12 * 3600))
+        }
+    }
+}
