@@ -88,3 +88,43 @@ struct TenantLockRaceTests {
         }
     }
 }
+
+/// The reason given for an attempt refused after it waited for a grant that ended meanwhile.
+@Suite("refusals explained after waiting")
+struct RefusalAfterWaitTests {
+    @Test("an attempt that waited for a revoke while another request was approved is not told it is out of scope")
+    func approvedWhileWaiting() async throws {
+        try await World.with { world in
+            let revoked = try await world.approved()
+            let other = try await world.pendingCustomer()
+            world.clock.advance(by: .seconds(60))
+            // A revoke of the first grant in flight: it holds the request, as Broker.revoke does.
+            let pin = try await world.db.connect()
+            try await pin.execute(script: "BEGIN")
+            try await pin.query(
+                "SELECT 1 FROM lockbox.requests WHERE request_id = \(revoked.requestId) FOR UPDATE")
+            try await pin.query(
+                """
+                UPDATE lockbox.requests SET status = 'Revoked', ended_at = \(try world.clock.now()),
+                    ended_reason = 'revoked by customer'
+                WHERE request_id = \(revoked.requestId)
+                """)
+            let attempt = Task { try await world.authorize() }
+            try await world.waitForLockWaits(1)
+            // Meanwhile the customer approves the operator's other request, for the whole workload.
+            #expect(
+                try await world.broker.decide(other.requestId, decision: .approve, by: "approver@contoso.com").status
+                    == .approved)
+            try await pin.execute(script: "COMMIT")
+            await pin.close()
+            // The attempt began before that approval, so it may be refused, but not as outside a
+            // scope (the whole workload) that contains its resource.
+            let error = try await #require(throws: LockboxError.self) { _ = try await attempt.value }
+            #expect(error.code == .accessDenied)
+            #expect(!error.message.contains("outside the scope"), "\(error.message)")
+            #expect(error.message.contains("try again"), "\(error.message)")
+            // Tried again, it is allowed under the new grant.
+            #expect(try await world.authorize().requestID == other.requestId)
+        }
+    }
+}

@@ -32,6 +32,47 @@
 -- for refused attempts.
 ALTER FUNCTION lockbox.refusal_of(text, uuid, text, text, text, timestamptz) VOLATILE;
 
+-- Reading the database as it is when the attempt is refused, the explanation
+-- can also see a request approved after the statement began (while it waited
+-- for a revoke, say), which the grant check, reading the database as it was,
+-- did not. lockbox.refusal took any approved request inside its window as one
+-- whose scope missed the resource ("resource ... is outside the scope  of
+-- request ...", for a request covering the whole workload). It now checks the
+-- scope, and says of an approved request that does cover the attempt that it
+-- was approved while the attempt was being checked. The rest is 0012's
+-- (restated whole, as a function must be).
+CREATE OR REPLACE FUNCTION lockbox.refusal(
+    p_operator text, p_tenant_id uuid, p_tenant text, p_workload text, p_resource text, p_now timestamptz
+) RETURNS TABLE (request_id uuid, reason text)
+LANGUAGE sql STABLE AS $$
+    SELECT r.request_id,
+        CASE
+            WHEN r.request_id IS NULL THEN
+                format('no access request of operator %s for %s in tenant %s', p_operator, p_workload, p_tenant)
+            WHEN r.status = 'Approved' AND p_now >= r.access_ends_at THEN
+                format('the access window of request %s ended at %s', r.request_id,
+                       to_char(r.access_ends_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))
+            WHEN r.status = 'Approved' AND p_now < r.access_starts_at THEN
+                format('the access window of request %s has not started', r.request_id)
+            WHEN r.status = 'Approved' AND NOT (r.resource IS NULL OR p_resource = r.resource
+                                                OR starts_with(p_resource, r.resource || '/')) THEN
+                format('resource %s is outside the scope %s of request %s', p_resource, r.resource, r.request_id)
+            WHEN r.status = 'Approved' THEN
+                format('request %s was approved while this attempt was being checked: try again', r.request_id)
+            WHEN r.status = 'PendingCustomer' AND p_now >= r.customer_deadline THEN
+                format('request %s expired without a customer decision', r.request_id)
+            ELSE format('request %s is %s, not approved', r.request_id, r.status)
+        END
+    FROM (SELECT 1) AS one
+    LEFT JOIN LATERAL (
+        SELECT x.* FROM lockbox.requests x
+        WHERE x.requester = p_operator AND x.tenant_id = p_tenant_id AND x.workload = p_workload
+        ORDER BY (x.status = 'Approved') DESC,
+                 greatest(x.created_at, x.reviewed_at, x.decided_at, x.ended_at) DESC, x.created_at DESC
+        LIMIT 1
+    ) r ON true
+$$;
+
 CREATE OR REPLACE FUNCTION lockbox.authorize_batch(
     p_operators text[],
     p_tenants text[],
