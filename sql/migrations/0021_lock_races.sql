@@ -17,9 +17,11 @@
 -- the grant while a revoke holds it waits for the revoke and then reads the
 -- row as the revoke left it (PostgreSQL re-checks a locked row that changed),
 -- so it is refused ("request ... is Revoked, not approved"). KEY SHARE does not
--- conflict with KEY SHARE, nor with the sweeper's and the customer decisions'
--- updates (which change no key), so operations never wait for each other and
--- a sweep never waits for them. sql/statements/authorize_one.sql and
+-- conflict with KEY SHARE, nor with the sweeper's FOR NO KEY UPDATE and its
+-- update (which changes no key), so operations never wait for each other and
+-- a sweep never waits for them; customer decisions lock pending requests,
+-- which no operation locks (one on an approved request is refused, after a
+-- short wait for the operations in flight). sql/statements/authorize_one.sql and
 -- authorize_batch.sql, which the broker prepares, change alike; this restates
 -- lockbox.authorize_batch, the function SQL tools call (from 0020, whole, as a
 -- function must be; lockbox.authorize calls it).

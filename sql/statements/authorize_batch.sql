@@ -24,7 +24,8 @@
 -- found the grant, and a batch that finds it while one is in flight waits for
 -- it and reads the row as it committed, so no attempt is allowed by a grant
 -- that was revoked or cancelled before the attempt committed (migration 0021).
--- Sweeps and customer decisions do not wait for it (they lock no key).
+-- Sweeps do not wait for it (they lock no key), nor do customer decisions
+-- (they lock a pending request, which no operation locks).
 -- The same rule as lockbox.authorize_batch (the function SQL tools call), as a
 -- plain statement: a PL/pgSQL call would cost more than a one-row batch itself.
 WITH decided AS (
