@@ -23,11 +23,14 @@ public final class PGConnection: @unchecked Sendable {
     /// and so that a commit returns only once it is durable: a server, database or
     /// role that defaults `synchronous_commit` to `off` would let the broker hand out
     /// content before its audit record is on disk. Any other value (`local`, `on`,
-    /// `remote_write`, `remote_apply`) flushes locally and is kept.
+    /// `remote_write`, `remote_apply`) flushes locally and is kept. Either way it is
+    /// set for the session, so a later change of the server's configuration (a
+    /// reload with `off`) does not reach connections already open.
     static let sessionSettings =
         "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'; "
         + "SET extra_float_digits = 3; "
-        + "SELECT set_config('synchronous_commit', 'on', false) WHERE current_setting('synchronous_commit') = 'off'"
+        + "SELECT set_config('synchronous_commit', CASE current_setting('synchronous_commit') "
+        + "WHEN 'off' THEN 'on' ELSE current_setting('synchronous_commit') END, false)"
 
     private init(handle: OpaquePointer, logger: Logger) {
         self.handle = handle

@@ -132,15 +132,18 @@ struct PostgresLayerTests {
         }
     }
 
-    @Test("every connection commits durably: a default synchronous_commit = off is turned on, others kept")
+    @Test("every connection commits durably: a default synchronous_commit = off is turned on, others kept, all pinned")
     func commitsAreDurable() async throws {
         try await TestDatabase.with { db in
             for (configured, expected) in [("off", "on"), ("local", "local"), ("remote_apply", "remote_apply")] {
                 try await db.pool.query(
                     "ALTER DATABASE \(identifier: db.name) SET synchronous_commit = \(identifier: configured)")
                 let connection = try await db.connect()
-                let setting = try await connection.query("SELECT current_setting('synchronous_commit')")
+                let setting = try await connection.query(
+                    "SELECT setting, source FROM pg_settings WHERE name = 'synchronous_commit'")
                 #expect(try setting.first?.decode(String.self, at: 0) == expected, "database default \(configured)")
+                // Set for the session: a reload of the server's configuration cannot turn it off.
+                #expect(try setting.first?.decode(String.self, at: 1) == "session", "database default \(configured)")
                 await connection.close()
             }
         }
