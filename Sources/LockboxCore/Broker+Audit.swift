@@ -11,11 +11,14 @@ public struct AuditFilter: Sendable {
     public var user: String?
     public var requestId: UUID?
     public var newestFirst: Bool
-    public var limit: Int
+    /// At most this many records (the newest, or the oldest with `newestFirst` false); nil: every
+    /// matching record. A caller that sets one and must say whether records were left out asks
+    /// for one more than it shows.
+    public var limit: Int?
 
     public init(
         tenant: String? = nil, from: Date? = nil, to: Date? = nil, activity: String? = nil, user: String? = nil,
-        requestId: UUID? = nil, newestFirst: Bool = true, limit: Int = 10_000
+        requestId: UUID? = nil, newestFirst: Bool = true, limit: Int? = nil
     ) {
         self.tenant = tenant
         self.from = from
@@ -69,7 +72,7 @@ extension Broker {
         if let user = filter.user { query += " AND lower(a.user_id) = lower(\(user))" }
         if let id = filter.requestId { query += " AND a.request_id = \(id)" }
         query += filter.newestFirst ? " ORDER BY a.id DESC" : " ORDER BY a.id"
-        query += " LIMIT \(max(filter.limit, 0))"
+        if let limit = filter.limit { query += " LIMIT \(max(limit, 0))" }
         return try await read(query).map { row in
             let (id, at, tenant, type, user, actor, ip, activity, item, request, workload, result, parameters) =
                 try row.decode(

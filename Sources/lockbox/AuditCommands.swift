@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import LockboxCore
 import Synchronization
 
@@ -39,7 +40,11 @@ struct AuditCommand: AsyncParsableCommand {
         var user: String?
         @Option(help: ArgumentHelp("Only records of this request.", valueName: "id"), transform: RequestIDArgument.parse)
         var request: RequestIDArgument?
-        @Option(help: "At most this many records.") var limit = 10_000
+        @Option(
+            help: ArgumentHelp(
+                "At most this many records (the newest, or the oldest with --oldest-first); when more match, "
+                    + "standard error says so."))
+        var limit = 10_000
         @Flag(help: "Oldest first instead of newest first.") var oldestFirst = false
 
         func validate() throws {
@@ -48,11 +53,23 @@ struct AuditCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
+            // One more than is shown, to tell whether records were left out.
             let filter = AuditFilter(
                 tenant: tenant, from: from?.date, to: to?.date, activity: activity, user: user, requestId: request?.uuid,
-                newestFirst: !oldestFirst, limit: limit)
-            let records = try await options.database.withBroker { broker, _ in try await broker.auditRecords(filter) }
+                newestFirst: !oldestFirst, limit: limit == Int.max ? limit : limit + 1)
+            var records = try await options.database.withBroker { broker, _ in try await broker.auditRecords(filter) }
+            let more = records.count > limit
+            if more { records.removeLast(records.count - limit) }
             options.printer.list(records)
+            if more {
+                // An export that stopped at the limit must not pass for the whole log.
+                FileHandle.standardError.write(Data(Self.truncationNotice(limit: limit, oldestFirst: oldestFirst).utf8))
+            }
+        }
+
+        static func truncationNotice(limit: Int, oldestFirst: Bool) -> String {
+            "warning: more than \(limit) records match; only the \(limit) \(oldestFirst ? "oldest" : "newest") are "
+                + "shown: raise --limit or narrow the search (--from, --to) to see the rest\n"
         }
     }
 }

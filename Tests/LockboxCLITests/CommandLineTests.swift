@@ -161,6 +161,37 @@ struct AdminCommandTests {
         }
     }
 
+    @Test("audit search --limit: when more records match than it shows, standard error says so")
+    func auditSearchLimit() async throws {
+        try await CLIWorld.with { world in
+            try await world.ok("tenant", "create", "contoso", "--admin", "admin@contoso.com")
+            try await world.ok("tenant", "set", "contoso", "--customer-lockbox", "on", "--as", "admin@contoso.com")
+            try await world.ok("tenant", "set", "contoso", "--customer-lockbox", "off", "--as", "admin@contoso.com")
+
+            // Exactly as many as match: all of them, and nothing on standard error.
+            let all = try await world.ok("audit", "search", "--tenant", "contoso", "--limit", "3", "--format", "csv")
+            #expect(all.stdout.split(separator: "\n").count == 1 + 3, "\(all)")
+
+            for (order, kept) in [([String](), "newest"), (["--oldest-first"], "oldest")] {
+                let cut = try await world.lockbox(
+                    ["audit", "search", "--tenant", "contoso", "--limit", "2", "--format", "json"] + order)
+                #expect(cut.status == 0, "\(cut)")
+                let records = try cut.jsonArray()
+                #expect(records.count == 2, "\(cut)")
+                let activities = records.compactMap { $0["activity"] as? String }
+                #expect(
+                    activities == (kept == "newest"
+                        ? ["Set-CustomerLockboxSetting", "Set-CustomerLockboxSetting"]
+                        : ["New-Tenant", "Set-CustomerLockboxSetting"]), "\(cut)")
+                #expect(
+                    cut.stderrLines == [
+                        "warning: more than 2 records match; only the 2 \(kept) are shown: raise --limit or narrow "
+                            + "the search (--from, --to) to see the rest"
+                    ], "\(cut)")
+            }
+        }
+    }
+
     @Test("role add/list/remove and operator add/list")
     func rolesAndOperators() async throws {
         try await CLIWorld.with { world in

@@ -223,6 +223,32 @@ struct AuditLogTests {
         }
     }
 
+    @Test("a request's timeline holds every record naming it, also past 10,000 (none silently left out)")
+    func longTimeline() async throws {
+        try await World.with { world in
+            let request = try await world.approved()
+            // A busy 4-hour grant: 10,001 operations under it (written straight, as the authorization
+            // statements write them, one millisecond apart), then the sweep's completion.
+            try await world.db.pool.query(
+                """
+                INSERT INTO lockbox.audit_records (occurred_at, tenant_id, record_type, user_id, actor, activity, item,
+                    request_id, workload, result, parameters)
+                SELECT r.access_starts_at + n * interval '1 millisecond', r.tenant_id, 'OperatorAction',
+                    'Microsoft Operator', 'alex', 'Get-MailboxFolder', '', r.request_id, r.workload, 'Succeeded',
+                    jsonb_build_object('operation', 'Get-MailboxFolder', 'resource', 'user@contoso.com/Inbox')
+                FROM lockbox.requests r, generate_series(1, 10001) n
+                WHERE r.request_id = \(request.requestId)
+                """)
+            world.clock.advance(by: .seconds(4 * 3600))
+            try await world.broker.sweep()
+            let timeline = try await world.broker.timeline(request.requestId)
+            #expect(timeline.count == 3 + 10_001 + 1)
+            #expect(timeline.first?.activity == "New-AccessToCustomerDataRequest")
+            #expect(timeline.last?.activity == "Complete-AccessToCustomerDataRequest")
+            #expect(try await world.auditCount(requestID: request.requestId) == 3 + 10_001 + 1)
+        }
+    }
+
     @Test("requests list by tenant, status, creation time and id, with the status as of now")
     func listing() async throws {
         try await World.with { world in
