@@ -259,6 +259,29 @@ struct ReportQueryTests {
         }
     }
 
+    @Test("every report reads a tenant's name in any letter case: -v tenant=Contoso is not an empty, all-clear report")
+    func tenantNameInAnyCase() async throws {
+        try await TestDatabase.with { db in
+            let scenario = try await Scenario.build(on: db.pool)
+            // An alarm to find: an allowed action after its window.
+            let alarm = Anomaly.afterWindow.action(in: scenario)
+            _ = try await Scenario.insert(alarm, on: db.pool)
+            let whole = scenario.wholePeriod
+            for name in Self.reports {
+                let exact = try await Psql.report(
+                    name, ReportParameters(tenant: "contoso", from: whole.from, to: whole.to),
+                    connection: db.connectionString)
+                #expect(!exact.isEmpty, "\(name)")
+                for spelling in ["Contoso", "CONTOSO"] {
+                    let rows = try await Psql.report(
+                        name, ReportParameters(tenant: spelling, from: whole.from, to: whole.to),
+                        connection: db.connectionString)
+                    #expect(rows.map(\.description) == exact.map(\.description), "\(name) with tenant=\(spelling)")
+                }
+            }
+        }
+    }
+
     // MARK: denied_attempts
 
     @Test("denied_attempts: the refused attempts of the period with the reason")

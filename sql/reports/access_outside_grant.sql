@@ -10,7 +10,8 @@
 -- reached nothing): see denied_attempts.sql.
 --
 -- Parameters (psql variables, all required):
---   tenant  the tenant's name, or * for every tenant you may see
+--   tenant  the tenant's name, in any letter case (names are unique ignoring case), or *
+--           for every tenant you may see
 --   from    start of the period, inclusive (a timestamp, e.g. 2026-11-01T00:00Z)
 --   to      end of the period, exclusive
 -- An action belongs to the period when it happened in [from, to).
@@ -51,7 +52,7 @@ SELECT
     END AS violation
 FROM params p
 JOIN lockbox.operator_actions o
-  ON (p.tenant = '*' OR o.tenant = p.tenant)
+  ON (p.tenant = '*' OR lower(o.tenant) = lower(p.tenant))
  AND o.occurred_at >= p.from_at AND o.occurred_at < p.to_at
 LEFT JOIN lockbox.access_requests r ON r.request_id = o.request_id
 WHERE o.result = 'Succeeded'

@@ -5,7 +5,8 @@
 -- let expire?"
 --
 -- Parameters (psql variables, all required):
---   tenant  the tenant's name, or * for one row per tenant you may see
+--   tenant  the tenant's name, in any letter case (names are unique ignoring case), or *
+--           for one row per tenant you may see
 --   from    start of the period, inclusive (a timestamp, e.g. 2026-11-01T00:00Z)
 --   to      end of the period, exclusive
 -- A request belongs to the period when it was created in [from, to).
@@ -43,14 +44,14 @@ requests AS (
                AS customer_decided
     FROM params p
     JOIN lockbox.access_requests r
-      ON (p.tenant = '*' OR r.tenant = p.tenant)
+      ON (p.tenant = '*' OR lower(r.tenant) = lower(p.tenant))
      AND r.created_at >= p.from_at AND r.created_at < p.to_at
 ),
 tenants AS (
     SELECT t.tenant
     FROM params p
     JOIN lockbox.customer_tenants t
-      ON t.created_at < p.to_at AND (p.tenant = '*' OR t.tenant = p.tenant)
+      ON t.created_at < p.to_at AND (p.tenant = '*' OR lower(t.tenant) = lower(p.tenant))
 )
 SELECT
     t.tenant,

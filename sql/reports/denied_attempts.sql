@@ -6,8 +6,9 @@
 -- they stopped?"
 --
 -- Parameters (psql variables, all required):
---   tenant  the tenant's name, or * for every tenant you may see (with *, a
---           role that reads every tenant also sees attempts on unknown tenants)
+--   tenant  the tenant's name, in any letter case (names are unique ignoring case), or *
+--           for every tenant you may see (with *, a role that reads every tenant
+--           also sees attempts on unknown tenants)
 --   from    start of the period, inclusive (a timestamp, e.g. 2026-11-01T00:00Z)
 --   to      end of the period, exclusive
 -- An attempt belongs to the period when it happened in [from, to).
@@ -35,7 +36,7 @@ SELECT
     o.reason
 FROM params p
 JOIN lockbox.operator_actions o
-  ON (p.tenant = '*' OR o.tenant = p.tenant)
+  ON (p.tenant = '*' OR lower(o.tenant) = lower(p.tenant))
  AND o.occurred_at >= p.from_at AND o.occurred_at < p.to_at
 WHERE o.result = 'Denied'
 ORDER BY o.occurred_at, o.audit_id;

@@ -5,7 +5,8 @@
 -- Answers: "which engineers and managers touched our tenant, and how much?"
 --
 -- Parameters (psql variables, all required):
---   tenant  the tenant's name, or * for every tenant you may see
+--   tenant  the tenant's name, in any letter case (names are unique ignoring case), or *
+--           for every tenant you may see
 --   from    start of the period, inclusive (a timestamp, e.g. 2026-11-01T00:00Z)
 --   to      end of the period, exclusive
 -- Requests (and the approvals given on them) count when the request was
@@ -34,14 +35,14 @@ requests AS (
     SELECT r.*
     FROM params p
     JOIN lockbox.access_requests r
-      ON (p.tenant = '*' OR r.tenant = p.tenant)
+      ON (p.tenant = '*' OR lower(r.tenant) = lower(p.tenant))
      AND r.created_at >= p.from_at AND r.created_at < p.to_at
 ),
 actions AS (
     SELECT o.*
     FROM params p
     JOIN lockbox.operator_actions o
-      ON (p.tenant = '*' OR o.tenant = p.tenant)
+      ON (p.tenant = '*' OR lower(o.tenant) = lower(p.tenant))
      AND o.occurred_at >= p.from_at AND o.occurred_at < p.to_at
 ),
 by_requester AS (

@@ -6,7 +6,8 @@
 -- approved them, and how much was done under each?"
 --
 -- Parameters (psql variables, all required):
---   tenant  the tenant's name, or * for every tenant you may see
+--   tenant  the tenant's name, in any letter case (names are unique ignoring case), or *
+--           for every tenant you may see
 --   from    start of the period, inclusive (a timestamp, e.g. 2026-11-01T00:00Z)
 --   to      end of the period, exclusive
 -- A request belongs to the period when it was created in [from, to).
@@ -45,7 +46,7 @@ SELECT
     coalesce(n.refused, 0) AS refused_actions
 FROM params p
 JOIN lockbox.access_requests r
-  ON (p.tenant = '*' OR r.tenant = p.tenant)
+  ON (p.tenant = '*' OR lower(r.tenant) = lower(p.tenant))
  AND r.created_at >= p.from_at AND r.created_at < p.to_at
 LEFT JOIN LATERAL (
     SELECT count(*) FILTER (WHERE o.result = 'Succeeded') AS actions,
