@@ -1,5 +1,4 @@
 import ArgumentParser
-import Foundation
 import LockboxCore
 import Synchronization
 
@@ -53,23 +52,14 @@ struct AuditCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
-            // One more than is shown, to tell whether records were left out.
             let filter = AuditFilter(
                 tenant: tenant, from: from?.date, to: to?.date, activity: activity, user: user, requestId: request?.uuid,
-                newestFirst: !oldestFirst, limit: limit == Int.max ? limit : limit + 1)
-            var records = try await options.database.withBroker { broker, _ in try await broker.auditRecords(filter) }
-            let more = records.count > limit
-            if more { records.removeLast(records.count - limit) }
-            options.printer.list(records)
-            if more {
-                // An export that stopped at the limit must not pass for the whole log.
-                FileHandle.standardError.write(Data(Self.truncationNotice(limit: limit, oldestFirst: oldestFirst).utf8))
-            }
-        }
-
-        static func truncationNotice(limit: Int, oldestFirst: Bool) -> String {
-            "warning: more than \(limit) records match; only the \(limit) \(oldestFirst ? "oldest" : "newest") are "
-                + "shown: raise --limit or narrow the search (--from, --to) to see the rest\n"
+                newestFirst: !oldestFirst, limit: Printer.fetchLimit(limit))
+            let records = try await options.database.withBroker { broker, _ in try await broker.auditRecords(filter) }
+            options.printer.list(
+                records, limit: limit,
+                notice: "more than \(limit) records match; only the \(limit) \(oldestFirst ? "oldest" : "newest") are "
+                    + "shown: raise --limit or narrow the search (--from, --to) to see the rest")
         }
     }
 }

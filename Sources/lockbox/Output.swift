@@ -118,6 +118,17 @@ struct Printer: Sendable {
         write(render(list: models.map(\.record), keys: Model.keys, columns: Model.tableColumns))
     }
 
+    /// Prints at most `limit` of `models`, fetched as one more than `limit` so that a
+    /// cut-short list is known: then standard error says so (`notice`), since an
+    /// export that stopped at the limit must not pass for the whole.
+    func list<Model: PrintableModel>(_ models: [Model], limit: Int, notice: String) {
+        list(Array(models.prefix(limit)))
+        if models.count > limit { FileHandle.standardError.write(Data("warning: \(notice)\n".utf8)) }
+    }
+
+    /// What to ask the database for, to print at most `limit` with ``list(_:limit:notice:)``.
+    static func fetchLimit(_ limit: Int) -> Int { limit == Int.max ? limit : limit + 1 }
+
     /// Prints one object, with lists attached to it.
     func object(_ record: Record, sections: [Section] = []) {
         write(render(object: record, sections: sections))

@@ -192,7 +192,8 @@ struct RequestCommand: AsyncParsableCommand {
             help: ArgumentHelp("Only requests created after this time (ISO 8601).", valueName: "time"),
             transform: TimeArgument.parse)
         var createdAfter: TimeArgument?
-        @Option(help: "At most this many requests.") var limit = 1000
+        @Option(help: "At most this many requests (the newest); when more match, standard error says so.")
+        var limit = 1000
 
         func validate() throws {
             guard limit > 0 else { throw ValidationError("--limit must be at least 1") }
@@ -200,9 +201,12 @@ struct RequestCommand: AsyncParsableCommand {
 
         func run() async throws {
             let filter = Broker.RequestFilter(
-                tenant: tenant, status: status, createdAfter: createdAfter?.date, limit: limit)
+                tenant: tenant, status: status, createdAfter: createdAfter?.date, limit: Printer.fetchLimit(limit))
             let requests = try await options.database.withBroker { broker, _ in try await broker.requests(filter) }
-            options.printer.list(requests)
+            options.printer.list(
+                requests, limit: limit,
+                notice: "more than \(limit) requests match; only the \(limit) newest are shown: raise --limit or "
+                    + "narrow the list (--tenant, --status, --created-after) to see the rest")
         }
     }
 

@@ -192,6 +192,29 @@ struct AdminCommandTests {
         }
     }
 
+    @Test("request list says on standard error when more requests match than --limit shows")
+    func requestListLimit() async throws {
+        try await CLIWorld.with { world in
+            try await world.seed()
+            var ids: [String] = []
+            for _ in 0..<3 { ids.append(try await world.newRequest()) }
+
+            let all = try await world.lockbox(["request", "list", "--limit", "3", "--format", "json"])
+            #expect(try all.jsonArray().count == 3, "\(all)")
+            #expect(all.stderrLines.isEmpty, "\(all)")
+
+            let cut = try await world.lockbox(["request", "list", "--limit", "2", "--format", "json"])
+            #expect(cut.status == 0, "\(cut)")
+            let shown = try cut.jsonArray().compactMap { $0["requestId"] as? String }
+            #expect(Set(shown) == Set(ids.suffix(2)), "the newest two: \(cut)")
+            #expect(
+                cut.stderrLines == [
+                    "warning: more than 2 requests match; only the 2 newest are shown: raise --limit or narrow the "
+                        + "list (--tenant, --status, --created-after) to see the rest"
+                ], "\(cut)")
+        }
+    }
+
     @Test("role add/list/remove and operator add/list")
     func rolesAndOperators() async throws {
         try await CLIWorld.with { world in
