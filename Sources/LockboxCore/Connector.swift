@@ -253,32 +253,19 @@ extension Broker {
         // there (`alex\0x` checked and recorded as `alex`, and granted alex's access) and
         // jsonb refuses `\u0000` (the statement fails, unrecorded, with every call batched
         // with it). Such an attempt is refused, and recorded with U+FFFD in its place.
-        var operatorAlias = attempt.operatorAlias
-        var tenant = attempt.tenant
-        var workload = attempt.workload.rawValue
-        var resource = resource
-        var argumentValues = attempt.arguments
         var nulField: String?
-        if operatorAlias.hasNUL {
-            nulField = "operator"
-            operatorAlias = operatorAlias.replacingNUL
+        /// `value` as recorded; the first field found with a NUL is the one the refusal names.
+        func withoutNUL(_ value: String, field: String) -> String {
+            guard value.hasNUL else { return value }
+            nulField = nulField ?? field
+            return value.replacingNUL
         }
-        if tenant.hasNUL {
-            nulField = nulField ?? "tenant"
-            tenant = tenant.replacingNUL
-        }
-        if workload.hasNUL {
-            nulField = nulField ?? "workload"
-            workload = workload.replacingNUL
-        }
-        if operation.hasNUL {
-            nulField = nulField ?? "operation"
-            operation = operation.replacingNUL
-        }
-        if resource.hasNUL {
-            nulField = nulField ?? "resource"
-            resource = resource.replacingNUL
-        }
+        let operatorAlias = withoutNUL(attempt.operatorAlias, field: "operator")
+        let tenant = withoutNUL(attempt.tenant, field: "tenant")
+        let workload = withoutNUL(attempt.workload.rawValue, field: "workload")
+        operation = withoutNUL(operation, field: "operation")
+        let resource = withoutNUL(resource, field: "resource")
+        var argumentValues = attempt.arguments
         if argumentValues.contains(where: { $0.key.hasNUL || $0.value.hasNUL }) {
             let named = argumentValues.filter { $0.key.hasNUL || $0.value.hasNUL }.keys.sorted().first!
             nulField = nulField ?? "argument \(named.replacingNUL)"

@@ -36,26 +36,9 @@ struct HostileInputTests {
     @Test("attempts naming no operation, batched with honest ones, fail none of them")
     func emptyOperationInABatch() async throws {
         try await Gateway.with { gateway in
-            _ = try await gateway.grant(.exchange, scope: "alice@contoso.com")
-            let before = try await gateway.auditRowCount()
-            let honest = gateway.attempt(.exchange, Self.read)
             var hostile = gateway.attempt(.exchange, Self.read, by: "blake")
             hostile.operation = ""
-            let outcomes = await concurrentOutcomes(80) { [hostile] index in
-                if index.isMultiple(of: 2) {
-                    _ = try await gateway.broker.invoke(honest, registry: gateway.registry)
-                } else {
-                    // Tell the hostile ones apart from honest ones by their error.
-                    do {
-                        _ = try await gateway.broker.invoke(hostile, registry: gateway.registry)
-                    } catch let error as LockboxError where error.code == .accessDenied {
-                        throw LockboxError(.invalidInput, "hostile attempt refused")
-                    }
-                }
-            }
-            #expect(outcomes.filter { $0 == nil }.count == 40, "every honest read succeeded: \(outcomes)")
-            #expect(outcomes.filter { $0 == .invalidInput }.count == 40, "every hostile attempt was refused")
-            #expect(try await gateway.auditRowCount() == before + 80, "every attempt is recorded")
+            try await Self.expectBatchedWithHonestOnes(hostile, gateway)
         }
     }
 
@@ -106,26 +89,42 @@ struct HostileInputTests {
     @Test("attempts with a NUL character, batched with honest ones, fail none of them")
     func nulCharacterInABatch() async throws {
         try await Gateway.with { gateway in
-            _ = try await gateway.grant(.exchange, scope: "alice@contoso.com")
-            let before = try await gateway.auditRowCount()
-            let honest = gateway.attempt(.exchange, Self.read)
             var hostile = gateway.attempt(.exchange, Self.read, by: "blake")
             hostile.arguments["folder"] = "Inbox\u{0}"
-            let outcomes = await concurrentOutcomes(80) { [hostile] index in
-                if index.isMultiple(of: 2) {
-                    _ = try await gateway.broker.invoke(honest, registry: gateway.registry)
-                } else {
-                    do {
-                        _ = try await gateway.broker.invoke(hostile, registry: gateway.registry)
-                    } catch let error as LockboxError where error.code == .accessDenied {
-                        throw LockboxError(.invalidInput, "hostile attempt refused")
-                    }
+            try await Self.expectBatchedWithHonestOnes(hostile, gateway)
+        }
+    }
+
+    /// Runs 40 honest reads under alex's grant and 40 `hostile` attempts at once (group
+    /// commit batches them together): every honest read succeeds, every hostile attempt is
+    /// refused, and all 80 are recorded.
+    static func expectBatchedWithHonestOnes(
+        _ hostile: OperationAttempt, _ gateway: Gateway, sourceLocation: SourceLocation = #_sourceLocation
+    ) async throws {
+        _ = try await gateway.grant(.exchange, scope: "alice@contoso.com")
+        let before = try await gateway.auditRowCount()
+        let honest = gateway.attempt(.exchange, Self.read)
+        let outcomes = await concurrentOutcomes(80) { index in
+            if index.isMultiple(of: 2) {
+                _ = try await gateway.broker.invoke(honest, registry: gateway.registry)
+            } else {
+                // Tell the hostile ones apart from honest ones by their error.
+                do {
+                    _ = try await gateway.broker.invoke(hostile, registry: gateway.registry)
+                } catch let error as LockboxError where error.code == .accessDenied {
+                    throw LockboxError(.invalidInput, "hostile attempt refused")
                 }
             }
-            #expect(outcomes.filter { $0 == nil }.count == 40, "every honest read succeeded: \(outcomes)")
-            #expect(outcomes.filter { $0 == .invalidInput }.count == 40, "every hostile attempt was refused")
-            #expect(try await gateway.auditRowCount() == before + 80, "every attempt is recorded")
         }
+        #expect(
+            outcomes.filter { $0 == nil }.count == 40, "every honest read succeeded: \(outcomes)",
+            sourceLocation: sourceLocation)
+        #expect(
+            outcomes.filter { $0 == .invalidInput }.count == 40, "every hostile attempt was refused",
+            sourceLocation: sourceLocation)
+        #expect(
+            try await gateway.auditRowCount() == before + 80, "every attempt is recorded",
+            sourceLocation: sourceLocation)
     }
 }
 
