@@ -83,7 +83,8 @@ struct DatabaseCommand: AsyncParsableCommand {
                 record,
                 sections: [
                     Section(
-                        key: "migrations", records: migrationRecords(applied: applied ?? []),
+                        key: "migrations",
+                        records: applied.map { migrationRecords(applied: $0) } ?? unknownMigrationRecords(),
                         columns: ["version", "name", "status", "appliedAt"])
                 ])
         }
@@ -144,6 +145,18 @@ struct DatabaseCommand: AsyncParsableCommand {
                     ("running", .bool(false)),
                 ]))
         }
+    }
+}
+
+/// The migrations this binary knows, when the database cannot be asked which are applied
+/// (a stopped embedded cluster): `unknown`, never `pending`, since the cluster was migrated
+/// when it was created.
+private func unknownMigrationRecords() -> [Record] {
+    Schema.migrator.migrations.map { migration in
+        Record([
+            ("version", .int(migration.version)), ("name", .string(migration.name)), ("status", .string("unknown")),
+            ("appliedAt", .null),
+        ])
     }
 }
 

@@ -1109,7 +1109,14 @@ struct DatabaseCommandTests {
             #expect(stop.status == 0, "\(stop)")
             #expect(try stop.jsonObject()["wasRunning"] as? Bool == true)
             let stopped = try await lockbox("db", "status", "--format", "json")
-            #expect(try stopped.jsonObject()["running"] as? Bool == false, "\(stopped)")
+            let stoppedStatus = try stopped.jsonObject()
+            #expect(stoppedStatus["running"] as? Bool == false, "\(stopped)")
+            // A stopped cluster cannot be asked which migrations it has: they are unknown, not pending
+            // (it was migrated when it was created), in JSON as in the table.
+            let unknown = try #require(stoppedStatus["migrations"] as? [[String: Any]])
+            #expect(!unknown.isEmpty && unknown.allSatisfy { $0["status"] as? String == "unknown" }, "\(stopped)")
+            let stoppedTable = try await lockbox("db", "status")
+            #expect(!stoppedTable.stdout.contains("pending"), "\(stoppedTable)")
 
             // A CLI run under faketime that starts the server does not hand it its clock: the
             // server keeps the real time, so the CLI's 40 s offset is still found ambiguous,
