@@ -7,7 +7,9 @@ public struct AuditFilter: Sendable {
     public var tenant: String?
     public var from: Date?
     public var to: Date?
+    /// The activity, in any letter case (`set-accesstocustomerdatarequest` finds `Set-AccessToCustomerDataRequest`).
     public var activity: String?
+    /// The User column, in any letter case.
     public var user: String?
     public var requestId: UUID?
     public var newestFirst: Bool
@@ -68,7 +70,7 @@ extension Broker {
         }
         if let from = filter.from { query += " AND a.occurred_at >= \(from)" }
         if let to = filter.to { query += " AND a.occurred_at < \(to)" }
-        if let activity = filter.activity { query += " AND a.activity = \(activity)" }
+        if let activity = filter.activity { query += " AND lower(a.activity) = lower(\(activity))" }
         if let user = filter.user { query += " AND lower(a.user_id) = lower(\(user))" }
         if let id = filter.requestId { query += " AND a.request_id = \(id)" }
         query += filter.newestFirst ? " ORDER BY a.id DESC" : " ORDER BY a.id"

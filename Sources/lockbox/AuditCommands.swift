@@ -31,7 +31,9 @@ struct AuditCommand: AsyncParsableCommand {
             help: ArgumentHelp("Up to this time, exclusive (ISO 8601).", valueName: "time"),
             transform: TimeArgument.parse)
         var to: TimeArgument?
-        @Option(help: ArgumentHelp("Only this activity, e.g. Set-AccessToCustomerDataRequest.", valueName: "name"))
+        @Option(
+            help: ArgumentHelp(
+                "Only this activity (case-insensitive), e.g. Set-AccessToCustomerDataRequest.", valueName: "name"))
         var activity: String?
         @Option(
             help: ArgumentHelp(

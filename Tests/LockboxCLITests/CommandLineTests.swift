@@ -192,6 +192,20 @@ struct AdminCommandTests {
         }
     }
 
+    @Test("audit search --activity matches in any letter case, as --user does: never an empty result by spelling")
+    func auditSearchActivityCase() async throws {
+        try await CLIWorld.with { world in
+            try await world.ok("tenant", "create", "contoso", "--admin", "admin@contoso.com")
+            try await world.ok("tenant", "set", "contoso", "--customer-lockbox", "on", "--as", "admin@contoso.com")
+            for spelling in ["Set-CustomerLockboxSetting", "set-customerlockboxsetting", "SET-CUSTOMERLOCKBOXSETTING"] {
+                let records = try await world.array("audit", "search", "--tenant", "contoso", "--activity", spelling)
+                #expect(records.count == 1, "--activity \(spelling)")
+                #expect(records.first?["activity"] as? String == "Set-CustomerLockboxSetting", "--activity \(spelling)")
+            }
+            #expect(try await world.array("audit", "search", "--activity", "Set-CustomerLockbox").isEmpty)
+        }
+    }
+
     @Test("request list says on standard error when more requests match than --limit shows")
     func requestListLimit() async throws {
         try await CLIWorld.with { world in
