@@ -4,8 +4,10 @@ import Subprocess
 
 /// A private PostgreSQL cluster in a directory of its own, reachable only on a
 /// Unix socket in that directory (no TCP), run with the system's `initdb` and
-/// `pg_ctl`. When the current user is root, the server runs as the unprivileged
-/// `postgres` user (initdb refuses root) and the directory is handed to it.
+/// `pg_ctl`. The server trusts every connection on the socket, so the directory
+/// is its owner's alone (mode 0700). When the current user is root, the server
+/// runs as the unprivileged `postgres` user (initdb refuses root) and the
+/// directory is handed to it.
 public struct EmbeddedPostgres: Sendable {
     /// Why the cluster could not be created, started or stopped.
     public struct Failure: Error, Sendable, CustomStringConvertible {
@@ -40,7 +42,9 @@ public struct EmbeddedPostgres: Sendable {
         if Self.runningAsRoot {
             try await Self.exec("/bin/chown", ["postgres:postgres", directory], asServer: false)
         }
-        try fileManager.setAttributes([.posixPermissions: 0o755], ofItemAtPath: directory)
+        // The server trusts every connection on its socket, as any role (its superuser included):
+        // only the cluster's owner (and root) may enter the directory that holds the socket.
+        try fileManager.setAttributes([.posixPermissions: 0o700], ofItemAtPath: directory)
         if !fileManager.fileExists(atPath: dataDirectory + "/PG_VERSION") {
             logger.debug("creating PostgreSQL cluster", metadata: ["directory": "\(directory)"])
             var arguments = ["-D", dataDirectory, "-U", superuser, "--auth=trust", "-E", "UTF8", "--no-locale"]

@@ -1111,6 +1111,11 @@ struct DatabaseCommandTests {
             #expect(running["clusterDirectory"] as? String == clusterDirectory)
             let recorded = try String(contentsOfFile: home + "/cluster-location", encoding: .utf8)
             #expect(recorded == clusterDirectory)
+            // The server trusts every connection on its socket (as its superuser): only the
+            // cluster's owner may enter the directory that holds the socket.
+            let attributes = try FileManager.default.attributesOfItem(atPath: clusterDirectory ?? "?")
+            let permissions = try #require((attributes[.posixPermissions] as? NSNumber)?.intValue)
+            #expect(permissions & 0o077 == 0, "cluster directory mode \(String(permissions, radix: 8))")
             if geteuid() == 0 {
                 #expect(clusterDirectory?.hasPrefix("/var/tmp/lockbox-") == true, "as root, outside the home")
             }
