@@ -79,7 +79,7 @@ struct NotificationsCommand: AsyncParsableCommand {
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "list",
-            abstract: "Queued and sent notifications, newest first (JSON and CSV include the body).",
+            abstract: "Queued, sent and withdrawn notifications, newest first (JSON and CSV include the body).",
             discussion: examples("lockbox notifications list --tenant contoso --format json"))
 
         @OptionGroup var options: GlobalOptions

@@ -38,7 +38,11 @@ struct RequestCommand: AsyncParsableCommand {
             parsing: .unconditional,
             help: ArgumentHelp("How long access lasts once approved: 1m to 4h.", valueName: "4h|90m|1h30m"))
         var duration: String = "4h"
-        @Option(help: ArgumentHelp("One mailbox, site or drive; without it the whole workload.", valueName: "id"))
+        @Option(
+            help: ArgumentHelp(
+                "A path in the workload (a mailbox, site or drive, e.g. alice@contoso.com, or deeper, e.g. "
+                    + "finance/Documents) and everything under it; without it the whole workload.",
+                valueName: "id"))
         var resource: String?
         @Option(
             help: ArgumentHelp("Client IP address to record in the audit log.", valueName: "addr"),
