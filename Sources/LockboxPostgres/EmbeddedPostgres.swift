@@ -38,13 +38,7 @@ public struct EmbeddedPostgres: Sendable {
     public func start(logger: Logger = Logger(label: "lockbox.embedded-postgres")) async throws {
         let fileManager = FileManager.default
         let bin = try Self.binDirectory()
-        try fileManager.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        if Self.runningAsRoot {
-            try await Self.exec("/bin/chown", ["postgres:postgres", directory], asServer: false)
-        }
-        // The server trusts every connection on its socket, as any role (its superuser included):
-        // only the cluster's owner (and root) may enter the directory that holds the socket.
-        try fileManager.setAttributes([.posixPermissions: 0o700], ofItemAtPath: directory)
+        try Self.claimDirectory(directory)
         if !fileManager.fileExists(atPath: dataDirectory + "/PG_VERSION") {
             logger.debug("creating PostgreSQL cluster", metadata: ["directory": "\(directory)"])
             var arguments = ["-D", dataDirectory, "-U", superuser, "--auth=trust", "-E", "UTF8", "--no-locale"]
@@ -108,6 +102,57 @@ public struct EmbeddedPostgres: Sendable {
             "( while kill -0 \(pid) 2>/dev/null; do sleep 1; done; \(stopCommand); rm -rf \(shellQuote(directory)) )"
             + " >/dev/null 2>&1 </dev/null &"
         _ = try await Self.run("/bin/sh", ["-c", script], asServer: false)
+    }
+
+    // MARK: The directory
+
+    /// Creates the cluster's directory, or takes over the one there only if it is a real
+    /// directory (not a symbolic link) belonging to this user or, as root, to `postgres`;
+    /// then, as root, hands it to `postgres`, and makes it mode 0700: the server trusts every
+    /// connection on its socket, as any role (its superuser included), so only the cluster's
+    /// owner (and root) may enter the directory that holds the socket.
+    ///
+    /// The directory may sit in a place every user can write (`/var/tmp/lockbox-<hash>` for a
+    /// root or over-long `LOCKBOX_HOME`), at a predictable path: whoever creates it first must
+    /// not be able to have its target handed to `postgres`, or the cluster put in a directory
+    /// they control. Everything is done through one descriptor opened without following links.
+    static func claimDirectory(_ directory: String) throws {
+        let parent = (directory as NSString).deletingLastPathComponent
+        if !parent.isEmpty { try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true) }
+        if mkdir(directory, 0o700) != 0 && errno != EEXIST {
+            throw Failure(message: "cannot create \(directory): \(String(cString: strerror(errno)))")
+        }
+        let descriptor = open(directory, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard descriptor >= 0 else {
+            let error = errno
+            var info = stat()
+            if lstat(directory, &info) == 0 && (info.st_mode & S_IFMT) == S_IFLNK {
+                throw Failure(
+                    message: "\(directory) is a symbolic link, not a directory: refused (whoever made it could "
+                        + "have the cluster put where the link points); remove it, or set LOCKBOX_HOME elsewhere")
+            }
+            throw Failure(message: "cannot use \(directory) for the cluster: \(String(cString: strerror(error)))")
+        }
+        defer { close(descriptor) }
+        var info = stat()
+        guard fstat(descriptor, &info) == 0 else {
+            throw Failure(message: "cannot read \(directory): \(String(cString: strerror(errno)))")
+        }
+        let server = runningAsRoot ? getpwnam("postgres")?.pointee : nil
+        if runningAsRoot && server == nil {
+            throw Failure(message: "as root the server runs as the `postgres` user, and there is none")
+        }
+        guard info.st_uid == geteuid() || (server.map { info.st_uid == $0.pw_uid } ?? false) else {
+            throw Failure(
+                message: "\(directory) belongs to another user (uid \(info.st_uid)): refused (its owner could "
+                    + "replace the cluster's files); remove it, or set LOCKBOX_HOME elsewhere")
+        }
+        if let server, fchown(descriptor, server.pw_uid, server.pw_gid) != 0 {
+            throw Failure(message: "cannot hand \(directory) to postgres: \(String(cString: strerror(errno)))")
+        }
+        guard fchmod(descriptor, 0o700) == 0 else {
+            throw Failure(message: "cannot set the mode of \(directory): \(String(cString: strerror(errno)))")
+        }
     }
 
     // MARK: Processes

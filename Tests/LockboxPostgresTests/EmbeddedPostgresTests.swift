@@ -1,0 +1,60 @@
+import Foundation
+import LockboxPostgres
+import Testing
+
+@Suite("embedded cluster directory")
+struct EmbeddedPostgresTests {
+    /// A fresh path under the temporary directory (short enough for a Unix socket).
+    static func scratch(_ name: String) -> String {
+        NSTemporaryDirectory() + "\(name)-\(UUID().uuidString.prefix(8))"
+    }
+
+    static func mode(_ path: String) throws -> Int {
+        try (FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int) ?? -1
+    }
+
+    static func owner(_ path: String) throws -> Int {
+        try (FileManager.default.attributesOfItem(atPath: path)[.ownerAccountID] as? Int) ?? -1
+    }
+
+    // The cluster of a root LOCKBOX_HOME lives at a predictable path in /var/tmp, which every
+    // user may write: anyone could put a symbolic link there first. Following it handed its
+    // target (e.g. /root) to the postgres user, mode 0755, and put the cluster inside.
+    @Test("a cluster directory that is a symbolic link is refused, and the link's target left as it was")
+    func symbolicLinkRefused() async throws {
+        let target = Self.scratch("lockbox-precious")
+        let link = Self.scratch("lockbox-link")
+        try FileManager.default.createDirectory(
+            atPath: target, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
+        defer {
+            try? FileManager.default.removeItem(atPath: link)
+            try? FileManager.default.removeItem(atPath: target)
+        }
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: target)
+        let ownerBefore = try Self.owner(target)
+
+        let cluster = EmbeddedPostgres(directory: link, durable: false)
+        let failure = try await #require(throws: EmbeddedPostgres.Failure.self) { try await cluster.start() }
+        #expect(failure.message.contains(link) && failure.message.contains("symbolic link"), "\(failure)")
+        #expect(try Self.mode(target) == 0o700, "the target's mode is not changed")
+        #expect(try Self.owner(target) == ownerBefore, "the target's owner is not changed")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: target).isEmpty, "no cluster in the target")
+    }
+
+    @Test("a cluster directory that belongs to another user is refused and left as it was")
+    func someoneElsesDirectoryRefused() async throws {
+        // Only root can make a directory belong to someone else.
+        guard geteuid() == 0, let nobody = getpwnam("nobody")?.pointee else { return }
+        let directory = Self.scratch("lockbox-foreign")
+        try FileManager.default.createDirectory(
+            atPath: directory, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o777])
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        #expect(chown(directory, nobody.pw_uid, nobody.pw_gid) == 0)
+
+        let cluster = EmbeddedPostgres(directory: directory, durable: false)
+        let failure = try await #require(throws: EmbeddedPostgres.Failure.self) { try await cluster.start() }
+        #expect(failure.message.contains(directory) && failure.message.contains("belongs to"), "\(failure)")
+        #expect(try Self.owner(directory) == Int(nobody.pw_uid), "not taken over")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory).isEmpty, "no cluster in it")
+    }
+}
