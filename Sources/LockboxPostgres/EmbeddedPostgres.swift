@@ -38,6 +38,7 @@ public struct EmbeddedPostgres: Sendable {
     public func start(logger: Logger = Logger(label: "lockbox.embedded-postgres")) async throws {
         let fileManager = FileManager.default
         let bin = try Self.binDirectory()
+        if let problem = Self.socketDirectoryProblem(directory) { throw Failure(message: problem) }
         try Self.claimDirectory(directory)
         if !fileManager.fileExists(atPath: dataDirectory + "/PG_VERSION") {
             logger.debug("creating PostgreSQL cluster", metadata: ["directory": "\(directory)"])
@@ -48,7 +49,7 @@ public struct EmbeddedPostgres: Sendable {
 
                 # lockbox: private cluster, Unix socket only
                 listen_addresses = ''
-                unix_socket_directories = '\(directory.replacingOccurrences(of: "'", with: "''"))'
+                unix_socket_directories = \(Self.socketDirectoriesSetting(directory))
                 port = 5432
                 max_connections = 300
                 shared_buffers = 128MB
@@ -102,6 +103,31 @@ public struct EmbeddedPostgres: Sendable {
             "( while kill -0 \(pid) 2>/dev/null; do sleep 1; done; \(stopCommand); rm -rf \(shellQuote(directory)) )"
             + " >/dev/null 2>&1 </dev/null &"
         _ = try await Self.run("/bin/sh", ["-c", script], asServer: false)
+    }
+
+    /// Why the server's socket cannot be in `directory`, or nil: libpq reads a comma in a
+    /// `host` as a list of hosts (there is no way to quote one), and a Unix socket's path
+    /// holds at most 107 bytes.
+    public static func socketDirectoryProblem(_ directory: String) -> String? {
+        if directory.contains(",") {
+            return "the cluster's directory \(directory) holds a comma, which libpq cannot take in a socket path"
+        }
+        if (directory + "/.s.PGSQL.5432").utf8.count > 100 {
+            return "the cluster's directory \(directory) is too long for a Unix socket path"
+        }
+        return nil
+    }
+
+    /// The `unix_socket_directories` value naming only `directory`, as postgresql.conf reads it:
+    /// the setting is a comma-separated list, so the name is double-quoted (a comma or a space
+    /// in it would otherwise split it or be trimmed), and the list is a quoted string of the file,
+    /// in which a backslash and a single quote are escaped.
+    static func socketDirectoriesSetting(_ directory: String) -> String {
+        let listed = "\"" + directory.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+        let escaped = listed.replacingOccurrences(of: "\\", with: "\\\\")
+            .replacingOccurrences(of: "'", with: "''")
+            .replacingOccurrences(of: "\n", with: "\\n")
+        return "'" + escaped + "'"
     }
 
     // MARK: The directory

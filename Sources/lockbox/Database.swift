@@ -83,7 +83,7 @@ enum DatabaseLocation: Sendable {
 /// Normally the cluster lives in `$LOCKBOX_HOME/postgres`. As root the server
 /// runs as the `postgres` user, which cannot enter `/root`, so the cluster goes
 /// to `/var/tmp/lockbox-<hash of LOCKBOX_HOME>`; the same happens when the home's
-/// path is too long for a Unix socket. The chosen place is written to
+/// path is too long for a Unix socket or holds a comma. The chosen place is written to
 /// `$LOCKBOX_HOME/cluster-location` and shown by `lockbox db status`.
 struct EmbeddedHome: Sendable {
     let home: String
@@ -108,7 +108,7 @@ struct EmbeddedHome: Sendable {
             return EmbeddedHome(home: home, cluster: EmbeddedPostgres(directory: recorded, durable: true))
         }
         var directory = home + "/postgres"
-        if geteuid() == 0 || (directory + "/.s.PGSQL.5432").utf8.count > 100 {
+        if geteuid() == 0 || EmbeddedPostgres.socketDirectoryProblem(directory) != nil {
             directory = "/var/tmp/lockbox-" + Migrator.checksum(home).prefix(12)
         }
         return EmbeddedHome(home: home, cluster: EmbeddedPostgres(directory: directory, durable: true))

@@ -57,4 +57,43 @@ struct EmbeddedPostgresTests {
         #expect(try Self.owner(directory) == Int(nobody.pw_uid), "not taken over")
         #expect(try FileManager.default.contentsOfDirectory(atPath: directory).isEmpty, "no cluster in it")
     }
+
+    // postgresql.conf reads a backslash in a quoted string as an escape: a directory such as
+    // "/home/ann/lock\\box" became "/home/ann/lockbox" there, and the server never started.
+    @Test("a cluster directory with spaces, a quote and a backslash in its path starts and answers")
+    func awkwardPath() async throws {
+        let directory = Self.scratch("lockbox a 'c d\\e")
+        let cluster = EmbeddedPostgres(directory: directory, durable: false)
+        do {
+            try await cluster.start()
+            let connection = try await PGConnection.connect(cluster.conninfo())
+            let rows = try await connection.query("SELECT current_setting('unix_socket_directories')")
+            await connection.close()
+            #expect(try rows.first?.decode(String.self, at: 0) == "\"" + directory + "\"")
+            #expect(try await cluster.isRunning())
+        } catch {
+            try? await cluster.destroy()
+            throw error
+        }
+        try await cluster.destroy()
+    }
+
+    // unix_socket_directories and libpq's host are comma-separated lists: a LOCKBOX_HOME such as
+    // "/home/ann/lockbox,test" made the server look for "/home/ann/lockbox" and never start,
+    // on every later command too (the half-made cluster stayed).
+    @Test("a cluster directory with a comma is refused before anything is made; the CLI's home moves the cluster out")
+    func commaInPath() async throws {
+        let directory = Self.scratch("lockbox a,b")
+        #expect(EmbeddedPostgres.socketDirectoryProblem(directory)?.contains("comma") == true)
+        #expect(EmbeddedPostgres.socketDirectoryProblem(Self.scratch("lockbox a b")) == nil)
+        #expect(EmbeddedPostgres.socketDirectoryProblem("/" + String(repeating: "x", count: 90)) != nil)
+        let cluster = EmbeddedPostgres(directory: directory, durable: false)
+        let failure = try await #require(throws: EmbeddedPostgres.Failure.self) { try await cluster.start() }
+        if !FileManager.default.fileExists(atPath: directory) {
+            #expect(failure.message.contains("comma"), "\(failure)")
+        } else {
+            try? await cluster.destroy()
+            Issue.record("a cluster was made in \(directory): \(failure)")
+        }
+    }
 }
