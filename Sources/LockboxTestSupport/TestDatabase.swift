@@ -20,24 +20,43 @@ public struct TestDatabase: Sendable {
     /// The server is `LOCKBOX_TEST_DATABASE_URL` when set; otherwise a private
     /// cluster started once per test process on a Unix socket in a temporary
     /// directory, removed when the process exits.
+    ///
+    /// At most ``maximumAtOnce`` run at a time; the others wait for a turn. Swift Testing starts
+    /// every test at once, and each holds a pool (and the CLI tests' processes pools of their
+    /// own): on a busy machine, where tests overlap longer, the server's 300 connections ran
+    /// out and tests failed with "sorry, too many clients already".
     public static func with<T: Sendable>(
         maxConnections: Int = 8,
         _ body: (TestDatabase) async throws -> T
     ) async throws -> T {
-        let (conninfo, name) = try await TestCluster.shared.createDatabase()
+        await turns.acquire()
+        let created: (conninfo: String, name: String)
+        do {
+            created = try await TestCluster.shared.createDatabase()
+        } catch {
+            await turns.release()
+            throw error
+        }
+        let (conninfo, name) = created
         let pool = PGPool(conninfo: conninfo, database: name, maxConnections: maxConnections)
         let database = TestDatabase(conninfo: conninfo, name: name, pool: pool)
         do {
             let value = try await body(database)
             await pool.close()
             try await TestCluster.shared.dropDatabase(name)
+            await turns.release()
             return value
         } catch {
             await pool.close()
             try? await TestCluster.shared.dropDatabase(name)
+            await turns.release()
             throw error
         }
     }
+
+    /// How many test databases exist at once, at most (see ``with(maxConnections:_:)``).
+    public static let maximumAtOnce = 12
+    static let turns = Turns(maximumAtOnce)
 
     /// Opens a connection of its own to this database.
     public func connect() async throws -> PGConnection {
@@ -116,5 +135,29 @@ public actor TestCluster {
         let admin = try await PGConnection.connect(server.conninfo)
         try await admin.execute(script: "DROP DATABASE IF EXISTS \(quoteIdentifier(name)) WITH (FORCE)")
         await admin.close()
+    }
+}
+
+/// A counting semaphore for tasks: `acquire` waits (without blocking a thread) for a free turn.
+actor Turns {
+    private var free: Int
+    private var waiting: [CheckedContinuation<Void, Never>] = []
+
+    init(_ count: Int) { free = count }
+
+    func acquire() async {
+        if free > 0 {
+            free -= 1
+            return
+        }
+        await withCheckedContinuation { waiting.append($0) }
+    }
+
+    func release() {
+        if waiting.isEmpty {
+            free += 1
+        } else {
+            waiting.removeFirst().resume()
+        }
     }
 }
