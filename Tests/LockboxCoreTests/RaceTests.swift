@@ -74,30 +74,6 @@ struct RaceTests {
         }
     }
 
-    @Test("a customer approval that waited for the request past its deadline is refused as expired")
-    func approvalWaitingPastDeadline() async throws {
-        try await World.with { world in
-            let request = try await world.pendingCustomer()
-            world.clock.advance(by: .seconds(12 * 3600 - 1))
-            // Another session holds the request (as a cancel, a sweep or a slow decision would).
-            let pin = try await world.db.connect()
-            try await pin.execute(script: "BEGIN")
-            try await pin.query("SELECT 1 FROM lockbox.requests WHERE request_id = \(request.requestId) FOR UPDATE")
-            let decision = Task {
-                try await world.broker.decide(request.requestId, decision: .approve, by: "approver@contoso.com")
-            }
-            try await world.waitForLockWaits(1)
-            // The deadline passes while the approval waits: when it gets the request, it is too late.
-            world.clock.advance(by: .seconds(2))
-            try await pin.execute(script: "COMMIT")
-            await pin.close()
-            let error = try await #require(throws: LockboxError.self) { _ = try await decision.value }
-            #expect(error.code == .expired, "\(error.debugDescription)")
-            #expect(try await world.broker.request(request.requestId).status == .expired)
-            #expect(try await world.broker.sweep().expired == [request.requestId])
-        }
-    }
-
     @Test("a revoke that waited for the request records its end after the operations that ran meanwhile")
     func revokeTimeIsTakenUnderItsLock() async throws {
         try await World.with { world in

@@ -17,23 +17,35 @@ struct TenantLockRaceTests {
         return pin
     }
 
-    @Test("a customer approval that waited for its tenant past the deadline is refused as expired")
-    func approvalWaitingForTenantPastDeadline() async throws {
+    @Test(
+        "a customer approval that waited past the deadline (for its request or its tenant) is refused as expired",
+        arguments: ["request", "tenant"])
+    func approvalWaitingPastDeadline(_ held: String) async throws {
         try await World.with { world in
             let request = try await world.pendingCustomer()
             world.clock.advance(by: .seconds(12 * 3600 - 1))
-            let pin = try await Self.holdTenant(world)
+            // Another session holds the request (as a cancel, a sweep or a slow decision would),
+            // or the tenant (as a role change would).
+            let pin: PGConnection
+            if held == "request" {
+                pin = try await world.db.connect()
+                try await pin.execute(script: "BEGIN")
+                try await pin.query("SELECT 1 FROM lockbox.requests WHERE request_id = \(request.requestId) FOR UPDATE")
+            } else {
+                pin = try await Self.holdTenant(world)
+            }
             let decision = Task {
                 try await world.broker.decide(request.requestId, decision: .approve, by: "approver@contoso.com")
             }
             try await world.waitForLockWaits(1)
-            // The deadline passes while the approval waits for the role change to commit.
+            // The deadline passes while the approval waits: when it gets the lock, it is too late.
             world.clock.advance(by: .seconds(2))
             try await pin.execute(script: "COMMIT")
             await pin.close()
             let error = try await #require(throws: LockboxError.self) { _ = try await decision.value }
             #expect(error.code == .expired, "\(error.debugDescription)")
             #expect(try await world.broker.request(request.requestId).status == .expired)
+            #expect(try await world.broker.sweep().expired == [request.requestId])
         }
     }
 
