@@ -79,9 +79,11 @@ extension Broker {
     {
         let upn = try Validate.upn(upn, field: "as")
         let clientIP = try Validate.clientIP(clientIP)
-        let now = try now()
         return try await transaction { connection in
             var tenant = try await lockTenant(name, on: connection)
+            // Read once the tenant is ours (see ``lockTenant(_:on:)``): the change is dated when it
+            // takes effect, after the reviews and decisions it waited for.
+            let now = try now()
             try await requireGlobalAdmin(upn, of: tenant, on: connection, action: "turn Customer Lockbox on or off")
             let old = tenant.customerLockbox
             guard old != enabled else {
@@ -113,9 +115,9 @@ extension Broker {
         let upn = try Validate.upn(upn, field: "upn")
         let admin = try Validate.upn(admin, field: "as")
         let clientIP = try Validate.clientIP(clientIP)
-        let now = try now()
         return try await transaction { connection in
             let tenant = try await lockTenant(name, on: connection)
+            let now = try now()
             try await requireGlobalAdmin(admin, of: tenant, on: connection, action: "assign roles")
             let inserted = try await connection.query(
                 """
@@ -143,9 +145,9 @@ extension Broker {
         let upn = try Validate.upn(upn, field: "upn")
         let admin = try Validate.upn(admin, field: "as")
         let clientIP = try Validate.clientIP(clientIP)
-        let now = try now()
         try await transaction { connection in
             let tenant = try await lockTenant(name, on: connection)
+            let now = try now()
             try await requireGlobalAdmin(admin, of: tenant, on: connection, action: "remove roles")
             if role == .globalAdministrator {
                 let admins = try await connection.query(
@@ -193,6 +195,8 @@ extension Broker {
     }
 
     /// Locks the tenant row for the transaction (settings and roles change one at a time).
+    /// Callers read the clock only once they hold it: a change that waited for a review or a
+    /// customer decision holding the tenant `FOR SHARE` is dated after it, as it took effect.
     ///
     /// `FOR NO KEY UPDATE`, not `FOR UPDATE`: the tenant's key never changes here, and
     /// every audit insert takes `FOR KEY SHARE` on its tenant (migration 0004), which

@@ -99,6 +99,52 @@ struct TenantLockRaceTests {
             #expect(reviewed.customerDeadline == (try world.clock.now()).addingTimeInterval(12 * 3600))
         }
     }
+
+    @Test(
+        "a role change or Customer Lockbox switch that waited for a review or decision is dated when it takes effect",
+        arguments: ["add", "remove", "switch"])
+    func tenantChangeWaitingIsDatedWhenItTakesEffect(_ change: String) async throws {
+        try await World.with { world in
+            try await world.broker.addRole(
+                tenant: "contoso", upn: "second@contoso.com", role: .customerLockboxApprover, by: "admin@contoso.com")
+            // Another session holds the tenant FOR SHARE, as an internal review or a customer
+            // decision does until it commits.
+            let pin = try await world.db.connect()
+            try await pin.execute(script: "BEGIN; SELECT 1 FROM lockbox.tenants WHERE name = 'contoso' FOR SHARE")
+            let task = Task {
+                switch change {
+                case "add":
+                    _ = try await world.broker.addRole(
+                        tenant: "contoso", upn: "late@contoso.com", role: .customerLockboxApprover,
+                        by: "admin@contoso.com")
+                case "remove":
+                    try await world.broker.removeRole(
+                        tenant: "contoso", upn: "second@contoso.com", role: .customerLockboxApprover,
+                        by: "admin@contoso.com")
+                default:
+                    _ = try await world.broker.setCustomerLockbox(
+                        tenant: "contoso", enabled: false, by: "admin@contoso.com")
+                }
+            }
+            try await world.waitForLockWaits(1)
+            // The review or decision holding the tenant takes effect (and is dated) now; the change
+            // that waited for it comes after it, and its record and role must say so.
+            world.clock.advance(by: .seconds(60))
+            let effective = try world.clock.now()
+            try await pin.execute(script: "COMMIT")
+            await pin.close()
+            try await task.value
+            let record = try #require(try await world.broker.auditRecords(AuditFilter(tenant: "contoso")).first)
+            #expect(
+                ["Add-RoleGroupMember", "Remove-RoleGroupMember", "Set-CustomerLockboxSetting"].contains(record.activity))
+            #expect(record.occurredAt == effective, "dated before the review or decision it waited for")
+            if change == "add" {
+                let role = try #require(
+                    try await world.broker.roles(tenant: "contoso").first { $0.upn == "late@contoso.com" })
+                #expect(role.grantedAt == effective)
+            }
+        }
+    }
 }
 
 /// The reason given for an attempt refused after it waited for a grant that ended meanwhile.
