@@ -105,7 +105,7 @@ struct TenantLockRaceTests {
         arguments: ["add", "remove", "switch"])
     func tenantChangeWaitingIsDatedWhenItTakesEffect(_ change: String) async throws {
         try await World.with { world in
-            try await world.broker.addRole(
+            _ = try await world.broker.addRole(
                 tenant: "contoso", upn: "second@contoso.com", role: .customerLockboxApprover, by: "admin@contoso.com")
             // Another session holds the tenant FOR SHARE, as an internal review or a customer
             // decision does until it commits.
