@@ -32,7 +32,32 @@
 -- query reads the database as it is when the attempt is refused, and the
 -- function explains refusals through it as the statements do. It runs only
 -- for refused attempts.
-ALTER FUNCTION lockbox.refusal_of(text, uuid, text, text, text, timestamptz) VOLATILE;
+--
+-- Reading the database afresh, two calls for one attempt (one for the
+-- request id, one for the reason, as the statements made) could each see a
+-- different commit, and record a request id that the reason does not speak
+-- of. The statements now call it once per refused attempt and take both from
+-- that one answer, which a subquery can hand on only as a named type: it
+-- returns lockbox.refusal_explanation instead of OUT parameters (an anonymous
+-- record), so it is created again.
+CREATE TYPE lockbox.refusal_explanation AS (request_id uuid, reason text);
+
+DROP FUNCTION lockbox.refusal_of(text, uuid, text, text, text, timestamptz);
+
+CREATE FUNCTION lockbox.refusal_of(
+    p_operator text, p_tenant_id uuid, p_tenant text, p_workload text, p_resource text, p_now timestamptz
+) RETURNS lockbox.refusal_explanation LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    explained lockbox.refusal_explanation;
+BEGIN
+    SELECT f.request_id, f.reason INTO explained
+    FROM lockbox.refusal(p_operator, p_tenant_id, p_tenant, p_workload, p_resource, p_now) f;
+    RETURN explained;
+END $$;
+
+-- As 0006 had it: not PUBLIC's, lockbox_app's.
+REVOKE EXECUTE ON FUNCTION lockbox.refusal_of(text, uuid, text, text, text, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION lockbox.refusal_of(text, uuid, text, text, text, timestamptz) TO lockbox_app;
 
 -- Reading the database as it is when the attempt is refused, the explanation
 -- can also see a request approved after the statement began (while it waited

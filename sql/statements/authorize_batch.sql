@@ -29,44 +29,52 @@
 -- The same rule as lockbox.authorize_batch (the function SQL tools call), as a
 -- plain statement: a PL/pgSQL call would cost more than a one-row batch itself.
 WITH decided AS (
-    SELECT i.ord, i.operator, i.workload, i.operation, i.resource, i.client_ip, i.arguments, i.now, t.tenant_id,
-        g.access_ends_at AS grant_ends,
-        CASE WHEN g.request_id IS NOT NULL THEN g.request_id
-             WHEN t.name = i.tenant THEN
-                 (lockbox.refusal_of(i.operator, t.tenant_id, i.tenant, i.workload, i.resource, i.now)).request_id
-        END AS request_id,
-        CASE WHEN g.request_id IS NOT NULL THEN NULL
-             WHEN i.denial IS NOT NULL THEN i.denial
-             WHEN t.tenant_id IS NULL THEN format('unknown tenant %s', i.tenant)
-             WHEN t.name <> i.tenant
-                 THEN format('unknown tenant %s (tenant names are exact: did you mean %s?)', i.tenant, t.name)
-             ELSE (lockbox.refusal_of(i.operator, t.tenant_id, i.tenant, i.workload, i.resource, i.now)).reason
+    SELECT c.ord, c.operator, c.workload, c.operation, c.resource, c.client_ip, c.arguments, c.now, c.tenant_id,
+        c.grant_ends,
+        coalesce(c.grant_id, (c.refusal).request_id) AS request_id,
+        CASE WHEN c.grant_id IS NOT NULL THEN NULL
+             WHEN c.denial IS NOT NULL THEN c.denial
+             WHEN c.tenant_id IS NULL THEN format('unknown tenant %s', c.tenant)
+             WHEN c.tenant_name <> c.tenant
+                 THEN format('unknown tenant %s (tenant names are exact: did you mean %s?)', c.tenant, c.tenant_name)
+             ELSE (c.refusal).reason
         END AS reason,
         nextval('lockbox.audit_records_id_seq') AS audit_id
     FROM (
-        SELECT u.ord, u.operator, u.tenant, u.workload, u.operation, u.resource, u.client_ip,
-            coalesce(u.arguments, '{}') AS arguments,
-            coalesce(u.now, clock_timestamp()) AS now,
-            CASE WHEN u.now IS NULL THEN coalesce(u.denial, 'the broker clock is unavailable')
-                 ELSE u.denial END AS denial
-        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::inet[], $7::jsonb[],
-                    $8::timestamptz[], $9::text[])
-            WITH ORDINALITY AS u(operator, tenant, workload, operation, resource, client_ip, arguments, now,
-                                 denial, ord)
-    ) i
-    LEFT JOIN lockbox.tenants t ON lower(t.name) = lower(i.tenant)
-    LEFT JOIN LATERAL (
-        SELECT r.request_id, r.access_ends_at FROM lockbox.requests r
-        WHERE i.denial IS NULL AND t.name = i.tenant AND r.requester = i.operator AND r.tenant_id = t.tenant_id
-          AND r.workload = i.workload AND r.status = 'Approved'
-          AND r.access_starts_at <= i.now AND i.now < r.access_ends_at
-          AND (r.resource IS NULL OR i.resource = r.resource OR starts_with(i.resource, r.resource || '/'))
-        ORDER BY r.access_ends_at DESC
-        LIMIT 1
-        -- Waits for a revoke or cancel in flight (they lock the row FOR UPDATE) and
-        -- then reads the row as it committed: see migration 0021.
-        FOR KEY SHARE OF r
-    ) g ON true
+        -- The refusal is explained by ONE call, for attempts that found no grant, so
+        -- that its request id and its reason come from one reading of the database
+        -- (the function is VOLATILE since 0021: two calls could each see another
+        -- commit). The volatile call also keeps this subquery from being merged into
+        -- the one above, which would copy the call into both uses.
+        SELECT i.*, t.tenant_id, t.name AS tenant_name, g.request_id AS grant_id, g.access_ends_at AS grant_ends,
+            CASE WHEN g.request_id IS NULL AND t.name = i.tenant
+                 THEN lockbox.refusal_of(i.operator, t.tenant_id, i.tenant, i.workload, i.resource, i.now)
+            END AS refusal
+        FROM (
+            SELECT u.ord, u.operator, u.tenant, u.workload, u.operation, u.resource, u.client_ip,
+                coalesce(u.arguments, '{}') AS arguments,
+                coalesce(u.now, clock_timestamp()) AS now,
+                CASE WHEN u.now IS NULL THEN coalesce(u.denial, 'the broker clock is unavailable')
+                     ELSE u.denial END AS denial
+            FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::inet[], $7::jsonb[],
+                        $8::timestamptz[], $9::text[])
+                WITH ORDINALITY AS u(operator, tenant, workload, operation, resource, client_ip, arguments, now,
+                                     denial, ord)
+        ) i
+        LEFT JOIN lockbox.tenants t ON lower(t.name) = lower(i.tenant)
+        LEFT JOIN LATERAL (
+            SELECT r.request_id, r.access_ends_at FROM lockbox.requests r
+            WHERE i.denial IS NULL AND t.name = i.tenant AND r.requester = i.operator AND r.tenant_id = t.tenant_id
+              AND r.workload = i.workload AND r.status = 'Approved'
+              AND r.access_starts_at <= i.now AND i.now < r.access_ends_at
+              AND (r.resource IS NULL OR i.resource = r.resource OR starts_with(i.resource, r.resource || '/'))
+            ORDER BY r.access_ends_at DESC
+            LIMIT 1
+            -- Waits for a revoke or cancel in flight (they lock the row FOR UPDATE) and
+            -- then reads the row as it committed: see migration 0021.
+            FOR KEY SHARE OF r
+        ) g ON true
+    ) c
 ),
 recorded AS (
     INSERT INTO lockbox.audit_records (id, occurred_at, tenant_id, record_type, user_id, actor, client_ip,

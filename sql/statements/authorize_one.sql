@@ -13,35 +13,44 @@
 -- that an attempt naming `CONTOSO` is recorded under contoso, where its
 -- auditors see it; only the exact name is granted (migration 0020).
 WITH decided AS (
-    SELECT i.now, t.tenant_id, g.access_ends_at AS grant_ends,
-        CASE WHEN g.request_id IS NOT NULL THEN g.request_id
-             WHEN t.name = $2::text THEN (lockbox.refusal_of($1, t.tenant_id, $2, $3, $5, i.now)).request_id
-        END AS request_id,
-        CASE WHEN g.request_id IS NOT NULL THEN NULL
-             WHEN i.denial IS NOT NULL THEN i.denial
-             WHEN t.tenant_id IS NULL THEN format('unknown tenant %s', $2::text)
-             WHEN t.name <> $2::text
-                 THEN format('unknown tenant %s (tenant names are exact: did you mean %s?)', $2::text, t.name)
-             ELSE (lockbox.refusal_of($1, t.tenant_id, $2, $3, $5, i.now)).reason
+    SELECT c.now, c.tenant_id, c.grant_ends,
+        coalesce(c.grant_id, (c.refusal).request_id) AS request_id,
+        CASE WHEN c.grant_id IS NOT NULL THEN NULL
+             WHEN c.denial IS NOT NULL THEN c.denial
+             WHEN c.tenant_id IS NULL THEN format('unknown tenant %s', $2::text)
+             WHEN c.tenant_name <> $2::text
+                 THEN format('unknown tenant %s (tenant names are exact: did you mean %s?)', $2::text, c.tenant_name)
+             ELSE (c.refusal).reason
         END AS reason
     FROM (
-        SELECT coalesce($8::timestamptz, clock_timestamp()) AS now,
-            CASE WHEN $8::timestamptz IS NULL THEN coalesce($9::text, 'the broker clock is unavailable')
-                 ELSE $9::text END AS denial
-    ) i
-    LEFT JOIN lockbox.tenants t ON lower(t.name) = lower($2::text)
-    LEFT JOIN LATERAL (
-        SELECT r.request_id, r.access_ends_at FROM lockbox.requests r
-        WHERE i.denial IS NULL AND t.name = $2::text AND r.requester = $1::text AND r.tenant_id = t.tenant_id
-          AND r.workload = $3::text AND r.status = 'Approved'
-          AND r.access_starts_at <= i.now AND i.now < r.access_ends_at
-          AND (r.resource IS NULL OR $5::text = r.resource OR starts_with($5::text, r.resource || '/'))
-        ORDER BY r.access_ends_at DESC
-        LIMIT 1
-        -- Waits for a revoke or cancel in flight (they lock the row FOR UPDATE) and
-        -- then reads the row as it committed: see migration 0021.
-        FOR KEY SHARE OF r
-    ) g ON true
+        -- The refusal is explained by ONE call, for attempts that found no grant, so
+        -- that its request id and its reason come from one reading of the database
+        -- (the function is VOLATILE since 0021: two calls could each see another
+        -- commit). The volatile call also keeps this subquery from being merged into
+        -- the one above, which would copy the call into both uses.
+        SELECT i.now, i.denial, t.tenant_id, t.name AS tenant_name, g.request_id AS grant_id,
+            g.access_ends_at AS grant_ends,
+            CASE WHEN g.request_id IS NULL AND t.name = $2::text
+                 THEN lockbox.refusal_of($1, t.tenant_id, $2, $3, $5, i.now) END AS refusal
+        FROM (
+            SELECT coalesce($8::timestamptz, clock_timestamp()) AS now,
+                CASE WHEN $8::timestamptz IS NULL THEN coalesce($9::text, 'the broker clock is unavailable')
+                     ELSE $9::text END AS denial
+        ) i
+        LEFT JOIN lockbox.tenants t ON lower(t.name) = lower($2::text)
+        LEFT JOIN LATERAL (
+            SELECT r.request_id, r.access_ends_at FROM lockbox.requests r
+            WHERE i.denial IS NULL AND t.name = $2::text AND r.requester = $1::text AND r.tenant_id = t.tenant_id
+              AND r.workload = $3::text AND r.status = 'Approved'
+              AND r.access_starts_at <= i.now AND i.now < r.access_ends_at
+              AND (r.resource IS NULL OR $5::text = r.resource OR starts_with($5::text, r.resource || '/'))
+            ORDER BY r.access_ends_at DESC
+            LIMIT 1
+            -- Waits for a revoke or cancel in flight (they lock the row FOR UPDATE) and
+            -- then reads the row as it committed: see migration 0021.
+            FOR KEY SHARE OF r
+        ) g ON true
+    ) c
 ),
 recorded AS (
     INSERT INTO lockbox.audit_records (occurred_at, tenant_id, record_type, user_id, actor, client_ip,
