@@ -269,7 +269,9 @@ extension Broker {
                     decision = CASE WHEN status = 'Approved' THEN decision ELSE 'Cancel' END,
                     decided_at = CASE WHEN status = 'Approved' THEN decided_at ELSE \(now) END,
                     decided_by = CASE WHEN status = 'Approved' THEN decided_by ELSE \(alias) END,
-                    decision_comment = coalesce(\(comment), decision_comment)
+                    -- An active grant keeps its customer's decision, comment included: the
+                    -- cancel's own comment is in its audit record.
+                    decision_comment = CASE WHEN status = 'Approved' THEN decision_comment ELSE \(comment) END
                 WHERE request_id = \(requestID)
                 """)
             var parameters = [
@@ -308,8 +310,7 @@ extension Broker {
             }
             try await connection.query(
                 """
-                UPDATE lockbox.requests SET status = 'Revoked', ended_at = \(now), ended_reason = 'revoked by customer',
-                    decision_comment = coalesce(\(comment), decision_comment)
+                UPDATE lockbox.requests SET status = 'Revoked', ended_at = \(now), ended_reason = 'revoked by customer'
                 WHERE request_id = \(requestID)
                 """)
             var parameters = ["Identity": requestID.lowercased, "RevokedBy": upn]

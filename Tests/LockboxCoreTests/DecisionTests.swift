@@ -283,6 +283,28 @@ struct WindowTests {
             }
         }
     }
+
+    @Test("ending an active grant keeps the customer's decision comment; the ending comment is in its audit record")
+    func endingKeepsTheDecisionComment() async throws {
+        try await World.with { world in
+            for ending in ["revoke", "cancel"] {
+                let request = try await world.pendingCustomer()
+                _ = try await world.broker.decide(
+                    request.requestId, decision: .approve, by: "approver@contoso.com", comment: "ok for SR-100200")
+                if ending == "revoke" {
+                    _ = try await world.broker.revoke(request.requestId, by: "approver@contoso.com", comment: "done")
+                } else {
+                    _ = try await world.broker.decide(request.requestId, decision: .cancel, by: "alex", comment: "done")
+                }
+                let row = try await world.db.pool.query(
+                    "SELECT decision_comment FROM lockbox.requests WHERE request_id = \(request.requestId)")
+                #expect(try row.first?.decode(String?.self, at: 0) == "ok for SR-100200", "\(ending)")
+                let records = try await world.broker.auditRecords(AuditFilter(requestId: request.requestId))
+                #expect(records.contains { $0.parameters.contains("ok for SR-100200") }, "\(ending)")
+                #expect(records.contains { $0.parameters.contains("\"done\"") }, "\(ending)")
+            }
+        }
+    }
 }
 
 @Suite("Rule 8: a grant covers one operator, tenant, workload and scope")
