@@ -55,10 +55,11 @@ extension Broker {
         try await transaction { connection in
             _ = try await requireOperator(requester, on: connection, field: "operator")
             let tenantRows = try await connection.query(
-                "SELECT tenant_id FROM lockbox.tenants WHERE name = \(tenantName)")
-            guard let tenantId = try tenantRows.first?.decode(UUID.self, at: 0) else {
-                throw LockboxError(.notFound, "no tenant named \(tenantName)", field: "tenant")
-            }
+                """
+                SELECT tenant_id, name, customer_lockbox, service_account, created_at FROM lockbox.tenants
+                WHERE lower(name) = lower(\(tenantName))
+                """)
+            let tenantId = try Self.exactTenant(named: tenantName, in: tenantRows).tenantId
             try await connection.query(
                 """
                 INSERT INTO lockbox.requests (request_id, tenant_id, workload, ticket, reason, resource, requester,

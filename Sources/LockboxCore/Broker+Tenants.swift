@@ -60,10 +60,22 @@ extension Broker {
         let rows = try await read(
             """
             SELECT tenant_id, name, customer_lockbox, service_account, created_at FROM lockbox.tenants
-            WHERE name = \(name)
+            WHERE lower(name) = lower(\(name))
             """)
+        return try Self.exactTenant(named: name, in: rows)
+    }
+
+    /// The tenant `rows` (found ignoring case) hold, if its name is exactly `name`;
+    /// otherwise `notFound`, naming the tenant meant when only the case differs.
+    static func exactTenant(named name: String, in rows: PGRows) throws -> Tenant {
         guard let row = rows.first else { throw LockboxError(.notFound, "no tenant named \(name)", field: "tenant") }
-        return try Self.tenant(row)
+        let tenant = try Self.tenant(row)
+        guard tenant.name == name else {
+            throw LockboxError(
+                .notFound, "no tenant named \(name) (tenant names are exact: did you mean \(tenant.name)?)",
+                field: "tenant")
+        }
+        return tenant
     }
 
     static func tenant(_ row: PGRow) throws -> Tenant {
@@ -208,10 +220,9 @@ extension Broker {
         let rows = try await connection.query(
             """
             SELECT tenant_id, name, customer_lockbox, service_account, created_at FROM lockbox.tenants
-            WHERE name = \(name) FOR NO KEY UPDATE
+            WHERE lower(name) = lower(\(name)) FOR NO KEY UPDATE
             """)
-        guard let row = rows.first else { throw LockboxError(.notFound, "no tenant named \(name)", field: "tenant") }
-        return try Self.tenant(row)
+        return try Self.exactTenant(named: name, in: rows)
     }
 
     func customerRoles(of upn: String, in tenantId: UUID, on connection: PGConnection) async throws -> Set<CustomerRole> {

@@ -819,6 +819,10 @@ struct RequestCommandTests {
             }
             let cases: [(arguments: [String], message: String)] = [
                 (create(["--tenant": "nowhere"]), "no tenant named nowhere"),
+                (
+                    create(["--tenant": "Contoso"]),
+                    "no tenant named Contoso (tenant names are exact: did you mean contoso?)"
+                ),
                 (create(["--operator": "ghost"]), "no operator with alias ghost"),
                 (["request", "show", unknownID], "no request with id \(unknownID)"),
                 (
@@ -901,6 +905,21 @@ struct RequestCommandTests {
                 (["operator", "add", "Alex!"], "alias: an operator alias is"),
                 (["notifications", "list", "--tenant", "nowhere"], "no tenant named nowhere"),
                 (["audit", "search", "--tenant", "nowhere"], "no tenant named nowhere"),
+                // Names are exact; a name that differs only in case is refused, naming the tenant meant.
+                (["tenant", "show", "CONTOSO"], "no tenant named CONTOSO (tenant names are exact: did you mean contoso?)"),
+                (["role", "list", "Contoso"], "no tenant named Contoso (tenant names are exact: did you mean contoso?)"),
+                (
+                    ["tenant", "set", "CONTOSO", "--customer-lockbox", "off", "--as", "admin@contoso.com"],
+                    "no tenant named CONTOSO (tenant names are exact: did you mean contoso?)"
+                ),
+                (
+                    ["request", "list", "--tenant", "CONTOSO"],
+                    "no tenant named CONTOSO (tenant names are exact: did you mean contoso?)"
+                ),
+                (
+                    ["audit", "search", "--tenant", "CONTOSO"],
+                    "no tenant named CONTOSO (tenant names are exact: did you mean contoso?)"
+                ),
             ]
             let before = try await world.snapshot()
             try await withThrowingTaskGroup(of: Void.self) { group in
