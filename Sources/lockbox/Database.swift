@@ -23,7 +23,7 @@ enum Schema {
 
 /// Where the database is, by the rules of the command line:
 /// `--database-url`, else `LOCKBOX_DATABASE_URL`, else libpq's environment when
-/// any `PG*` variable is set, else the embedded cluster in `$LOCKBOX_HOME`.
+/// any `PG*` variable is set (and not empty), else the embedded cluster in `$LOCKBOX_HOME`.
 enum DatabaseLocation: Sendable {
     /// A URL or conninfo string, and where it came from.
     case url(String, source: String)
@@ -39,7 +39,8 @@ enum DatabaseLocation: Sendable {
         if let url = environment["LOCKBOX_DATABASE_URL"], !url.isEmpty {
             return .url(url, source: "LOCKBOX_DATABASE_URL")
         }
-        let libpq = environment.keys.filter { $0.hasPrefix("PG") }.sorted()
+        // An empty variable is unset to libpq too (`PGDATABASE=` names no database).
+        let libpq = environment.filter { $0.key.hasPrefix("PG") && !$0.value.isEmpty }.keys.sorted()
         if !libpq.isEmpty { return .environment(variables: libpq) }
         return .embedded(try EmbeddedHome.resolve(environment: environment))
     }

@@ -1099,6 +1099,19 @@ struct DatabaseCommandTests {
         }
     }
 
+    @Test("an empty PG* variable does not count as libpq's environment: the embedded cluster is still used")
+    func emptyLibpqVariable() async throws {
+        let home = NSTemporaryDirectory() + "lockbox-cli-home-\(UUID().uuidString.prefix(8))"
+        var environment: [String: String?] = ["LOCKBOX_HOME": home, "LOCKBOX_DATABASE_URL": nil]
+        for key in ProcessInfo.processInfo.environment.keys where key.hasPrefix("PG") { environment[key] = nil }
+        environment["PGDATABASE"] = ""
+        environment["PGHOST"] = ""
+        defer { try? FileManager.default.removeItem(atPath: home) }
+        let status = try await CLI.run(["db", "status", "--format", "json"], environment: environment)
+        #expect(status.status == 0, "\(status)")
+        #expect(try status.jsonObject()["location"] as? String == "embedded", "\(status)")
+    }
+
     @Test("without a database named, an embedded cluster in LOCKBOX_HOME is created, used and stopped")
     func embedded() async throws {
         let home = NSTemporaryDirectory() + "lockbox-cli-home-\(UUID().uuidString.prefix(8))"
