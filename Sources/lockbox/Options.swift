@@ -9,7 +9,7 @@ struct DatabaseOptions: ParsableArguments {
         name: .customLong("database-url"),
         help: ArgumentHelp(
             "PostgreSQL URL or conninfo string. Default: $LOCKBOX_DATABASE_URL; else libpq's environment when "
-                + "any PG* variable is set; else the embedded cluster in $LOCKBOX_HOME (~/.lockbox).",
+                + "any PG* variable is set (not empty); else the embedded cluster in $LOCKBOX_HOME (~/.lockbox).",
             valueName: "url"))
     var databaseURL: String?
 }
