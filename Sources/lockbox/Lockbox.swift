@@ -15,7 +15,8 @@ struct Lockbox: AsyncParsableCommand {
             then the customer approve, for at most 4 hours; every decision and every operation is audited.
 
             The database: --database-url or LOCKBOX_DATABASE_URL; otherwise libpq's environment when any \
-            PG* variable is set (not empty); otherwise a private PostgreSQL cluster in $LOCKBOX_HOME (default ~/.lockbox), \
+            PG* variable is set (not empty); otherwise a private PostgreSQL cluster in $LOCKBOX_HOME \
+            (default ~/.lockbox), \
             created, migrated and started on first use and left running (`lockbox db stop` stops it).
 
             Exit status: 0 success; 1 a refusal, a not-found, a conflict or a database error (one line on \
