@@ -117,7 +117,7 @@ public struct ExchangeOnlineConnector: Connector {
             throw LockboxError(.invalidInput, "Search-Mailbox needs the argument query", field: "query")
         }
         let segments = try Self.paths.segments(for: known.rawValue, depth: known.depth, arguments: arguments)
-        if known == .restoreDeletedItem, segments[1] != ExchangeOnlineService.deletedItems {
+        if known == .restoreDeletedItem, !segments[1].sameSegment(as: ExchangeOnlineService.deletedItems) {
             throw LockboxError(
                 .invalidInput,
                 "Restore-DeletedItem restores from \(ExchangeOnlineService.deletedItems) only, not from \(segments[1])",

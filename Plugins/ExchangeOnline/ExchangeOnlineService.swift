@@ -109,7 +109,7 @@ public final class ExchangeOnlineService: Sendable {
             resource: "\(address)/\(folder)/\(messageID)/\(name)")
         let box = try mailbox(address, in: access)
         let message = try message(messageID, in: self.folder(folder, of: box), of: box)
-        guard let attachment = message.attachments.first(where: { $0.name == name }) else {
+        guard let attachment = message.attachments.first(where: { $0.name.sameSegment(as: name) }) else {
             throw LockboxError(
                 .notFound, "message \(messageID) in \(address)/\(folder) has no attachment named \(name)",
                 field: "attachment")
@@ -132,19 +132,21 @@ public final class ExchangeOnlineService: Sendable {
             resource: "\(address)/\(Self.deletedItems)/\(messageID)")
         return try organizations.withLock { organizations in
             guard var organization = organizations[access.tenant] else { throw Self.noOrganization(access.tenant) }
-            guard let box = organization.mailboxes.firstIndex(where: { $0.address.lowercased() == address }) else {
+            guard
+                let box = organization.mailboxes.firstIndex(where: { $0.address.lowercased().sameSegment(as: address) })
+            else {
                 throw Self.noMailbox(address, access.tenant)
             }
             var folders = organization.mailboxes[box].folders
-            guard let deleted = folders.firstIndex(where: { $0.name == Self.deletedItems }),
-                let index = folders[deleted].messages.firstIndex(where: { $0.id == messageID })
+            guard let deleted = folders.firstIndex(where: { $0.name.sameSegment(as: Self.deletedItems) }),
+                let index = folders[deleted].messages.firstIndex(where: { $0.id.sameSegment(as: messageID) })
             else {
                 throw LockboxError(
                     .notFound, "mailbox \(address) has no message \(messageID) in \(Self.deletedItems)",
                     field: "messageId")
             }
             let message = folders[deleted].messages.remove(at: index)
-            if let inbox = folders.firstIndex(where: { $0.name == Self.inbox }) {
+            if let inbox = folders.firstIndex(where: { $0.name.sameSegment(as: Self.inbox) }) {
                 folders[inbox].messages.append(message)
             } else {
                 folders.append(MailFolder(name: Self.inbox, messages: [message]))
@@ -169,21 +171,23 @@ public final class ExchangeOnlineService: Sendable {
         guard let organization = organizations.withLock({ $0[access.tenant] }) else {
             throw Self.noOrganization(access.tenant)
         }
-        guard let mailbox = organization.mailboxes.first(where: { $0.address.lowercased() == address }) else {
+        guard
+            let mailbox = organization.mailboxes.first(where: { $0.address.lowercased().sameSegment(as: address) })
+        else {
             throw Self.noMailbox(address, access.tenant)
         }
         return mailbox
     }
 
     private func folder(_ name: String, of mailbox: Mailbox) throws -> MailFolder {
-        guard let folder = mailbox.folders.first(where: { $0.name == name }) else {
+        guard let folder = mailbox.folders.first(where: { $0.name.sameSegment(as: name) }) else {
             throw LockboxError(.notFound, "mailbox \(mailbox.address) has no folder named \(name)", field: "folder")
         }
         return folder
     }
 
     private func message(_ id: String, in folder: MailFolder, of mailbox: Mailbox) throws -> MailMessage {
-        guard let message = folder.messages.first(where: { $0.id == id }) else {
+        guard let message = folder.messages.first(where: { $0.id.sameSegment(as: id) }) else {
             throw LockboxError(
                 .notFound, "folder \(folder.name) of mailbox \(mailbox.address) has no message \(id)",
                 field: "messageId")

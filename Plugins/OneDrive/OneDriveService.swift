@@ -86,7 +86,7 @@ public final class OneDriveService: Sendable {
         let drive = try drive(owner, in: access)
         let found = try self.file(file, in: self.folder(folder, of: drive), of: drive)
         guard let version else { return found.versionList(owner: owner, folder: folder) }
-        guard let match = found.versions.first(where: { $0.id == version }) else {
+        guard let match = found.versions.first(where: { $0.id.sameSegment(as: version) }) else {
             throw Self.noVersion(version, of: "\(owner)/\(folder)/\(file)", found)
         }
         return match.content(file: file)
@@ -107,20 +107,20 @@ public final class OneDriveService: Sendable {
             resource: "\(owner)/\(folder)/\(file)")
         return try tenants.withLock { tenants in
             guard var tenant = tenants[access.tenant] else { throw Self.noTenant(access.tenant) }
-            guard let d = tenant.drives.firstIndex(where: { $0.owner.lowercased() == owner }) else {
+            guard let d = tenant.drives.firstIndex(where: { $0.owner.lowercased().sameSegment(as: owner) }) else {
                 throw Self.noDrive(owner, access.tenant)
             }
-            guard let f = tenant.drives[d].folders.firstIndex(where: { $0.name == folder }) else {
+            guard let f = tenant.drives[d].folders.firstIndex(where: { $0.name.sameSegment(as: folder) }) else {
                 throw Self.noFolder(folder, owner)
             }
-            guard let i = tenant.drives[d].folders[f].files.firstIndex(where: { $0.name == file }) else {
+            guard let i = tenant.drives[d].folders[f].files.firstIndex(where: { $0.name.sameSegment(as: file) }) else {
                 throw Self.noFile(file, folder, owner)
             }
             var target = tenant.drives[d].folders[f].files[i]
-            guard let source = target.versions.first(where: { $0.id == version }) else {
+            guard let source = target.versions.first(where: { $0.id.sameSegment(as: version) }) else {
                 throw Self.noVersion(version, of: "\(owner)/\(folder)/\(file)", target)
             }
-            guard source.id != target.current.id else {
+            guard !source.id.sameSegment(as: target.current.id) else {
                 throw LockboxError(
                     .invalidInput, "version \(version) of \(owner)/\(folder)/\(file) is already the current version",
                     field: "version")
@@ -150,21 +150,21 @@ public final class OneDriveService: Sendable {
 
     private func drive(_ owner: String, in access: ContentAccess) throws -> Drive {
         guard let tenant = tenants.withLock({ $0[access.tenant] }) else { throw Self.noTenant(access.tenant) }
-        guard let drive = tenant.drives.first(where: { $0.owner.lowercased() == owner }) else {
+        guard let drive = tenant.drives.first(where: { $0.owner.lowercased().sameSegment(as: owner) }) else {
             throw Self.noDrive(owner, access.tenant)
         }
         return drive
     }
 
     private func folder(_ name: String, of drive: Drive) throws -> DriveFolder {
-        guard let folder = drive.folders.first(where: { $0.name == name }) else {
+        guard let folder = drive.folders.first(where: { $0.name.sameSegment(as: name) }) else {
             throw Self.noFolder(name, drive.owner)
         }
         return folder
     }
 
     private func file(_ name: String, in folder: DriveFolder, of drive: Drive) throws -> DriveFile {
-        guard let file = folder.files.first(where: { $0.name == name }) else {
+        guard let file = folder.files.first(where: { $0.name.sameSegment(as: name) }) else {
             throw Self.noFile(name, folder.name, drive.owner)
         }
         return file

@@ -89,13 +89,15 @@ public final class SharePointOnlineService: Sendable {
             resource: "\(name)/\(library)/\(document)")
         return try tenants.withLock { tenants in
             guard var tenant = tenants[access.tenant] else { throw Self.noTenant(access.tenant) }
-            guard let s = tenant.sites.firstIndex(where: { $0.name.lowercased() == name }) else {
+            guard let s = tenant.sites.firstIndex(where: { $0.name.lowercased().sameSegment(as: name) }) else {
                 throw Self.noSite(name, access.tenant)
             }
-            guard let l = tenant.sites[s].libraries.firstIndex(where: { $0.name == library }) else {
+            guard let l = tenant.sites[s].libraries.firstIndex(where: { $0.name.sameSegment(as: library) }) else {
                 throw Self.noLibrary(library, name)
             }
-            guard let d = tenant.sites[s].libraries[l].documents.firstIndex(where: { $0.name == document }) else {
+            guard
+                let d = tenant.sites[s].libraries[l].documents.firstIndex(where: { $0.name.sameSegment(as: document) })
+            else {
                 throw Self.noDocument(document, library, name)
             }
             let removed = tenant.sites[s].libraries[l].documents[d].permissions ?? []
@@ -120,21 +122,21 @@ public final class SharePointOnlineService: Sendable {
 
     private func site(_ name: String, in access: ContentAccess) throws -> Site {
         guard let tenant = tenants.withLock({ $0[access.tenant] }) else { throw Self.noTenant(access.tenant) }
-        guard let site = tenant.sites.first(where: { $0.name.lowercased() == name }) else {
+        guard let site = tenant.sites.first(where: { $0.name.lowercased().sameSegment(as: name) }) else {
             throw Self.noSite(name, access.tenant)
         }
         return site
     }
 
     private func library(_ name: String, of site: Site) throws -> DocumentLibrary {
-        guard let library = site.libraries.first(where: { $0.name == name }) else {
+        guard let library = site.libraries.first(where: { $0.name.sameSegment(as: name) }) else {
             throw Self.noLibrary(name, site.name)
         }
         return library
     }
 
     private func document(_ name: String, in library: DocumentLibrary, of site: Site) throws -> SiteDocument {
-        guard let document = library.documents.first(where: { $0.name == name }) else {
+        guard let document = library.documents.first(where: { $0.name.sameSegment(as: name) }) else {
             throw Self.noDocument(name, library.name, site.name)
         }
         return document

@@ -139,7 +139,7 @@ public struct ContentAccess: Sendable, Hashable {
                 .accessDenied,
                 "this authorization is for \(self.operation) on \(self.workload), not \(operation) on \(workload)")
         }
-        if let resource, resource != self.resource {
+        if let resource, !resource.sameSegment(as: self.resource) {
             throw LockboxError(
                 .accessDenied, "this authorization is for resource \(self.resource), not \(resource)")
         }

@@ -164,3 +164,12 @@ public struct ResourcePath: Sendable {
         return lowered
     }
 }
+
+extension String {
+    /// Whether this names the same path segment (or path) as `other`: the same Unicode
+    /// scalars, byte for byte, as the database compares a resource with a grant's scope.
+    /// Swift's `==` also equates canonically equivalent names (`Café` with U+00E9 and
+    /// `Café` with `e` U+0301), which are different items to the scope check, so a
+    /// service that resolved a segment with `==` could reach a sibling outside the scope.
+    public func sameSegment(as other: String) -> Bool { utf8.elementsEqual(other.utf8) }
+}
