@@ -84,7 +84,7 @@ struct DatabaseCommand: AsyncParsableCommand {
                 sections: [
                     Section(
                         key: "migrations",
-                        records: applied.map { migrationRecords(applied: $0) } ?? unknownMigrationRecords(),
+                        records: migrationRecords(applied: applied),
                         columns: ["version", "name", "status", "appliedAt"])
                 ])
         }
@@ -148,21 +148,13 @@ struct DatabaseCommand: AsyncParsableCommand {
     }
 }
 
-/// The migrations this binary knows, when the database cannot be asked which are applied
-/// (a stopped embedded cluster): `unknown`, never `pending`, since the cluster was migrated
-/// when it was created.
-private func unknownMigrationRecords() -> [Record] {
-    Schema.migrator.migrations.map { migration in
-        Record([
-            ("version", .int(migration.version)), ("name", .string(migration.name)), ("status", .string("unknown")),
-            ("appliedAt", .null),
-        ])
-    }
-}
-
-/// Applied migrations, then the ones this binary knows that are not applied.
-private func migrationRecords(applied: [Migrator.Applied]) -> [Record] {
+/// Applied migrations, then the ones this binary knows that are not applied: `pending`, or
+/// `unknown` when the database cannot be asked which are (`applied` nil: a stopped embedded
+/// cluster, which was migrated when it was created, so never `pending`).
+private func migrationRecords(applied: [Migrator.Applied]?) -> [Record] {
     let known = Schema.migrator.migrations
+    let notApplied = applied == nil ? "unknown" : "pending"
+    let applied = applied ?? []
     var records = applied.map { migration in
         Record([
             ("version", .int(migration.version)), ("name", .string(migration.name)),
@@ -176,7 +168,8 @@ private func migrationRecords(applied: [Migrator.Applied]) -> [Record] {
     for migration in known where !applied.contains(where: { $0.version == migration.version }) {
         records.append(
             Record([
-                ("version", .int(migration.version)), ("name", .string(migration.name)), ("status", .string("pending")),
+                ("version", .int(migration.version)), ("name", .string(migration.name)),
+                ("status", .string(notApplied)),
                 ("appliedAt", .null),
             ]))
     }
