@@ -30,26 +30,31 @@ public struct TestDatabase: Sendable {
         _ body: (TestDatabase) async throws -> T
     ) async throws -> T {
         await turns.acquire()
-        let created: (conninfo: String, name: String)
         do {
-            created = try await TestCluster.shared.createDatabase()
+            let value = try await withNewDatabase(maxConnections: maxConnections, body)
+            await turns.release()
+            return value
         } catch {
             await turns.release()
             throw error
         }
-        let (conninfo, name) = created
+    }
+
+    /// Creates a database from the migrated template, runs `body`, then drops it.
+    private static func withNewDatabase<T: Sendable>(
+        maxConnections: Int, _ body: (TestDatabase) async throws -> T
+    ) async throws -> T {
+        let (conninfo, name) = try await TestCluster.shared.createDatabase()
         let pool = PGPool(conninfo: conninfo, database: name, maxConnections: maxConnections)
         let database = TestDatabase(conninfo: conninfo, name: name, pool: pool)
         do {
             let value = try await body(database)
             await pool.close()
             try await TestCluster.shared.dropDatabase(name)
-            await turns.release()
             return value
         } catch {
             await pool.close()
             try? await TestCluster.shared.dropDatabase(name)
-            await turns.release()
             throw error
         }
     }
