@@ -12,7 +12,8 @@ public enum ExchangeOperation: String, CaseIterable, Sendable {
     case searchMailbox = "Search-Mailbox"
     /// One attachment with its content (read).
     case getMessageAttachment = "Get-MessageAttachment"
-    /// Moves a message from Deleted Items back to the Inbox (change).
+    /// Moves a message from Deleted Items back to the Inbox (change). It changes
+    /// two folders, so it addresses the mailbox; the message is the argument `messageId`.
     case restoreDeletedItem = "Restore-DeletedItem"
 
     /// The catalogue entry: kind, what it addresses, and its required arguments.
@@ -47,8 +48,10 @@ public enum ExchangeOperation: String, CaseIterable, Sendable {
         case .restoreDeletedItem:
             OperationDescriptor(
                 name: rawValue, kind: .change,
-                addresses: "a message in Deleted Items: mailbox/Deleted Items/messageId",
-                summary: "Moves a message from Deleted Items back to the Inbox.",
+                addresses: "a mailbox: mailbox (it changes two folders; the message is the argument messageId)",
+                summary:
+                    "Moves a message from Deleted Items back to the Inbox, unless the Inbox already holds "
+                    + "a message with that id.",
                 requiredArguments: ["mailbox", "messageId"], optionalArguments: ["folder"])
         }
     }
@@ -56,9 +59,9 @@ public enum ExchangeOperation: String, CaseIterable, Sendable {
     /// How many path segments the operation's resource has.
     var depth: ClosedRange<Int> {
         switch self {
-        case .getMailbox: 1...1
+        case .getMailbox, .restoreDeletedItem: 1...1
         case .getMailboxFolder: 2...2
-        case .getMailboxMessage, .restoreDeletedItem: 3...3
+        case .getMailboxMessage: 3...3
         case .searchMailbox: 1...2
         case .getMessageAttachment: 4...4
         }
@@ -70,8 +73,11 @@ public enum ExchangeOperation: String, CaseIterable, Sendable {
 ///
 /// Resources are `mailbox[/folder[/messageId[/attachment]]]`, e.g.
 /// `alice@contoso.com/Inbox/msg-1001`; a request scoped to `alice@contoso.com`
-/// covers everything in that mailbox. Every operation also accepts the path as
-/// one `resource` argument instead of the named ones.
+/// covers everything in that mailbox. `Restore-DeletedItem` addresses the
+/// mailbox itself, as it changes two of its folders (Deleted Items and the
+/// Inbox): only a grant covering the whole mailbox allows it, and the message is
+/// the argument `messageId`. Every operation also accepts the path as one
+/// `resource` argument instead of the named ones.
 public struct ExchangeOnlineConnector: Connector {
     /// The mock service holding the content; its methods require a ``ContentAccess``.
     public let service: ExchangeOnlineService
@@ -96,10 +102,11 @@ public struct ExchangeOnlineConnector: Connector {
     public var catalogue: [OperationDescriptor] { Self.operations }
     private static let operations = ExchangeOperation.allCases.map(\.descriptor)
 
-    /// The path of what the operation addresses, mailbox address lower-cased.
-    /// Refuses an operation outside the catalogue, a missing argument (naming
-    /// it), a malformed mailbox address or path segment, and `Restore-DeletedItem`
-    /// outside Deleted Items.
+    /// The path of what the operation addresses, mailbox address lower-cased
+    /// (for `Restore-DeletedItem`, the mailbox). Refuses an operation outside the
+    /// catalogue, a missing argument (naming it), a malformed mailbox address or
+    /// path segment (`messageId` included), and `Restore-DeletedItem` from another
+    /// folder than Deleted Items.
     public func resource(for operation: OperationDescriptor, tenant: String, arguments: [String: String]) throws
         -> String
     {
@@ -107,28 +114,46 @@ public struct ExchangeOnlineConnector: Connector {
             throw LockboxError(
                 .invalidInput, "\(operation.name) is not an Exchange Online operation", field: "operation")
         }
-        var arguments = arguments
-        if known == .restoreDeletedItem, arguments["folder"] == nil,
-            arguments["mailbox"] != nil || arguments["messageId"] != nil
-        {
-            arguments["folder"] = ExchangeOnlineService.deletedItems
+        var pathArguments = arguments
+        if known == .restoreDeletedItem {
+            // The message and the folder it comes from are arguments beside the path (the mailbox).
+            pathArguments = arguments.filter { $0.key == "mailbox" || $0.key == "resource" }
+            _ = try Self.restoredMessage(arguments)
         }
         if known == .searchMailbox, (arguments["query"] ?? "").allSatisfy(\.isWhitespace) {
             throw LockboxError(.invalidInput, "Search-Mailbox needs the argument query", field: "query")
         }
-        let segments = try Self.paths.segments(for: known.rawValue, depth: known.depth, arguments: arguments)
-        if known == .restoreDeletedItem, !segments[1].sameSegment(as: ExchangeOnlineService.deletedItems) {
-            throw LockboxError(
-                .invalidInput,
-                "Restore-DeletedItem restores from \(ExchangeOnlineService.deletedItems) only, not from \(segments[1])",
-                field: "folder")
-        }
+        let segments = try Self.paths.segments(for: known.rawValue, depth: known.depth, arguments: pathArguments)
         return segments.joined(separator: "/")
     }
 
+    /// The id of the message `Restore-DeletedItem` restores: the argument `messageId`,
+    /// checked as a path segment. Refuses a missing or malformed id, and a `folder`
+    /// argument other than Deleted Items (the only folder it restores from).
+    private static func restoredMessage(_ arguments: [String: String]) throws -> String {
+        let operation = ExchangeOperation.restoreDeletedItem.rawValue
+        guard let messageID = arguments["messageId"] else {
+            throw LockboxError(
+                .invalidInput, "\(operation) needs the argument messageId (the message to restore)", field: "messageId")
+        }
+        let checked = try paths.segment(messageID, argument: "messageId")
+        if let folder = arguments["folder"] {
+            let from = try paths.segment(folder, argument: "folder")
+            guard from.sameSegment(as: ExchangeOnlineService.deletedItems) else {
+                throw LockboxError(
+                    .invalidInput,
+                    "\(operation) restores from \(ExchangeOnlineService.deletedItems) only, not from \(from)",
+                    field: "folder")
+            }
+        }
+        return checked
+    }
+
     /// Runs the operation the broker authorized, on the tenant and resource of
-    /// `access` only (other arguments: `query` for `Search-Mailbox`). Refuses an
-    /// access for another workload or an operation outside the catalogue.
+    /// `access` only (other arguments: `query` for `Search-Mailbox`; `messageId`,
+    /// and `folder` if given, for `Restore-DeletedItem`, checked as
+    /// ``resource(for:tenant:arguments:)`` checks them). Refuses an access for
+    /// another workload or an operation outside the catalogue.
     public func perform(_ access: ContentAccess, arguments: [String: String]) async throws -> ContentValue {
         guard access.workload == workload, let operation = ExchangeOperation(rawValue: access.operation) else {
             throw LockboxError(
@@ -150,7 +175,8 @@ public struct ExchangeOnlineConnector: Connector {
             return try service.attachment(
                 access, mailbox: path[0], folder: path[1], messageID: path[2], name: path[3])
         case .restoreDeletedItem:
-            return try service.restoreDeletedItem(access, mailbox: path[0], messageID: path[2])
+            return try service.restoreDeletedItem(
+                access, mailbox: path[0], messageID: Self.restoredMessage(arguments))
         }
     }
 }

@@ -119,17 +119,18 @@ public final class ExchangeOnlineService: Sendable {
 
     // MARK: Changes
 
-    /// `Restore-DeletedItem`: moves a message from Deleted Items back to the
-    /// Inbox (creating the Inbox if the mailbox has none). Refuses an access for
-    /// any other operation or resource than `address/Deleted Items/messageID`,
-    /// and a message that is not in Deleted Items (`notFound`). Safe to call
-    /// concurrently: of two restores of one message, exactly one succeeds.
+    /// `Restore-DeletedItem`: moves the message `messageID` from Deleted Items
+    /// back to the Inbox (creating the Inbox if the mailbox has none). It changes
+    /// two folders of the mailbox, so the access must be for the mailbox itself:
+    /// refuses an access for any other operation or resource than `address`, a
+    /// message that is not in Deleted Items (`notFound`), and one whose id the
+    /// Inbox already holds (`alreadyExists`); a refusal changes nothing. Safe to
+    /// call concurrently: of two restores of one message, exactly one succeeds.
     public func restoreDeletedItem(_ access: ContentAccess, mailbox address: String, messageID: String) throws
         -> ContentValue
     {
         try access.require(
-            workload: .exchange, operation: ExchangeOperation.restoreDeletedItem.rawValue,
-            resource: "\(address)/\(Self.deletedItems)/\(messageID)")
+            workload: .exchange, operation: ExchangeOperation.restoreDeletedItem.rawValue, resource: address)
         return try organizations.withLock { organizations in
             guard var organization = organizations[access.tenant] else { throw Self.noOrganization(access.tenant) }
             guard
@@ -145,8 +146,16 @@ public final class ExchangeOnlineService: Sendable {
                     .notFound, "mailbox \(address) has no message \(messageID) in \(Self.deletedItems)",
                     field: "messageId")
             }
+            let inbox = folders.firstIndex(where: { $0.name.sameSegment(as: Self.inbox) })
+            if let inbox, folders[inbox].messages.contains(where: { $0.id.sameSegment(as: messageID) }) {
+                throw LockboxError(
+                    .alreadyExists,
+                    "the \(Self.inbox) of mailbox \(address) already holds a message \(messageID): "
+                        + "not restored, it stays in \(Self.deletedItems)",
+                    field: "messageId")
+            }
             let message = folders[deleted].messages.remove(at: index)
-            if let inbox = folders.firstIndex(where: { $0.name.sameSegment(as: Self.inbox) }) {
+            if let inbox {
                 folders[inbox].messages.append(message)
             } else {
                 folders.append(MailFolder(name: Self.inbox, messages: [message]))

@@ -101,6 +101,19 @@ public struct ResourcePath: Sendable {
         return checked.joined(separator: "/")
     }
 
+    /// Checks `value` by the rules of the segment the argument `argument` names (one of
+    /// ``segmentArguments``), as ``segments(for:depth:arguments:)`` would, and returns it
+    /// as a path would hold it. For an operation that addresses a container but names an
+    /// item inside it by argument (a change that moves a message between two folders
+    /// addresses the mailbox). Refuses a malformed value, and an argument that names no
+    /// segment, naming the argument.
+    public func segment(_ value: String, argument: String) throws -> String {
+        guard let position = segmentArguments.firstIndex(of: argument) else {
+            throw LockboxError(.invalidInput, "\(argument) is not a path segment argument", field: argument)
+        }
+        return try check(value, argument: argument, position: position)
+    }
+
     /// Splits a path built by ``segments(for:depth:arguments:)`` and checks its depth.
     public func split(_ resource: String, for operation: String, depth: ClosedRange<Int>) throws -> [String] {
         let parts = resource.split(separator: "/", omittingEmptySubsequences: false).map(String.init)

@@ -87,8 +87,8 @@ extension ExchangeOnlineConnector: ConformanceSampling {
                 ],
                 resource: "alice@contoso.com/Inbox/msg-1001/invoice-4471.csv", expect: "Standing desks"),
             SampleCall(
-                operation: "Restore-DeletedItem", path: ["mailbox": "alice@contoso.com", "messageId": "msg-1004"],
-                resource: "alice@contoso.com/Deleted Items/msg-1004", expect: #""restoredTo":"Inbox""#),
+                operation: "Restore-DeletedItem", path: ["mailbox": "alice@contoso.com"],
+                extra: ["messageId": "msg-1004"], resource: "alice@contoso.com", expect: #""restoredTo":"Inbox""#),
         ]
     }
 }

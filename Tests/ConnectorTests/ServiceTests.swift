@@ -15,27 +15,36 @@ struct ServiceTests {
 
     // MARK: Exchange Online
 
+    /// Restoring alice's deleted `msg-1004`: it addresses her mailbox, the message is an argument.
+    static let restore = SampleCall(
+        operation: "Restore-DeletedItem", path: ["mailbox": "alice@contoso.com"], extra: ["messageId": "msg-1004"],
+        resource: "alice@contoso.com", expect: "Q1 vendor payment schedule")
+
+    /// The headers of one of alice's folders, through the broker (`Get-MailboxFolder` by `operatorAlias`).
+    static func aliceFolder(
+        _ name: String, _ gateway: Gateway, by operatorAlias: String = "alex", registry: ConnectorRegistry? = nil
+    ) async throws -> String {
+        try await json(
+            gateway.broker.invoke(
+                gateway.attempt(
+                    .exchange,
+                    SampleCall(
+                        operation: "Get-MailboxFolder", path: ["mailbox": "alice@contoso.com", "folder": name],
+                        resource: "", expect: ""),
+                    by: operatorAlias),
+                registry: registry ?? gateway.registry
+            ).value)
+    }
+
     @Test("Restore-DeletedItem moves the message from Deleted Items back to the Inbox, once")
     func restoreDeletedItem() async throws {
         try await Gateway.with { gateway in
             let grant = try await gateway.grant(.exchange, scope: "alice@contoso.com")
-            func folder(_ name: String) async throws -> String {
-                try await json(
-                    gateway.broker.invoke(
-                        gateway.attempt(
-                            .exchange,
-                            SampleCall(
-                                operation: "Get-MailboxFolder", path: ["mailbox": "alice@contoso.com", "folder": name],
-                                resource: "", expect: "")),
-                        registry: gateway.registry
-                    ).value)
-            }
+            func folder(_ name: String) async throws -> String { try await Self.aliceFolder(name, gateway) }
             #expect(try await folder("Deleted Items").contains("msg-1004"))
             #expect(try await !folder("Inbox").contains("msg-1004"))
 
-            let restore = SampleCall(
-                operation: "Restore-DeletedItem", path: ["mailbox": "alice@contoso.com", "messageId": "msg-1004"],
-                resource: "alice@contoso.com/Deleted Items/msg-1004", expect: "Q1 vendor payment schedule")
+            let restore = Self.restore
             let result = try await gateway.expectAllowed(
                 gateway.attempt(.exchange, restore), resource: restore.resource, expect: restore.expect, request: grant)
             #expect(json(result.value).contains(#""auditRecord":\#(result.access.auditID)"#))
@@ -77,11 +86,7 @@ struct ServiceTests {
     func concurrentRestore() async throws {
         try await Gateway.with { gateway in
             _ = try await gateway.grant(.exchange, scope: "alice@contoso.com")
-            let attempt = gateway.attempt(
-                .exchange,
-                SampleCall(
-                    operation: "Restore-DeletedItem", path: ["mailbox": "alice@contoso.com", "messageId": "msg-1004"],
-                    resource: "", expect: ""))
+            let attempt = gateway.attempt(.exchange, Self.restore)
             let before = try await gateway.auditRowCount()
             let outcomes = await concurrentOutcomes(8) { _ in
                 _ = try await gateway.broker.invoke(attempt, registry: gateway.registry)
@@ -89,6 +94,133 @@ struct ServiceTests {
             #expect(outcomes.filter { $0 == nil }.count == 1)
             #expect(outcomes.filter { $0 == .notFound }.count == 7)
             #expect(try await gateway.auditRowCount() == before + 8)
+        }
+    }
+
+    @Test(
+        "a grant scoped to one folder of the mailbox cannot restore: the broker refuses it, as the restore changes two",
+        arguments: ["alice@contoso.com/Deleted Items", "alice@contoso.com/Inbox"])
+    func restoreNeedsTheMailbox(_ scope: String) async throws {
+        try await Gateway.with { gateway in
+            let grant = try await gateway.grant(.exchange, scope: scope)
+            // blake, granted the whole mailbox, looks at both folders before and after.
+            _ = try await gateway.grant(.exchange, scope: "alice@contoso.com", by: "blake")
+            let deletedItems = try await Self.aliceFolder("Deleted Items", gateway, by: "blake")
+            let inbox = try await Self.aliceFolder("Inbox", gateway, by: "blake")
+            #expect(deletedItems.contains("msg-1004") && !inbox.contains("msg-1004"))
+
+            try await gateway.expectDenied(
+                gateway.attempt(.exchange, Self.restore),
+                because: "resource alice@contoso.com is outside the scope \(scope) of request",
+                request: .request(grant), resource: "alice@contoso.com")
+            let deletedItemsAfter = try await Self.aliceFolder("Deleted Items", gateway, by: "blake")
+            let inboxAfter = try await Self.aliceFolder("Inbox", gateway, by: "blake")
+            #expect(deletedItemsAfter == deletedItems, "Deleted Items unchanged")
+            #expect(inboxAfter == inbox, "Inbox unchanged")
+        }
+    }
+
+    @Test(
+        "a restore is allowed under a grant on the mailbox or on the whole workload, and recorded on the mailbox",
+        arguments: ["alice@contoso.com", nil] as [String?])
+    func restoreIsRecordedOnTheMailbox(_ scope: String?) async throws {
+        try await Gateway.with { gateway in
+            let grant = try await gateway.grant(.exchange, scope: scope)
+            let attempt = gateway.attempt(.exchange, Self.restore)
+            let result = try await gateway.expectAllowed(
+                attempt, resource: "alice@contoso.com", expect: #""restoredTo":"Inbox""#, request: grant)
+            #expect(result.access.resource == "alice@contoso.com")
+            let row = try await gateway.lastAuditRow()
+            #expect(row.result == "Succeeded")
+            #expect(row.parameters["resource"] == .string("alice@contoso.com"))
+            let arguments = row.parameters["arguments"]
+            #expect(arguments == .object(["mailbox": .string("alice@contoso.com"), "messageId": .string("msg-1004")]))
+            // The customer's view shows the same: the mailbox, and the message among the arguments.
+            let viewed = try await gateway.db.pool.query(
+                """
+                SELECT resource, arguments->>'messageId', result, within_grant
+                FROM lockbox.operator_actions WHERE audit_id = \(result.access.auditID)
+                """)
+            let (resource, messageID, outcome, withinGrant) = try #require(viewed.first).decode(
+                (String, String?, String, Bool?).self)
+            #expect(resource == "alice@contoso.com")
+            #expect(messageID == "msg-1004")
+            #expect(outcome == "Succeeded" && withinGrant == true)
+        }
+    }
+
+    @Test("a restore into an Inbox that already holds a message with that id is refused and changes nothing")
+    func restoreIntoAnInboxHoldingTheID() async throws {
+        func message(_ id: String, _ subject: String) -> String {
+            #"{"id": "\#(id)", "from": "bob@contoso.com", "to": ["alice@contoso.com"], "subject": "\#(subject)", "received": "2027-01-01T00:00:00Z", "body": "\#(subject) body", "attachments": []}"#
+        }
+        let fixture = FileManager.default.temporaryDirectory.appendingPathComponent("restore-\(UUID().uuidString).json")
+        try Data(
+            (#"{"tenants": {"contoso": {"mailboxes": [{"address": "alice@contoso.com", "displayName": "Alice", "type": "UserMailbox", "folders": ["#
+                + #"{"name": "Inbox", "messages": ["# + message("msg-7", "kept in the Inbox") + "]}, "
+                + #"{"name": "Deleted Items", "messages": ["# + message("msg-7", "deleted twin") + "]}]}]}}}").utf8
+        ).write(to: fixture)
+        defer { try? FileManager.default.removeItem(at: fixture) }
+        var registry = connectorsUnderTest()
+        registry.register(ExchangeOnlineConnector(service: try ExchangeOnlineService(contentsOf: fixture)))
+
+        try await Gateway.with { gateway in
+            _ = try await gateway.grant(.exchange, scope: "alice@contoso.com")
+            let inbox = try await Self.aliceFolder("Inbox", gateway, registry: registry)
+            let deletedItems = try await Self.aliceFolder("Deleted Items", gateway, registry: registry)
+            #expect(inbox.contains("kept in the Inbox") && deletedItems.contains("deleted twin"))
+
+            var restore = Self.restore
+            restore.extra["messageId"] = "msg-7"
+            let attempt = gateway.attempt(.exchange, restore)
+            let error = try await #require(throws: LockboxError.self) {
+                _ = try await gateway.broker.invoke(attempt, registry: registry)
+            }
+            #expect(error.code == .alreadyExists, "\(error.debugDescription)")
+            #expect(error.field == "messageId")
+            #expect(error.message.contains("already holds a message msg-7"), "\(error.message)")
+
+            let inboxAfter = try await Self.aliceFolder("Inbox", gateway, registry: registry)
+            let deletedItemsAfter = try await Self.aliceFolder("Deleted Items", gateway, registry: registry)
+            #expect(inboxAfter == inbox, "the Inbox holds msg-7 once, as before")
+            #expect(deletedItemsAfter == deletedItems, "msg-7 stays in Deleted Items")
+        }
+    }
+
+    @Test(
+        "a malformed restore is refused before anything runs, naming the argument at fault",
+        arguments: [
+            (["messageId": ""], "messageId", "messageId must not be empty"),
+            (["messageId": "msg/1004"], "messageId", "messageId must not contain '/'"),
+            (["messageId": ".."], "messageId", "messageId must be a name"),
+            ([:], "messageId", "Restore-DeletedItem needs the argument messageId"),
+            (
+                ["messageId": "msg-1004", "folder": "Inbox"], "folder",
+                "Restore-DeletedItem restores from Deleted Items only, not from Inbox"
+            ),
+            (
+                ["messageId": "msg-1004", "resource": "alice@contoso.com/Deleted Items/msg-1004"], "resource",
+                "Restore-DeletedItem addresses a resource of the form mailbox, not"
+            ),
+        ] as [([String: String], String, String)])
+    func malformedRestore(_ arguments: [String: String], _ field: String, _ reason: String) async throws {
+        var restore = Self.restore
+        restore.extra = arguments
+        let connector = try concrete(ExchangeOnlineConnector.self, connectorsUnderTest())
+        let descriptor = ExchangeOperation.restoreDeletedItem.descriptor
+        let error = try #require(throws: LockboxError.self) {
+            _ = try connector.resource(for: descriptor, tenant: "contoso", arguments: restore.arguments)
+        }
+        #expect(error.code == .invalidInput && error.field == field, "\(error.debugDescription)")
+        #expect(error.message.contains(reason), "\(error.message)")
+
+        try await Gateway.with { gateway in
+            _ = try await gateway.grant(.exchange, scope: "alice@contoso.com")
+            try await gateway.expectDenied(
+                gateway.attempt(.exchange, restore), because: "invalid arguments for Restore-DeletedItem: \(reason)",
+                request: .unchecked, resource: arguments["resource"] ?? "")
+            let deletedItems = try await Self.aliceFolder("Deleted Items", gateway)
+            #expect(deletedItems.contains("msg-1004"), "nothing was restored")
         }
     }
 
@@ -140,6 +272,12 @@ struct ServiceTests {
             }
             expectRefused {
                 try service.restoreDeletedItem(access, mailbox: "alice@contoso.com", messageID: "msg-1004")
+            }
+            // A restore changes two folders: an access for the message in Deleted Items does not open it.
+            let inDeletedItems = try await gateway.access(
+                .exchange, "Restore-DeletedItem", resource: "alice@contoso.com/Deleted Items/msg-1004")
+            expectRefused {
+                try service.restoreDeletedItem(inDeletedItems, mailbox: "alice@contoso.com", messageID: "msg-1004")
             }
 
             // The refused restore changed nothing.
