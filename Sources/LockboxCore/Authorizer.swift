@@ -78,6 +78,18 @@ final class Authorizer: Sendable {
     /// (`lockbox bench`, against the previous rule of waiting 200 µs for a second
     /// call). A lone writer never waits.
     static let gather: TimeInterval = 0.001
+    /// How long an authorization may take in the database. The writers' connections
+    /// set it as their `statement_timeout`, so that the server itself gives up on a
+    /// batch held up (by a lock, or a server that stalls) and rolls it back, and they
+    /// wait for the server's answer until ``clientDeadline`` after it, so that a
+    /// server that no longer answers at all (a network partition) fails the batch
+    /// too. A lone call without group commit waits ``timeout``, then cancels its
+    /// statement. Either way every caller gets a refusal naming the wait, not an
+    /// answer that never comes.
+    let timeout: Duration
+    /// How much longer than ``timeout`` a writer waits for the server's answer
+    /// before it gives up on the connection (the server's own timeout answers first).
+    static let clientGrace: Duration = .milliseconds(500)
     private let queue: CallQueue
 
     /// `sql/statements/authorize_batch.sql`: the check and the audit inserts of a
@@ -86,9 +98,11 @@ final class Authorizer: Sendable {
     /// `sql/statements/authorize_one.sql`: the same for a lone call, without arrays.
     static let oneStatement = PGQuery(stringLiteral: LockboxSQL.statements["authorize_one"]!)
 
-    init(pool: PGPool, groupCommit: Bool) {
+    init(pool: PGPool, groupCommit: Bool, timeout: Duration) {
+        precondition(timeout >= .milliseconds(1), "an authorization timeout of at least 1 ms")
         self.pool = pool
         self.groupCommit = groupCommit
+        self.timeout = timeout
         writers = min(2, pool.maxConnections)
         queue = CallQueue()
     }
@@ -97,7 +111,9 @@ final class Authorizer: Sendable {
         guard groupCommit else {
             // Each call commits on its own, on a pooled connection.
             let calls = [call]
-            let rows = try await pool.withConnection { try await $0.query(Self.query(calls), prepared: true) }
+            let rows = try await pool.withConnection { [timeout] in
+                try await $0.query(Self.query(calls), prepared: true, timeout: timeout)
+            }
             return try Self.outcomes(rows, for: calls)[0].get()
         }
         return try await withCheckedThrowingContinuation { continuation in
@@ -123,7 +139,10 @@ final class Authorizer: Sendable {
             idleTimeout: Self.idleTimeout)
         {
             let calls = batch.map(\.call)
-            let result = send(calls, on: &connection).flatMap { _ in receive(calls, on: connection) }
+            let deadline = PGDeadline(after: timeout + Self.clientGrace)
+            let result = send(calls, on: &connection, deadline: deadline).flatMap { _ in
+                receive(calls, on: connection, deadline: deadline)
+            }
             queue.received()
             Self.answer(batch, result)
             answered = batch.count
@@ -145,7 +164,9 @@ final class Authorizer: Sendable {
     /// connection: opened on first use (to the pool's database) and again after a
     /// failure. Refused once the broker's pool is closed: a broker that was shut
     /// down authorizes nothing.
-    private func send(_ calls: [AuthorizeCall], on connection: inout PGConnection?) -> Result<Void, any Error> {
+    private func send(_ calls: [AuthorizeCall], on connection: inout PGConnection?, deadline: PGDeadline)
+        -> Result<Void, any Error>
+    {
         Result {
             guard !pool.isClosed else { throw PostgresError(kind: .client, message: "the connection pool is closed") }
             if connection?.isUsable != true {
@@ -153,18 +174,28 @@ final class Authorizer: Sendable {
                 let opened = try PGConnection.connectBlocking(pool.conninfo, database: pool.database)
                 // One plan for every batch size: planning this statement anew costs more than running it.
                 try opened.queryBlocking("SET plan_cache_mode = force_generic_plan")
+                try opened.queryBlocking(
+                    "SELECT set_config('statement_timeout', \(Self.milliseconds(timeout)), false)")
                 connection = opened
             }
-            try connection!.sendBlocking(Self.query(calls), prepared: true)
+            try connection!.sendBlocking(Self.query(calls), prepared: true, deadline: deadline)
         }
     }
 
     /// Waits for the batch's statement to finish and commit: each call's outcome.
-    private func receive(_ calls: [AuthorizeCall], on connection: PGConnection?) -> BatchResult {
+    private func receive(_ calls: [AuthorizeCall], on connection: PGConnection?, deadline: PGDeadline)
+        -> BatchResult
+    {
         Result {
             guard let connection else { throw PostgresError(kind: .client, message: "no connection") }
-            return try Self.outcomes(try connection.receiveBlocking(), for: calls)
+            return try Self.outcomes(try connection.receiveBlocking(deadline: deadline), for: calls)
         }
+    }
+
+    /// `timeout` as PostgreSQL's setting takes it: milliseconds, as text (`"1500ms"`).
+    static func milliseconds(_ timeout: Duration) -> String {
+        let (seconds, attoseconds) = timeout.components
+        return "\(max(1, seconds * 1000 + attoseconds / 1_000_000_000_000_000))ms"
     }
 
     /// Each call's outcome, by the position (`ord`, from 1) the statement returns.

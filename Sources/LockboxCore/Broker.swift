@@ -22,12 +22,16 @@ public final class Broker: Sendable {
     /// - Parameters:
     ///   - groupCommit: coalesce concurrent authorizations into one transaction
     ///     (see ``Authorizer``); off, each authorization commits on its own.
+    ///   - authorizationTimeout: how long an operation's check and audit record may
+    ///     take in the database before the operation is refused, naming the wait (a
+    ///     lock held that long, a server that stalls or no longer answers).
     public init(
         pool: PGPool,
         clock: any LockboxClock = SystemClock(),
         workloads: Set<Workload> = Workload.builtIn,
         scopePaths: [Workload: ResourcePath] = [:],
         groupCommit: Bool = true,
+        authorizationTimeout: Duration = .seconds(10),
         logger: Logger = Logger(label: "lockbox.broker")
     ) {
         self.pool = pool
@@ -35,7 +39,7 @@ public final class Broker: Sendable {
         self.workloads = workloads
         self.scopePaths = scopePaths
         self.logger = logger
-        self.authorizer = Authorizer(pool: pool, groupCommit: groupCommit)
+        self.authorizer = Authorizer(pool: pool, groupCommit: groupCommit, timeout: authorizationTimeout)
     }
 
     // MARK: Plumbing

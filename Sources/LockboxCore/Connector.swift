@@ -189,7 +189,7 @@ public struct ConnectorRegistry: Sendable {
 
     public subscript(workload: Workload) -> (any Connector)? { connectors[workload] }
 
-    /// The workloads served, for ``Broker/init(pool:clock:workloads:scopePaths:groupCommit:logger:)``.
+    /// The workloads served, for ``Broker/init(pool:clock:workloads:scopePaths:groupCommit:authorizationTimeout:logger:)``.
     public var workloads: Set<Workload> { Set(connectors.keys) }
 
     /// Each workload's resource path, for checking request scopes (``Connector/scopePath``).
@@ -291,6 +291,13 @@ extension Broker {
         let outcome: AuthorizeOutcome
         do {
             outcome = try await authorizer.authorize(call)
+        } catch let error as PostgresError where error.sqlState == "57014" {
+            // The writer's statement_timeout: the server gave up and rolled the check back.
+            throw LockboxError(
+                .databaseUnavailable,
+                "access denied: the database did not check and record the operation within "
+                    + "\(PGDeadline.describe(authorizer.timeout)) (\(error.message)), so nothing was recorded or returned",
+                detail: String(reflecting: error))
         } catch {
             throw LockboxError(
                 .databaseUnavailable,

@@ -32,6 +32,12 @@ public final class PGConnection: @unchecked Sendable {
         + "SELECT set_config('synchronous_commit', CASE current_setting('synchronous_commit') "
         + "WHEN 'off' THEN 'on' ELSE current_setting('synchronous_commit') END, false)"
 
+    /// Seconds libpq waits for a server to accept a connection (its `connect_timeout`)
+    /// unless the conninfo or `PGCONNECT_TIMEOUT` says otherwise: libpq's own default is
+    /// to wait for as long as the network does, and a server that never answers would
+    /// leave every caller waiting instead of refused.
+    public static let defaultConnectTimeout = 10
+
     private init(handle: OpaquePointer, logger: Logger) {
         self.handle = handle
         self.logger = logger
@@ -49,24 +55,37 @@ public final class PGConnection: @unchecked Sendable {
     ///   applies, as it does for psql.
     /// - Throws: ``PostgresError`` of kind `.connection` with libpq's message.
     /// - Parameter database: when set, overrides the database named by `conninfo`.
+    /// - Parameter connectTimeout: seconds to wait for the server to accept the
+    ///   connection, unless the conninfo or `PGCONNECT_TIMEOUT` sets it (libpq takes at
+    ///   least 2).
     public static func connect(
-        _ conninfo: String? = nil, database: String? = nil, logger: Logger = Logger(label: "lockbox.postgres")
+        _ conninfo: String? = nil, database: String? = nil, connectTimeout: Int = defaultConnectTimeout,
+        logger: Logger = Logger(label: "lockbox.postgres")
     ) async throws -> PGConnection {
         try await withCheckedThrowingContinuation { continuation in
             DispatchQueue.global().async {
-                continuation.resume(with: Result { try connectBlocking(conninfo, database: database, logger: logger) })
+                continuation.resume(
+                    with: Result {
+                        try connectBlocking(conninfo, database: database, connectTimeout: connectTimeout, logger: logger)
+                    })
             }
         }
     }
 
-    /// ``connect(_:database:logger:)`` on the calling thread, which waits for the server.
+    /// ``connect(_:database:connectTimeout:logger:)`` on the calling thread, which waits for the server.
     ///
     /// For dedicated threads only, never from a task (see ``queryBlocking(_:prepared:)``).
     public static func connectBlocking(
-        _ conninfo: String? = nil, database: String? = nil, logger: Logger = Logger(label: "lockbox.postgres")
+        _ conninfo: String? = nil, database: String? = nil, connectTimeout: Int = defaultConnectTimeout,
+        logger: Logger = Logger(label: "lockbox.postgres")
     ) throws -> PGConnection {
         var keys: [String] = []
         var values: [String] = []
+        // Before the conninfo, which may set its own; PGCONNECT_TIMEOUT, when set, applies instead.
+        if ProcessInfo.processInfo.environment["PGCONNECT_TIMEOUT", default: ""].isEmpty {
+            keys.append("connect_timeout")
+            values.append(String(connectTimeout))
+        }
         if let conninfo, !conninfo.isEmpty {
             keys.append("dbname")
             values.append(conninfo)
@@ -124,9 +143,15 @@ public final class PGConnection: @unchecked Sendable {
     ///
     /// - Parameter prepared: when true, the statement is prepared once on this
     ///   connection (named after its SQL) and executed by name afterwards.
+    /// - Parameter timeout: when set, how long to wait for the server's answer: past
+    ///   it the statement is cancelled, the connection closed (see ``PGDeadline``) and
+    ///   the call fails with a connection error, instead of waiting for as long as the
+    ///   network does.
     @discardableResult
-    public func query(_ query: PGQuery, prepared: Bool = false) async throws -> PGRows {
-        try await onQueue { try self.execBlocking(query, prepared: prepared) }
+    public func query(_ query: PGQuery, prepared: Bool = false, timeout: Duration? = nil) async throws -> PGRows {
+        try await onQueue {
+            try self.execBlocking(query, prepared: prepared, deadline: timeout.map(PGDeadline.init(after:)))
+        }
     }
 
     /// Runs one statement on the calling thread, which waits for the server's answer.
@@ -145,11 +170,11 @@ public final class PGConnection: @unchecked Sendable {
     /// server runs it. Nothing else may use the connection in between.
     ///
     /// For dedicated threads only, like ``queryBlocking(_:prepared:)``.
-    public func sendBlocking(_ query: PGQuery, prepared: Bool = false) throws {
+    public func sendBlocking(_ query: PGQuery, prepared: Bool = false, deadline: PGDeadline? = nil) throws {
         try queue.sync {
             try self.tracked {
                 let handle = try self.liveHandle()
-                let name = prepared ? try self.prepareIfNeeded(query, handle: handle) : nil
+                let name = prepared ? try self.prepareIfNeeded(query, handle: handle, deadline: deadline) : nil
                 guard try Self.send(query, name: name, handle: handle) else {
                     throw self.connectionError(handle, "cannot send the statement")
                 }
@@ -157,15 +182,13 @@ public final class PGConnection: @unchecked Sendable {
         }
     }
 
-    /// The result of the statement sent with ``sendBlocking(_:prepared:)``, waiting for it.
-    public func receiveBlocking() throws -> PGRows {
+    /// The result of the statement sent with ``sendBlocking(_:prepared:deadline:)``,
+    /// waiting for it (until `deadline`, when set: see ``PGDeadline``).
+    public func receiveBlocking(deadline: PGDeadline? = nil) throws -> PGRows {
         try queue.sync {
             try self.tracked {
                 let handle = try self.liveHandle()
-                guard let first = PQgetResult(handle) else { throw self.connectionError(handle, "no statement was sent") }
-                // A statement's results end with a NULL; read them all so the connection is ready again.
-                while let extra = PQgetResult(handle) { PQclear(extra) }
-                return try self.consume(first, handle: handle)
+                return try self.consume(try self.statementResult(handle, deadline: deadline), handle: handle)
             }.get()
         }
     }
@@ -223,10 +246,18 @@ public final class PGConnection: @unchecked Sendable {
     }
 
     @discardableResult
-    func execBlocking(_ query: PGQuery, prepared: Bool = false, simple: Bool = false) throws -> PGRows {
+    func execBlocking(
+        _ query: PGQuery, prepared: Bool = false, simple: Bool = false, deadline: PGDeadline? = nil
+    ) throws -> PGRows {
         let handle = try liveHandle()
         let result: OpaquePointer?
-        if simple {
+        if let deadline, !simple {
+            let name = prepared ? try prepareIfNeeded(query, handle: handle, deadline: deadline) : nil
+            guard try Self.send(query, name: name, handle: handle) else {
+                throw connectionError(handle, "cannot send the statement")
+            }
+            result = try statementResult(handle, deadline: deadline)
+        } else if simple {
             result = PQexec(handle, query.sql)
         } else if prepared {
             let name = try prepareIfNeeded(query, handle: handle)
@@ -241,12 +272,21 @@ public final class PGConnection: @unchecked Sendable {
         return try consume(result, handle: handle)
     }
 
-    private func prepareIfNeeded(_ query: PGQuery, handle: OpaquePointer) throws -> String {
+    private func prepareIfNeeded(_ query: PGQuery, handle: OpaquePointer, deadline: PGDeadline? = nil) throws -> String {
         if let name = preparedStatements[query.sql] { return name }
         let name = "lockbox_\(preparedStatements.count + 1)"
         let types = query.binds.map { Oid($0.type) }
-        let result = types.withUnsafeBufferPointer { typePointer in
-            PQprepare(handle, name, query.sql, Int32(types.count), typePointer.baseAddress)
+        let result: OpaquePointer?
+        if let deadline {
+            let sent = types.withUnsafeBufferPointer { typePointer in
+                PQsendPrepare(handle, name, query.sql, Int32(types.count), typePointer.baseAddress)
+            }
+            guard sent == 1 else { throw connectionError(handle, "cannot send the statement to prepare") }
+            result = try statementResult(handle, deadline: deadline)
+        } else {
+            result = types.withUnsafeBufferPointer { typePointer in
+                PQprepare(handle, name, query.sql, Int32(types.count), typePointer.baseAddress)
+            }
         }
         _ = try consume(result, handle: handle)
         preparedStatements[query.sql] = name
@@ -295,6 +335,83 @@ public final class PGConnection: @unchecked Sendable {
             if status == PGRES_PIPELINE_SYNC { break }
         }
         return results
+    }
+
+    /// The result of the statement sent last, waiting for it (until `deadline`, when
+    /// set), and then for the end of its results, so the connection is ready again.
+    private func statementResult(_ handle: OpaquePointer, deadline: PGDeadline?) throws -> OpaquePointer {
+        try waitForResult(handle, deadline: deadline)
+        guard let first = PQgetResult(handle) else { throw connectionError(handle, "no statement was sent") }
+        do {
+            // A statement's results end with a NULL.
+            while true {
+                try waitForResult(handle, deadline: deadline)
+                guard let extra = PQgetResult(handle) else { break }
+                PQclear(extra)
+            }
+        } catch {
+            PQclear(first)
+            throw error
+        }
+        return first
+    }
+
+    /// Returns once libpq can hand over the next result without blocking, or at once
+    /// without a deadline (PQgetResult then waits). Past the deadline the server is
+    /// asked to cancel the statement, the connection is closed (``abandon(_:)``) and
+    /// this throws a connection error naming the timeout.
+    private func waitForResult(_ handle: OpaquePointer, deadline: PGDeadline?) throws {
+        guard let deadline else { return }
+        while PQisBusy(handle) == 1 {
+            let remaining = ContinuousClock.now.duration(to: deadline.instant)
+            guard remaining > .zero else {
+                abandon(handle)
+                throw PostgresError(
+                    kind: .connection,
+                    message: "the database did not answer within \(PGDeadline.describe(deadline.timeout)): "
+                        + "the statement was cancelled and the connection closed")
+            }
+            let (seconds, attoseconds) = remaining.components
+            let milliseconds = Int32(clamping: seconds * 1000 + attoseconds / 1_000_000_000_000_000 + 1)
+            var descriptor = pollfd(fd: PQsocket(handle), events: Int16(POLLIN), revents: 0)
+            let ready = poll(&descriptor, 1, milliseconds)
+            if ready < 0 && errno != EINTR {
+                throw connectionError(handle, "cannot wait for the server: \(String(cString: strerror(errno)))")
+            }
+            if ready > 0 && PQconsumeInput(handle) != 1 {
+                throw connectionError(handle, "lost the connection while waiting for the answer")
+            }
+        }
+    }
+
+    /// Gives up on a connection whose statement timed out: asks the server to cancel
+    /// the statement, so that it does not commit once whatever held it up lets go (a
+    /// caller that was told no must not find the operation recorded as done), then
+    /// closes the connection. Both happen on a thread of their own, since the cancel
+    /// request opens a connection of its own and may wait as long as the network; the
+    /// connection is unusable from now on.
+    private func abandon(_ handle: OpaquePointer) {
+        let abandoned = Abandoned(handle: handle, cancel: PQgetCancel(handle))
+        self.handle = nil
+        preparedStatements.removeAll()
+        usable.store(false, ordering: .releasing)
+        let thread = Thread {
+            if let cancel = abandoned.cancel {
+                var message = [CChar](repeating: 0, count: 256)
+                _ = PQcancel(cancel, &message, Int32(message.count))
+                PQfreeCancel(cancel)
+            }
+            PQfinish(abandoned.handle)
+        }
+        thread.name = "lockbox.pg.cancel"
+        thread.start()
+    }
+
+    /// A connection handed to the thread that cancels its statement and closes it;
+    /// nothing else uses it any more.
+    private struct Abandoned: @unchecked Sendable {
+        let handle: OpaquePointer
+        let cancel: OpaquePointer?
     }
 
     private func consume(_ result: OpaquePointer?, handle: OpaquePointer) throws -> PGRows {
@@ -435,6 +552,27 @@ public final class PGConnection: @unchecked Sendable {
                 }
             }
         }
+    }
+}
+
+/// How long a statement may wait for the server's answer, and until when: see
+/// ``PGConnection/query(_:prepared:timeout:)``.
+public struct PGDeadline: Sendable {
+    public let timeout: Duration
+    let instant: ContinuousClock.Instant
+
+    /// `timeout` from now.
+    public init(after timeout: Duration) {
+        self.timeout = timeout
+        instant = .now + timeout
+    }
+
+    /// A timeout as messages print it: `10 s`, `1.5 s`, `300 ms`.
+    public static func describe(_ timeout: Duration) -> String {
+        let milliseconds = timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000
+        return milliseconds % 1000 == 0
+            ? "\(milliseconds / 1000) s"
+            : milliseconds >= 1000 ? "\(Double(milliseconds) / 1000) s" : "\(milliseconds) ms"
     }
 }
 

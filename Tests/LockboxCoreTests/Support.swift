@@ -79,15 +79,20 @@ struct World {
     /// lock, or `done` holds; for tests that pin one transaction behind another.
     func waitForLockWaits(_ count: Int, orUntil done: () -> Bool = { false }) async throws {
         for _ in 0..<2000 {
-            let rows = try await db.pool.query(
-                """
-                SELECT count(*) FROM pg_stat_activity
-                WHERE datname = current_database() AND wait_event_type = 'Lock'
-                """)
-            if try rows.first?.decode(Int.self, at: 0) ?? 0 >= count || done() { return }
+            if try await lockWaits() >= count || done() { return }
             try await Task.sleep(for: .milliseconds(10))
         }
         Issue.record("fewer than \(count) sessions ever waited for a lock")
+    }
+
+    /// How many sessions of this test's database wait for a lock now.
+    func lockWaits() async throws -> Int {
+        try await db.pool.query(
+            """
+            SELECT count(*) FROM pg_stat_activity
+            WHERE datname = current_database() AND wait_event_type = 'Lock'
+            """
+        ).first?.decode(Int.self, at: 0) ?? 0
     }
 
     /// Runs `statement` straight on the database (not through the broker) and requires

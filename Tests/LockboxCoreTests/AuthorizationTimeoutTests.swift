@@ -1,0 +1,61 @@
+import Foundation
+import LockboxCore
+import LockboxPostgres
+import LockboxTestSupport
+import Synchronization
+import Testing
+
+/// An operation whose check is held up in the database (here by a lock another real
+/// session keeps on its grant) is refused once the broker's authorization timeout has
+/// passed, naming the wait, and is not recorded as allowed afterwards.
+@Suite("authorizations held up in the database")
+struct AuthorizationTimeoutTests {
+    @Test(
+        "an operation held up past the authorization timeout is refused, recorded nowhere, and the next one runs",
+        arguments: [true, false])
+    func heldUpOperation(groupCommit: Bool) async throws {
+        try await World.with { world in
+            let grant = try await world.approved()
+            world.clock.advance(by: .seconds(60))
+            let broker = Broker(
+                pool: world.db.pool, clock: world.clock, groupCommit: groupCommit,
+                authorizationTimeout: .milliseconds(300))
+            let attempt = OperationAttempt(
+                operatorAlias: "alex", tenant: "contoso", workload: .exchange, operation: "Get-MailboxFolder",
+                arguments: ["resource": "user@contoso.com/Inbox"], clientIP: "10.9.8.7")
+            func authorize() async throws -> ContentAccess {
+                try await broker.authorize(attempt, operation: "Get-MailboxFolder", resource: "user@contoso.com/Inbox")
+            }
+            let before = try await world.auditCount()
+            // Another session holds the grant's request, as a revoke that never finishes would.
+            let pin = try await world.db.connect()
+            try await pin.execute(script: "BEGIN")
+            try await pin.query("SELECT 1 FROM lockbox.requests WHERE request_id = \(grant.requestId) FOR UPDATE")
+            let answered = Mutex(false)
+            let held = Task {
+                defer { answered.withLock { $0 = true } }
+                return try await authorize()
+            }
+            try await world.waitForLockWaits(1)
+            // Without a timeout the attempt would wait for as long as the lock is held.
+            for _ in 0..<1000 where !answered.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(answered.withLock { $0 }, "the attempt was still waiting 10 s after its 300 ms timeout")
+            // The check was cancelled on the server (a timeout there, or a cancel request from
+            // the broker), so it no longer waits and will not commit once the lock is gone.
+            for _ in 0..<1000 where try await world.lockWaits() > 0 { try await Task.sleep(for: .milliseconds(10)) }
+            try await pin.execute(script: "COMMIT")
+            await pin.close()
+
+            let error = try await #require(throws: LockboxError.self) { _ = try await held.value }
+            #expect(error.code == .databaseUnavailable, "\(error.debugDescription)")
+            #expect(error.message.hasPrefix("access denied: "), "\(error.message)")
+            #expect(error.message.contains("within 300 ms"), "\(error.message)")
+            #expect(error.message.contains("nothing was"), "\(error.message)")
+            #expect(try await world.auditCount() == before, "a refused caller's operation was recorded")
+
+            // The broker recovers: the next operation is checked, allowed and recorded.
+            #expect(try await authorize().requestID == grant.requestId)
+            #expect(try await world.auditCount() == before + 1)
+        }
+    }
+}

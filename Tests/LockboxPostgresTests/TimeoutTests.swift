@@ -1,0 +1,80 @@
+import Foundation
+import LockboxPostgres
+import LockboxTestSupport
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A server that does not answer: the caller is told so, and nothing waits for ever.
+@Suite("waiting for the server, bounded")
+struct TimeoutTests {
+    @Test(
+        "a statement with no answer within its timeout fails, is cancelled on the server, and closes its connection",
+        arguments: [false, true])
+    func statementTimeout(prepared: Bool) async throws {
+        try await TestDatabase.with { db in
+            try await db.pool.query("CREATE TABLE t (i int)")
+            let connection = try await db.connect()
+            let error = try await #require(throws: PostgresError.self) {
+                try await connection.query(
+                    "INSERT INTO t SELECT 1 FROM pg_sleep(60)", prepared: prepared, timeout: .milliseconds(200))
+            }
+            #expect(error.kind == .connection && error.isConnectionFailure, "\(error)")
+            #expect(error.message.contains("did not answer within 200 ms"), "\(error.message)")
+            #expect(!connection.isUsable)
+            await #expect(throws: PostgresError.self) { try await connection.query("SELECT 1") }
+            // The server was asked to cancel the statement: it stops sleeping and commits nothing.
+            // (Closing the connection alone would leave it running, and committing, for a minute.)
+            var running = -1
+            for _ in 0..<1000 where running != 0 {
+                running = try await db.pool.query(
+                    """
+                    SELECT count(*) FROM pg_stat_activity
+                    WHERE datname = current_database() AND query LIKE 'INSERT INTO t SELECT 1 FROM pg_sleep%'
+                      AND pid <> pg_backend_pid()
+                    """
+                ).first!.decode(Int.self, at: 0)
+                if running != 0 { try await Task.sleep(for: .milliseconds(10)) }
+            }
+            #expect(running == 0, "the statement still runs on the server")
+            #expect(try await db.pool.query("SELECT count(*) FROM t").first!.decode(Int.self, at: 0) == 0)
+            // A statement that answers in time is unaffected.
+            let other = try await db.connect()
+            let rows = try await other.query("SELECT 41 + 1", prepared: prepared, timeout: .seconds(10))
+            #expect(try rows.first!.decode(Int.self, at: 0) == 42)
+            #expect(other.isUsable)
+        }
+    }
+
+    @Test("a server that accepts the connection but never answers is given up on after the connect timeout")
+    func connectTimeout() async throws {
+        // A socket that accepts connections (the kernel queues them) and never says a word.
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("lockbox-mute-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent(".s.PGSQL.5432").path
+        let listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        try #require(listener >= 0)
+        defer { close(listener) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
+            for (index, byte) in path.utf8.enumerated() { buffer[index] = byte }
+        }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(listener, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        try #require(bound == 0 && listen(listener, 8) == 0)
+
+        let error = try await #require(throws: PostgresError.self) {
+            _ = try await PGConnection.connect(
+                "host=\(conninfoQuote(directory.path)) port=5432 user=nobody dbname=x", connectTimeout: 2)
+        }
+        #expect(error.kind == .connection, "\(error)")
+        #expect(error.message.contains("timeout"), "\(error.message)")
+    }
+}
