@@ -139,8 +139,7 @@ final class Authorizer: Sendable {
             idleTimeout: Self.idleTimeout)
         {
             let calls = batch.map(\.call)
-            let deadline = PGDeadline(after: timeout + Self.clientGrace)
-            let result = send(calls, on: &connection, deadline: deadline).flatMap { _ in
+            let result = send(calls, on: &connection).flatMap { deadline in
                 receive(calls, on: connection, deadline: deadline)
             }
             queue.received()
@@ -163,22 +162,25 @@ final class Authorizer: Sendable {
     /// Sends one batch as one statement (one transaction) on the writer's own
     /// connection: opened on first use (to the pool's database) and again after a
     /// failure. Refused once the broker's pool is closed: a broker that was shut
-    /// down authorizes nothing.
-    private func send(_ calls: [AuthorizeCall], on connection: inout PGConnection?, deadline: PGDeadline)
-        -> Result<Void, any Error>
-    {
+    /// down authorizes nothing. Returns until when to wait for the answer: the
+    /// connection's set-up, bounded as well, does not eat into it.
+    private func send(_ calls: [AuthorizeCall], on connection: inout PGConnection?) -> Result<PGDeadline, any Error> {
         Result {
             guard !pool.isClosed else { throw PostgresError(kind: .client, message: "the connection pool is closed") }
             if connection?.isUsable != true {
                 connection = nil
                 let opened = try PGConnection.connectBlocking(pool.conninfo, database: pool.database)
+                // A server that stops answering now must not hold the writer, and its batch, for ever.
+                let setUp = PGDeadline(after: timeout + Self.clientGrace)
                 // One plan for every batch size: planning this statement anew costs more than running it.
-                try opened.queryBlocking("SET plan_cache_mode = force_generic_plan")
+                try opened.queryBlocking("SET plan_cache_mode = force_generic_plan", deadline: setUp)
                 try opened.queryBlocking(
-                    "SELECT set_config('statement_timeout', \(Self.milliseconds(timeout)), false)")
+                    "SELECT set_config('statement_timeout', \(Self.milliseconds(timeout)), false)", deadline: setUp)
                 connection = opened
             }
+            let deadline = PGDeadline(after: timeout + Self.clientGrace)
             try connection!.sendBlocking(Self.query(calls), prepared: true, deadline: deadline)
+            return deadline
         }
     }
 

@@ -111,7 +111,10 @@ public final class PGConnection: @unchecked Sendable {
         }
         PQsetNoticeProcessor(handle, { _, _ in }, nil)
         let connection = PGConnection(handle: handle, logger: logger)
-        try connection.execBlocking(PGQuery(stringLiteral: sessionSettings), simple: true)
+        // A server that lets the client in and then stops answering must not hold it here for ever.
+        try connection.execBlocking(
+            PGQuery(stringLiteral: sessionSettings), simple: true,
+            deadline: PGDeadline(after: .seconds(max(2, connectTimeout))))
         return connection
     }
 
@@ -160,9 +163,12 @@ public final class PGConnection: @unchecked Sendable {
     /// call it from a task, which would block a thread of Swift's cooperative pool;
     /// tasks use ``query(_:prepared:)``. Calls are still serialised with the
     /// connection's other work.
+    /// - Parameter deadline: when set, how long to wait for the server's answer (see ``PGDeadline``).
     @discardableResult
-    public func queryBlocking(_ query: PGQuery, prepared: Bool = false) throws -> PGRows {
-        try queue.sync { try self.tracked { try self.execBlocking(query, prepared: prepared) }.get() }
+    public func queryBlocking(_ query: PGQuery, prepared: Bool = false, deadline: PGDeadline? = nil) throws -> PGRows {
+        try queue.sync {
+            try self.tracked { try self.execBlocking(query, prepared: prepared, deadline: deadline) }.get()
+        }
     }
 
     /// Sends one statement without waiting for its result, which
@@ -251,10 +257,14 @@ public final class PGConnection: @unchecked Sendable {
     ) throws -> PGRows {
         let handle = try liveHandle()
         let result: OpaquePointer?
-        if let deadline, !simple {
-            let name = prepared ? try prepareIfNeeded(query, handle: handle, deadline: deadline) : nil
-            guard try Self.send(query, name: name, handle: handle) else {
-                throw connectionError(handle, "cannot send the statement")
+        if let deadline {
+            if simple {
+                guard PQsendQuery(handle, query.sql) == 1 else { throw connectionError(handle, "cannot send the statement") }
+            } else {
+                let name = prepared ? try prepareIfNeeded(query, handle: handle, deadline: deadline) : nil
+                guard try Self.send(query, name: name, handle: handle) else {
+                    throw connectionError(handle, "cannot send the statement")
+                }
             }
             result = try statementResult(handle, deadline: deadline)
         } else if simple {
@@ -337,23 +347,34 @@ public final class PGConnection: @unchecked Sendable {
         return results
     }
 
-    /// The result of the statement sent last, waiting for it (until `deadline`, when
-    /// set), and then for the end of its results, so the connection is ready again.
+    /// The result of the statement sent last (of several, as `PQexec` does: the first
+    /// error, else the last), waiting for it (until `deadline`, when set), and then for
+    /// the end of its results, so the connection is ready again.
     private func statementResult(_ handle: OpaquePointer, deadline: PGDeadline?) throws -> OpaquePointer {
         try waitForResult(handle, deadline: deadline)
-        guard let first = PQgetResult(handle) else { throw connectionError(handle, "no statement was sent") }
+        guard var kept = PQgetResult(handle) else { throw connectionError(handle, "no statement was sent") }
         do {
             // A statement's results end with a NULL.
             while true {
                 try waitForResult(handle, deadline: deadline)
                 guard let extra = PQgetResult(handle) else { break }
-                PQclear(extra)
+                if Self.isError(kept) {
+                    PQclear(extra)
+                } else {
+                    PQclear(kept)
+                    kept = extra
+                }
             }
         } catch {
-            PQclear(first)
+            PQclear(kept)
             throw error
         }
-        return first
+        return kept
+    }
+
+    private static func isError(_ result: OpaquePointer) -> Bool {
+        let status = PQresultStatus(result)
+        return status == PGRES_FATAL_ERROR || status == PGRES_BAD_RESPONSE
     }
 
     /// Returns once libpq can hand over the next result without blocking, or at once

@@ -58,4 +58,26 @@ struct AuthorizationTimeoutTests {
             #expect(try await world.auditCount() == before + 1)
         }
     }
+    @Test(
+        "a server that stops answering once a writer's connection is open is given up on, its set-up included",
+        arguments: [true, false])
+    func stallAfterConnecting(groupCommit: Bool) async throws {
+        // The server answers the connection's session settings, then nothing more.
+        let server = try StalledServer(answering: 1)
+        defer { server.stop() }
+        let pool = PGPool(conninfo: server.conninfo, maxConnections: 2)
+        let broker = Broker(pool: pool, groupCommit: groupCommit, authorizationTimeout: .milliseconds(300))
+        let start = ContinuousClock.now
+        let error = try await #require(throws: LockboxError.self) {
+            _ = try await broker.authorize(
+                OperationAttempt(
+                    operatorAlias: "alex", tenant: "contoso", workload: .exchange, operation: "Get-MailboxFolder",
+                    arguments: ["resource": "user@contoso.com/Inbox"]),
+                operation: "Get-MailboxFolder", resource: "user@contoso.com/Inbox")
+        }
+        let waited = ContinuousClock.now - start
+        #expect(error.code == .databaseUnavailable, "\(error.debugDescription)")
+        #expect(waited < .seconds(8), "the operation waited \(waited) for a server that no longer answers")
+        await pool.close()
+    }
 }

@@ -77,4 +77,17 @@ struct TimeoutTests {
         #expect(error.kind == .connection, "\(error)")
         #expect(error.message.contains("timeout"), "\(error.message)")
     }
+
+    @Test("a server that lets the client in and then never answers is given up on, set-up included")
+    func stallAfterStartup() async throws {
+        let server = try StalledServer(answering: 0)
+        defer { server.stop() }
+        let start = ContinuousClock.now
+        let error = try await #require(throws: PostgresError.self) {
+            _ = try await PGConnection.connect(server.conninfo, connectTimeout: 2)
+        }
+        let waited = ContinuousClock.now - start
+        #expect(error.kind == .connection, "\(error)")
+        #expect(waited < .seconds(8), "the connection's set-up waited \(waited) for a server that never answers")
+    }
 }
