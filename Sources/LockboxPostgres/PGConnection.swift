@@ -15,6 +15,8 @@ public final class PGConnection: @unchecked Sendable {
     private let queue: DispatchQueue
     private var handle: OpaquePointer?
     private var preparedStatements: [String: String] = [:]
+    /// The timeout past which the statement in flight was asked to cancel, if it was.
+    private var cancelledAfter: Duration?
     private let logger: Logger
     /// libpq's status after the last call, readable without hopping onto `queue`.
     private let usable = Atomic<Bool>(true)
@@ -147,13 +149,15 @@ public final class PGConnection: @unchecked Sendable {
     /// - Parameter prepared: when true, the statement is prepared once on this
     ///   connection (named after its SQL) and executed by name afterwards.
     /// - Parameter timeout: when set, how long to wait for the server's answer: past
-    ///   it the statement is cancelled, the connection closed (see ``PGDeadline``) and
-    ///   the call fails with a connection error, instead of waiting for as long as the
-    ///   network does.
+    ///   it the server is asked to cancel the statement and the call reports how it
+    ///   ended (cancelled: SQLSTATE 57014, naming the timeout; or done, if it had
+    ///   finished or was committing); a server that does not answer the cancel either
+    ///   within ``PGDeadline/grace`` has its connection closed, and the call fails with
+    ///   a connection error, instead of waiting for as long as the network does.
     @discardableResult
     public func query(_ query: PGQuery, prepared: Bool = false, timeout: Duration? = nil) async throws -> PGRows {
         try await onQueue {
-            try self.execBlocking(query, prepared: prepared, deadline: timeout.map(PGDeadline.init(after:)))
+            try self.execBlocking(query, prepared: prepared, deadline: timeout.map { PGDeadline(after: $0) })
         }
     }
 
@@ -351,6 +355,7 @@ public final class PGConnection: @unchecked Sendable {
     /// error, else the last), waiting for it (until `deadline`, when set), and then for
     /// the end of its results, so the connection is ready again.
     private func statementResult(_ handle: OpaquePointer, deadline: PGDeadline?) throws -> OpaquePointer {
+        cancelledAfter = nil
         try waitForResult(handle, deadline: deadline)
         guard var kept = PQgetResult(handle) else { throw connectionError(handle, "no statement was sent") }
         do {
@@ -379,25 +384,37 @@ public final class PGConnection: @unchecked Sendable {
 
     /// Returns once libpq can hand over the next result without blocking, or at once
     /// without a deadline (PQgetResult then waits). Past the deadline the server is
-    /// asked to cancel the statement, the connection is closed (``abandon(_:)``) and
-    /// this throws a connection error naming the timeout.
+    /// asked to cancel the statement, and its answer is awaited for the deadline's
+    /// `grace`: the statement may have finished, or be committing, when the cancel
+    /// reaches it, and the caller must learn which (a statement reported as failed
+    /// must not have committed). With no answer by then the connection is closed
+    /// (``abandon(_:)``) and this throws a connection error saying the outcome is unknown.
     private func waitForResult(_ handle: OpaquePointer, deadline: PGDeadline?) throws {
         guard let deadline else { return }
         while PQisBusy(handle) == 1 {
-            let remaining = ContinuousClock.now.duration(to: deadline.instant)
+            let until = cancelledAfter == nil ? deadline.instant : deadline.instant + deadline.grace
+            let remaining = ContinuousClock.now.duration(to: until)
             guard remaining > .zero else {
+                if cancelledAfter == nil {
+                    cancelledAfter = deadline.timeout
+                    requestCancel(handle)
+                    continue
+                }
                 abandon(handle)
                 throw PostgresError(
                     kind: .connection,
-                    message: "the database did not answer within \(PGDeadline.describe(deadline.timeout)): "
-                        + "the statement was cancelled and the connection closed")
+                    message: "the database did not answer within \(PGDeadline.describe(deadline.timeout)), nor "
+                        + "within \(PGDeadline.describe(deadline.grace)) to a request to cancel the statement: the "
+                        + "connection was closed, and whether the statement completed is unknown")
             }
             let (seconds, attoseconds) = remaining.components
             let milliseconds = Int32(clamping: seconds * 1000 + attoseconds / 1_000_000_000_000_000 + 1)
             var descriptor = pollfd(fd: PQsocket(handle), events: Int16(POLLIN), revents: 0)
             let ready = poll(&descriptor, 1, milliseconds)
             if ready < 0 && errno != EINTR {
-                throw connectionError(handle, "cannot wait for the server: \(String(cString: strerror(errno)))")
+                let reason = String(cString: strerror(errno))
+                abandon(handle)
+                throw PostgresError(kind: .connection, message: "cannot wait for the server: \(reason)")
             }
             if ready > 0 && PQconsumeInput(handle) != 1 {
                 throw connectionError(handle, "lost the connection while waiting for the answer")
@@ -405,34 +422,42 @@ public final class PGConnection: @unchecked Sendable {
         }
     }
 
-    /// Gives up on a connection whose statement timed out: asks the server to cancel
-    /// the statement, so that it does not commit once whatever held it up lets go (a
-    /// caller that was told no must not find the operation recorded as done), then
-    /// closes the connection. Both happen on a thread of their own, since the cancel
-    /// request opens a connection of its own and may wait as long as the network; the
-    /// connection is unusable from now on.
-    private func abandon(_ handle: OpaquePointer) {
-        let abandoned = Abandoned(handle: handle, cancel: PQgetCancel(handle))
-        self.handle = nil
-        preparedStatements.removeAll()
-        usable.store(false, ordering: .releasing)
+    /// Asks the server to cancel the statement in flight, on a thread of its own: the
+    /// request opens a connection of its own and may wait as long as the network does.
+    /// The cancel object is libpq's copy of what it needs, independent of the connection.
+    private func requestCancel(_ handle: OpaquePointer) {
+        guard let cancel = PQgetCancel(handle) else { return }
+        let request = CancelRequest(cancel: cancel)
         let thread = Thread {
-            if let cancel = abandoned.cancel {
-                var message = [CChar](repeating: 0, count: 256)
-                _ = PQcancel(cancel, &message, Int32(message.count))
-                PQfreeCancel(cancel)
-            }
-            PQfinish(abandoned.handle)
+            var message = [CChar](repeating: 0, count: 256)
+            _ = PQcancel(request.cancel, &message, Int32(message.count))
+            PQfreeCancel(request.cancel)
         }
         thread.name = "lockbox.pg.cancel"
         thread.start()
     }
 
-    /// A connection handed to the thread that cancels its statement and closes it;
-    /// nothing else uses it any more.
+    /// Gives up on a connection whose statement got no answer, even to a cancel
+    /// request: closes it, on a thread of its own (closing may wait for the network);
+    /// the connection is unusable from now on.
+    private func abandon(_ handle: OpaquePointer) {
+        let abandoned = Abandoned(handle: handle)
+        self.handle = nil
+        preparedStatements.removeAll()
+        usable.store(false, ordering: .releasing)
+        let thread = Thread { PQfinish(abandoned.handle) }
+        thread.name = "lockbox.pg.close"
+        thread.start()
+    }
+
+    /// A cancel request handed to the thread that sends it.
+    private struct CancelRequest: @unchecked Sendable {
+        let cancel: OpaquePointer
+    }
+
+    /// A connection handed to the thread that closes it; nothing else uses it any more.
     private struct Abandoned: @unchecked Sendable {
         let handle: OpaquePointer
-        let cancel: OpaquePointer?
     }
 
     private func consume(_ result: OpaquePointer?, handle: OpaquePointer) throws -> PGRows {
@@ -474,8 +499,13 @@ public final class PGConnection: @unchecked Sendable {
             return String(cString: pointer)
         }
         let sqlState = field("C")
-        let message =
+        var message =
             field("M") ?? String(cString: PQresultErrorMessage(result)).trimmingCharacters(in: .whitespacesAndNewlines)
+        if sqlState == "57014", let cancelledAfter {
+            message =
+                "the database did not answer within \(PGDeadline.describe(cancelledAfter)): the statement was "
+                + "cancelled (\(message))"
+        }
         let broken = PQstatus(handle) != CONNECTION_OK
         return PostgresError(
             kind: broken || sqlState == nil ? .connection : .server,
@@ -580,11 +610,15 @@ public final class PGConnection: @unchecked Sendable {
 /// ``PGConnection/query(_:prepared:timeout:)``.
 public struct PGDeadline: Sendable {
     public let timeout: Duration
+    /// How long, past the timeout, to wait for the server's answer to the request to
+    /// cancel the statement before closing the connection.
+    public let grace: Duration
     let instant: ContinuousClock.Instant
 
-    /// `timeout` from now.
-    public init(after timeout: Duration) {
+    /// `timeout` from now, then `grace` for the server to answer the cancel request.
+    public init(after timeout: Duration, grace: Duration = .milliseconds(500)) {
         self.timeout = timeout
+        self.grace = grace
         instant = .now + timeout
     }
 
