@@ -99,7 +99,8 @@ final class Authorizer: Sendable {
     static let oneStatement = PGQuery(stringLiteral: LockboxSQL.statements["authorize_one"]!)
 
     init(pool: PGPool, groupCommit: Bool, timeout: Duration) {
-        precondition(timeout >= .milliseconds(1), "an authorization timeout of at least 1 ms")
+        precondition(
+            timeout >= .milliseconds(1) && timeout <= .seconds(3600), "an authorization timeout of 1 ms to 1 hour")
         self.pool = pool
         self.groupCommit = groupCommit
         self.timeout = timeout

@@ -24,7 +24,7 @@ public final class Broker: Sendable {
     ///     (see ``Authorizer``); off, each authorization commits on its own.
     ///   - authorizationTimeout: how long an operation's check and audit record may
     ///     take in the database before the operation is refused, naming the wait (a
-    ///     lock held that long, a server that stalls or no longer answers).
+    ///     lock held that long, a server that stalls or no longer answers); 1 ms to 1 hour.
     public init(
         pool: PGPool,
         clock: any LockboxClock = SystemClock(),

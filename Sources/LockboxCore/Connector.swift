@@ -292,17 +292,18 @@ extension Broker {
         do {
             outcome = try await authorizer.authorize(call)
         } catch let error as PostgresError where error.sqlState == "57014" {
-            // The writer's statement_timeout: the server gave up and rolled the check back.
+            // Cancelled (the writer's statement_timeout, or the lone call's cancel request at its
+            // timeout): the server gave up and rolled the check back.
             throw LockboxError(
                 .databaseUnavailable,
                 "access denied: the database did not check and record the operation within "
-                    + "\(PGDeadline.describe(authorizer.timeout)) (\(error.message)), so nothing was recorded or returned",
+                    + "\(PGDeadline.describe(authorizer.timeout)), so nothing was recorded or returned",
                 detail: String(reflecting: error))
         } catch {
             throw LockboxError(
                 .databaseUnavailable,
-                "access denied: the audit record could not be written (\((error as? PostgresError)?.message ?? "\(error)")), "
-                    + "so nothing was returned",
+                "access denied: the check and its audit record could not be completed "
+                    + "(\((error as? PostgresError)?.message ?? "\(error)")), so nothing was returned",
                 detail: String(reflecting: error))
         }
         guard outcome.allowed, let requestID = outcome.requestID, let ends = outcome.accessEndsAt else {

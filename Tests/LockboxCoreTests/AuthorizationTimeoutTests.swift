@@ -50,7 +50,7 @@ struct AuthorizationTimeoutTests {
             #expect(error.code == .databaseUnavailable, "\(error.debugDescription)")
             #expect(error.message.hasPrefix("access denied: "), "\(error.message)")
             #expect(error.message.contains("within 300 ms"), "\(error.message)")
-            #expect(error.message.contains("nothing was"), "\(error.message)")
+            #expect(error.message.contains("so nothing was recorded or returned"), "\(error.message)")
             #expect(try await world.auditCount() == before, "a refused caller's operation was recorded")
 
             // The broker recovers: the next operation is checked, allowed and recorded.
@@ -58,6 +58,7 @@ struct AuthorizationTimeoutTests {
             #expect(try await world.auditCount() == before + 1)
         }
     }
+
     @Test(
         "a server that stops answering once a writer's connection is open is given up on, its set-up included",
         arguments: [true, false])
