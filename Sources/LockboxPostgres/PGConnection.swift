@@ -83,8 +83,8 @@ public final class PGConnection: @unchecked Sendable {
     ) throws -> PGConnection {
         var keys: [String] = []
         var values: [String] = []
-        // Before the conninfo, which may set its own; PGCONNECT_TIMEOUT, when set, applies instead.
-        if ProcessInfo.processInfo.environment["PGCONNECT_TIMEOUT", default: ""].isEmpty {
+        // Before the conninfo, which may set its own.
+        if appliesDefaultConnectTimeout(to: conninfo, environment: ProcessInfo.processInfo.environment) {
             keys.append("connect_timeout")
             values.append(String(connectTimeout))
         }
@@ -118,6 +118,46 @@ public final class PGConnection: @unchecked Sendable {
             PGQuery(stringLiteral: sessionSettings), simple: true,
             deadline: PGDeadline(after: .seconds(max(2, connectTimeout))))
         return connection
+    }
+
+    /// Whether ``defaultConnectTimeout`` applies to a connection to `conninfo` under
+    /// `environment`: not when `PGCONNECT_TIMEOUT` is set, nor when the settings come
+    /// from a service file (`service=` in `conninfo`, or `PGSERVICE`), since libpq reads
+    /// a service file only for what the caller does not set, and would ignore its
+    /// `connect_timeout`. (A `connect_timeout` in `conninfo` itself wins anyway.)
+    public static func appliesDefaultConnectTimeout(to conninfo: String?, environment: [String: String]) -> Bool {
+        if !environment["PGCONNECT_TIMEOUT", default: ""].isEmpty || !environment["PGSERVICE", default: ""].isEmpty {
+            return false
+        }
+        guard let conninfo, !conninfo.isEmpty else { return true }
+        var message: UnsafeMutablePointer<CChar>?
+        guard let options = PQconninfoParse(conninfo, &message) else {
+            // Not key=value pairs nor a URL: libpq will refuse it, or take it as a database name.
+            if let message { PQfreemem(message) }
+            return true
+        }
+        defer { PQconninfoFree(options) }
+        var option = options
+        while let keyword = option.pointee.keyword {
+            if String(cString: keyword) == "service", let value = option.pointee.val, value.pointee != 0 { return false }
+            option += 1
+        }
+        return true
+    }
+
+    /// The value libpq uses for the connection option `keyword` (e.g. `connect_timeout`),
+    /// from the conninfo, the environment, a service file or its default; nil if unset.
+    public func option(_ keyword: String) -> String? {
+        queue.sync {
+            guard let handle, let options = PQconninfo(handle) else { return nil }
+            defer { PQconninfoFree(options) }
+            var option = options
+            while let name = option.pointee.keyword {
+                if String(cString: name) == keyword { return option.pointee.val.map { String(cString: $0) } }
+                option += 1
+            }
+            return nil
+        }
     }
 
     /// Closes the connection. Further calls fail with a connection error.

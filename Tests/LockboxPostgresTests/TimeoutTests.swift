@@ -51,6 +51,27 @@ struct TimeoutTests {
         }
     }
 
+    @Test("connections wait 10 s to connect, unless the conninfo, PGCONNECT_TIMEOUT or a service file says otherwise")
+    func connectTimeoutSources() async throws {
+        try await TestDatabase.with { db in
+            let plain = try await PGConnection.connect(db.connectionString)
+            #expect(plain.option("connect_timeout") == String(PGConnection.defaultConnectTimeout))
+            let own = try await PGConnection.connect(db.connectionString + " connect_timeout=7")
+            #expect(own.option("connect_timeout") == "7")
+            let url = "postgresql:///x?host=%2Ftmp&connect_timeout=5"
+            for conninfo in [db.connectionString, url, "somedb", nil] {
+                #expect(PGConnection.appliesDefaultConnectTimeout(to: conninfo, environment: [:]), "\(conninfo ?? "nil")")
+                #expect(!PGConnection.appliesDefaultConnectTimeout(to: conninfo, environment: ["PGCONNECT_TIMEOUT": "3"]))
+                #expect(!PGConnection.appliesDefaultConnectTimeout(to: conninfo, environment: ["PGSERVICE": "lockbox"]))
+            }
+            // A service file's connect_timeout would be overridden by an explicit one: none is given.
+            for conninfo in ["service=lockbox", "service=lockbox dbname=other", "postgresql:///x?service=lockbox"] {
+                #expect(!PGConnection.appliesDefaultConnectTimeout(to: conninfo, environment: [:]), "\(conninfo)")
+            }
+            #expect(PGConnection.appliesDefaultConnectTimeout(to: "dbname=x", environment: ["PGSERVICE": ""]))
+        }
+    }
+
     @Test("a server that accepts the connection but never answers is given up on after the connect timeout")
     func connectTimeout() async throws {
         // A socket that accepts connections (the kernel queues them) and never says a word.
