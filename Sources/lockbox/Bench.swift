@@ -180,9 +180,13 @@ struct BenchTarget: Sendable {
     }
 }
 
-/// A one-line progress bar on standard error.
+/// A one-line progress bar on standard error, drawn only when standard error is a
+/// terminal (redirected to a file or a pipe, it would fill it with carriage returns).
 enum ProgressBar {
+    static let onTerminal = isatty(STDERR_FILENO) == 1
+
     @Sendable static func draw(_ label: String, _ fraction: Double) {
+        guard onTerminal else { return }
         let width = 30
         let filled = Int((min(max(fraction, 0), 1) * Double(width)).rounded())
         let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
@@ -190,5 +194,9 @@ enum ProgressBar {
         FileHandle.standardError.write(Data((text.padding(toLength: 90, withPad: " ", startingAt: 0)).utf8))
     }
 
-    static func finish() { FileHandle.standardError.write(Data("\n".utf8)) }
+    /// Ends the bar's line (nothing when no bar was drawn).
+    static func finish() {
+        guard onTerminal else { return }
+        FileHandle.standardError.write(Data("\n".utf8))
+    }
 }

@@ -14,6 +14,8 @@ struct BenchCommandTests {
                     "--dataset-grants", "12", "--dataset-audit", "200", "--format", "json",
                 ])
             #expect(result.status == 0, "\(result)")
+            // Not a terminal: no progress bar (carriage returns) in what a script captures.
+            #expect(!result.stderr.contains("\r") && !result.stderr.contains("[#"), "\(result)")
             let report = try result.jsonObject()
             #expect((report["auditCheck"] as? String)?.hasPrefix("ok") == true, "\(result)")
             let levels = try #require(report["levels"] as? [[String: Any]])
