@@ -92,6 +92,10 @@ struct Bench: AsyncParsableCommand {
             print(Self.table(report))
         }
         guard report.auditCheck.hasPrefix("ok") else { throw CLIError("bench: audit check \(report.auditCheck)") }
+        guard report.failures.isEmpty else {
+            throw CLIError("bench: operations failed, so the measurement is not valid: "
+                + report.failures.joined(separator: "; "))
+        }
     }
 
     static func table(_ report: BenchReport) -> String {
@@ -127,6 +131,7 @@ struct Bench: AsyncParsableCommand {
         lines += rows.map(line)
         lines.append("")
         lines.append("audit check: \(report.auditCheck)")
+        lines += report.failures.map { "failed: \($0)" }
         return lines.joined(separator: "\n")
     }
 }

@@ -46,6 +46,10 @@ struct BenchReport: Sendable, Codable {
     var rounds: Int
     var levels: [BenchLevel]
     var auditCheck: String
+    /// The phases in which operations failed (an error, neither allowed nor refused), each
+    /// with its count and one of the errors; the benchmark fails unless this is empty, since
+    /// failed operations make its rates and ratios meaningless.
+    var failures: [String]
 }
 
 /// Loads the dataset and measures, for each concurrency level, the raw
@@ -73,6 +77,7 @@ struct BenchRunner {
         defer { Task { await pool.close() } }
         let grants = try await load(pool)
         var results: [BenchLevel] = []
+        var failures: [String] = []
         for level in levels {
             // Raw and gateway take turns (`rounds` times each, duration ÷ rounds a turn), so
             // that drift over the run (the growing table, background writes) hits both alike.
@@ -88,8 +93,13 @@ struct BenchRunner {
             }
             await rawOperation.close()
             await gatewayOperation.close()
-            let raw = rawSample.phase(mode: "raw", level: level, progress: progress)
-            let gateway = gatewaySample.phase(mode: "gateway", level: level, progress: progress)
+            let raw = rawSample.phase(mode: "raw", level: level)
+            let gateway = gatewaySample.phase(mode: "gateway", level: level)
+            for (sample, phase) in [(rawSample, raw), (gatewaySample, gateway)] where phase.errors > 0 {
+                failures.append(
+                    "\(phase.mode) at \(level) operators: \(phase.errors) of \(phase.errors + phase.operations) "
+                        + "operations failed, e.g. \(sample.work.lastError ?? "?")")
+            }
             results.append(
                 BenchLevel(
                     operators: level, raw: raw, gateway: gateway,
@@ -105,7 +115,8 @@ struct BenchRunner {
             }.joined(separator: "; ")
         }
         return BenchReport(
-            dataset: dataset, durationSeconds: Self.seconds(duration), rounds: rounds, levels: results, auditCheck: check)
+            dataset: dataset, durationSeconds: Self.seconds(duration), rounds: rounds, levels: results, auditCheck: check,
+            failures: failures)
     }
 
     // MARK: Loading
@@ -363,7 +374,7 @@ struct BenchRunner {
                             _ = partial.histogram.record(UInt64(max(1, Self.seconds(elapsed) * 1_000_000)))
                         } catch {
                             partial.errors += 1
-                            partial.lastError = "\(error)"
+                            partial.lastError = partial.lastError ?? FailureLine.text(for: error) ?? "\(error)"
                         }
                         iteration += 1
                     }
@@ -419,11 +430,8 @@ struct BenchRunner {
             auditRowsAdded += other.auditRowsAdded
         }
 
-        func phase(mode: String, level: Int, progress: (String, Double) -> Void) -> BenchPhase {
+        func phase(mode: String, level: Int) -> BenchPhase {
             let allowed = work.allowed + work.failedAfterAudit
-            if work.errors > 0, let message = work.lastError {
-                progress("\(mode) × \(level): \(work.errors) operations failed, e.g. \(message)", 1)
-            }
             return BenchPhase(
                 mode: mode, operators: level, operations: allowed + work.refused, allowed: allowed,
                 refused: work.refused, errors: work.errors, seconds: seconds,

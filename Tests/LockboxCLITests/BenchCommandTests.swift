@@ -2,8 +2,15 @@ import Foundation
 import LockboxTestSupport
 import Testing
 
-@Suite("lockbox bench")
+/// Serialized: each test looks for the `lockbox_bench_*` database of the run it started.
+@Suite("lockbox bench", .serialized)
 struct BenchCommandTests {
+    /// The options of a short run on a tiny dataset.
+    static let tiny = [
+        "--dataset-tenants", "3", "--dataset-operators", "12", "--dataset-requests", "60",
+        "--dataset-grants", "12", "--dataset-audit", "200",
+    ]
+
     @Test("a one-second run on a tiny dataset measures both modes and checks the audit count")
     func tinyRun() async throws {
         try await TestDatabase.with { db in
@@ -17,6 +24,7 @@ struct BenchCommandTests {
             // Not a terminal: no progress bar (carriage returns) in what a script captures.
             #expect(!result.stderr.contains("\r") && !result.stderr.contains("[#"), "\(result)")
             let report = try result.jsonObject()
+            #expect(report["failures"] as? [String] == [], "\(result)")
             #expect((report["auditCheck"] as? String)?.hasPrefix("ok") == true, "\(result)")
             let levels = try #require(report["levels"] as? [[String: Any]])
             #expect(levels.compactMap { $0["operators"] as? Int } == [1, 4])
@@ -59,6 +67,41 @@ struct BenchCommandTests {
             if arguments[1] == "--duration" {
                 #expect(result.stderr.contains("--duration: must be between 1s and 1h"), "\(result)")
             }
+        }
+    }
+
+    @Test("operations that fail make the run fail, naming the phase and the error")
+    func failingOperations() async throws {
+        try await TestDatabase.with { db in
+            // Ends every connection the raw phase runs its statement on, while it runs: its
+            // operations then fail (nothing is recorded for them, so the audit count still holds).
+            let killer = Task {
+                let connection = try await db.connect()
+                defer { Task { await connection.close() } }
+                var killed = 0
+                while !Task.isCancelled {
+                    let rows = try await connection.query(
+                        """
+                        SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                        WHERE datname LIKE 'lockbox_bench_%' AND query LIKE 'WITH g AS%'
+                        """)
+                    killed += try rows.first?.decode(Int.self, at: 0) ?? 0
+                    try? await Task.sleep(for: .milliseconds(50))
+                }
+                return killed
+            }
+            let result = try await CLI.run(
+                ["bench", "--database-url", db.connectionString, "--operators", "1", "--duration", "3s",
+                 "--rounds", "1", "--format", "json"] + Self.tiny)
+            killer.cancel()
+            let killed = try await killer.value
+            try #require(killed > 0, "the raw phase's connection was never seen: \(result)")
+            #expect(result.status == 1, "\(result)")
+            #expect(result.stderrLines.last?.hasPrefix("error: bench: operations failed") == true, "\(result)")
+            #expect(result.stderr.contains("raw at 1 operators:"), "\(result)")
+            let report = try result.jsonObject()
+            let failures = try #require(report["failures"] as? [String])
+            #expect(failures.count == 1 && failures[0].hasPrefix("raw at 1 operators:"), "\(result)")
         }
     }
 }
