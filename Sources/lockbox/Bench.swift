@@ -9,8 +9,8 @@ struct Bench: AsyncParsableCommand {
         commandName: "bench",
         abstract: "Measure audited operations through the gateway against raw PostgreSQL, in the same run.",
         discussion: """
-            Loads a dataset (by default 100 tenants, 1,000 operators, 100,000 historical requests of which \
-            1,000 hold active grants, 1,000,000 audit rows) into a fresh database, then for each concurrency \
+            Loads a dataset (by default 100 tenants, 1,000 operators, 100,000 requests of which 1,000 \
+            hold active grants and the rest are history, 1,000,000 audit rows) into a fresh database, then for each concurrency \
             level runs (1) raw: the check-and-insert as one prepared statement per transaction straight \
             through libpq, and (2) gateway: real reads through the three connectors, ~5 % refused, each \
             authorized and audited by the broker with group commit. It prints operations/s, latency \
@@ -44,10 +44,11 @@ struct Bench: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Output format.", valueName: "table|json"))
     var format: Format = .table
 
-    @Option(help: "Dataset: tenants.") var datasetTenants = 100
-    @Option(help: "Dataset: operators.") var datasetOperators = 1000
-    @Option(help: "Dataset: historical requests.") var datasetRequests = 100_000
-    @Option(help: "Dataset: active grants (at most one per operator).") var datasetGrants = 1000
+    @Option(help: "Dataset: tenants (1 to 9999).") var datasetTenants = 100
+    @Option(help: "Dataset: operators (1 to 99999).") var datasetOperators = 1000
+    @Option(help: "Dataset: requests in all, the active grants among them.") var datasetRequests = 100_000
+    @Option(help: "Dataset: requests holding an active grant (at least 1; at most one per operator).")
+    var datasetGrants = 1000
     @Option(help: "Dataset: pre-filled audit rows.") var datasetAudit = 1_000_000
 
     func validate() throws {
@@ -58,17 +59,32 @@ struct Bench: AsyncParsableCommand {
             throw ValidationError("--duration: must be between 1s and 1h, like 20s or 1m")
         }
         guard (1...20).contains(rounds) else { throw ValidationError("--rounds: must be between 1 and 20") }
-        guard datasetTenants >= 1, datasetOperators >= 1, datasetRequests >= 0, datasetAudit >= 0,
-            datasetGrants >= 1
-        else {
-            throw ValidationError("--dataset-*: sizes must be positive (grants and tenants at least 1)")
+        // Tenants and operators are named with 4 and 5 digits (bench-0001, op00001).
+        guard (1...9999).contains(datasetTenants) else {
+            throw ValidationError("--dataset-tenants: must be between 1 and 9999")
         }
+        guard (1...99_999).contains(datasetOperators) else {
+            throw ValidationError("--dataset-operators: must be between 1 and 99999")
+        }
+        guard datasetGrants >= 1 else {
+            throw ValidationError("--dataset-grants: must be at least 1 (the gateway phases run under the grants)")
+        }
+        guard datasetGrants <= datasetOperators else {
+            throw ValidationError(
+                "--dataset-grants: at most one per operator, so at most --dataset-operators (\(datasetOperators))")
+        }
+        guard datasetRequests >= datasetGrants else {
+            throw ValidationError(
+                "--dataset-requests: the \(datasetGrants) active grants (--dataset-grants) are among the requests, "
+                    + "so there must be at least as many")
+        }
+        guard datasetAudit >= 0 else { throw ValidationError("--dataset-audit: must be 0 or more") }
     }
 
     func run() async throws {
         let dataset = BenchDataset(
             tenants: datasetTenants, operators: datasetOperators, requests: datasetRequests,
-            activeGrants: min(datasetGrants, datasetOperators), auditRows: datasetAudit)
+            activeGrants: datasetGrants, auditRows: datasetAudit)
         let target = try await BenchTarget.create(DatabaseLocation.resolve(database))
         let report: BenchReport
         do {
@@ -101,7 +117,7 @@ struct Bench: AsyncParsableCommand {
     static func table(_ report: BenchReport) -> String {
         var lines = [
             "dataset: \(report.dataset.tenants) tenants, \(report.dataset.operators) operators, "
-                + "\(report.dataset.requests) historical requests, \(report.dataset.activeGrants) active grants, "
+                + "\(report.dataset.requests) requests (\(report.dataset.activeGrants) with active grants), "
                 + "\(report.dataset.auditRows) audit rows; \(Int(report.durationSeconds)) s per phase in \(report.rounds) alternating turns",
             "",
         ]

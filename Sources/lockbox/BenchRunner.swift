@@ -8,7 +8,9 @@ import LockboxPostgres
 struct BenchDataset: Sendable, Codable {
     var tenants = 100
     var operators = 1000
+    /// Requests in all, the active grants among them.
     var requests = 100_000
+    /// Approved requests whose window is open, one per operator (operators 1…activeGrants).
     var activeGrants = 1000
     var auditRows = 1_000_000
 }
@@ -160,16 +162,18 @@ struct BenchRunner {
                 """)
         }
         progress("historical requests", 0.05)
+        // The active grants are among the requests: the rest are history.
+        let historical = d.requests - d.activeGrants
         // History is loaded in its final states, which the lifecycle's rules (migration 0015)
         // refuse to insert: the owner turns them off for this one transaction.
-        let grantCount = min(d.activeGrants, d.operators)
+        let grantCount = d.activeGrants
         try await pool.withTransaction { c in
             try await c.execute(script: "ALTER TABLE lockbox.requests DISABLE TRIGGER requests_rules")
-            try await Self.inChunks(of: d.requests, size: 20_000) { offset, count in
+            try await Self.inChunks(of: historical, size: 20_000) { offset, count in
                 try await c.query(
                     Self.historicalRequests(
                         offset: offset, count: count, tenants: d.tenants, operators: d.operators, now: start))
-                progress("historical requests", 0.05 + 0.25 * Double(offset + count) / Double(max(d.requests, 1)))
+                progress("historical requests", 0.05 + 0.25 * Double(offset + count) / Double(max(historical, 1)))
             }
             progress("active grants", 0.3)
             try await c.query(
@@ -192,7 +196,7 @@ struct BenchRunner {
             try await pool.query(
                 Self.historicalAudit(
                     offset: offset, count: count, tenants: d.tenants, operators: d.operators,
-                    requests: max(d.requests, 1), now: start))
+                    requests: max(historical, 1), now: start))
             progress("audit log", 0.35 + 0.55 * Double(offset + count) / Double(max(d.auditRows, 1)))
         }
         progress("analyze", 0.92)
@@ -203,7 +207,7 @@ struct BenchRunner {
         progress("checkpoint", 0.96)
         try? await pool.withConnection { try await $0.execute(script: "CHECKPOINT") }
         progress("loaded", 1)
-        return (1...max(grantCount, 1)).map { i in
+        return (1...grantCount).map { i in
             Grant(
                 alias: "op" + String(repeating: "0", count: max(0, 5 - String(i).count)) + String(i),
                 tenant: contentTenants[(i / 3) % 2], workload: workloads[i % 3])

@@ -1,4 +1,5 @@
 import Foundation
+import LockboxPostgres
 import LockboxTestSupport
 import Testing
 
@@ -59,13 +60,31 @@ struct BenchCommandTests {
         for arguments in [
             ["bench", "--operators", "0"], ["bench", "--duration", "0s"], ["bench", "--format", "csv"],
             ["bench", "--dataset-grants", "0"],
+            // Named in the message: each option that is out of range.
+            ["bench", "--dataset-tenants=0"], ["bench", "--dataset-tenants", "10000"],
+            ["bench", "--dataset-operators=-3"], ["bench", "--dataset-requests=-1"],
+            ["bench", "--dataset-audit=-5"], ["bench", "--rounds", "0"], ["bench", "--duration", "abc"],
+            // More grants than requests (they are among them), or than operators (one each).
+            ["bench", "--dataset-requests", "100", "--dataset-grants", "500"],
+            ["bench", "--dataset-operators", "10", "--dataset-grants", "11"],
             // Too long to count in seconds: a usage error, not an arithmetic trap.
             ["bench", "--duration", "9999999999999999h"], ["bench", "--duration", "99999999999999999999s"],
         ] {
-            let result = try await CLI.run(arguments)
+            // A server that is not there: an option that passed validation by mistake fails
+            // at once instead of running a whole benchmark.
+            let result = try await CLI.run(arguments + ["--database-url", "host=/nonexistent/lockbox-bench"])
             #expect(result.status == 64, "\(result)")
             if arguments[1] == "--duration" {
                 #expect(result.stderr.contains("--duration: must be between 1s and 1h"), "\(result)")
+            }
+            // The option at fault is named first (the last one given, when two disagree).
+            let option = arguments.dropFirst().last { $0.hasPrefix("--") }!.split(separator: "=")[0]
+            if option != "--format", !(arguments.count == 5 && option == "--dataset-grants"
+                && arguments.contains("--dataset-requests"))
+            {
+                #expect(result.stderr.contains("Error: \(option):"), "\(result)")
+            } else if option == "--dataset-grants" {
+                #expect(result.stderr.contains("Error: --dataset-requests:"), "\(result)")
             }
         }
     }
@@ -102,6 +121,52 @@ struct BenchCommandTests {
             let report = try result.jsonObject()
             let failures = try #require(report["failures"] as? [String])
             #expect(failures.count == 1 && failures[0].hasPrefix("raw at 1 operators:"), "\(result)")
+        }
+    }
+
+    @Test("the dataset holds what the report says: the active grants among the requests")
+    func datasetSizes() async throws {
+        try await TestDatabase.with { db in
+            // Counts the benchmark's database once its first phase runs (the load is done).
+            let counter = Task { () -> [Int]? in
+                let connection = try await db.connect()
+                defer { Task { await connection.close() } }
+                while !Task.isCancelled {
+                    let running = try await connection.query(
+                        """
+                        SELECT datname FROM pg_stat_activity
+                        WHERE datname LIKE 'lockbox_bench_%' AND query LIKE 'WITH g AS%' LIMIT 1
+                        """)
+                    if let name = try running.first?.decode(String.self, at: 0) {
+                        let bench = try await PGConnection.connect(db.conninfo, database: name)
+                        defer { Task { await bench.close() } }
+                        // Before the first phase wrote anything: the first raw turn runs 2 s.
+                        let rows = try await bench.query(
+                            """
+                            SELECT (SELECT count(*) FROM lockbox.tenants WHERE name LIKE 'bench-%'),
+                                (SELECT count(*) FROM lockbox.operators WHERE NOT is_manager),
+                                (SELECT count(*) FROM lockbox.requests),
+                                (SELECT count(*) FROM lockbox.requests
+                                 WHERE status = 'Approved' AND access_ends_at > now()),
+                                (SELECT count(*) FROM lockbox.audit_records WHERE activity <> 'Get-Resource')
+                            """)
+                        let row = try #require(rows.first)
+                        return try (0..<5).map { try row.decode(Int.self, at: $0) }
+                    }
+                    try? await Task.sleep(for: .milliseconds(20))
+                }
+                return nil
+            }
+            let result = try await CLI.run(
+                ["bench", "--database-url", db.connectionString, "--operators", "1", "--duration", "2s",
+                 "--rounds", "1", "--format", "json", "--dataset-tenants", "7", "--dataset-operators", "30",
+                 "--dataset-requests", "250", "--dataset-grants", "20", "--dataset-audit", "1500"])
+            counter.cancel()
+            #expect(result.status == 0, "\(result)")
+            let counts = try #require(try await counter.value, "the benchmark's database was never seen: \(result)")
+            #expect(counts == [7, 30, 250, 20, 1500], "tenants, operators, requests, active grants, audit rows")
+            let dataset = try #require(try result.jsonObject()["dataset"] as? [String: Int])
+            #expect(dataset == ["tenants": 7, "operators": 30, "requests": 250, "activeGrants": 20, "auditRows": 1500])
         }
     }
 }
