@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Synchronization
 import LockboxCore
 import LockboxPostgres
 
@@ -19,7 +20,8 @@ struct Bench: AsyncParsableCommand {
 
             With a database named (--database-url, LOCKBOX_DATABASE_URL or PG* variables) the benchmark \
             creates a database of its own on that server and drops it afterwards; otherwise it runs on a \
-            throwaway embedded cluster.
+            throwaway embedded cluster. Interrupted (Ctrl-C, SIGTERM, SIGHUP), it drops that database or cluster \
+            before it exits.
 
             Example:
               lockbox bench --operators 1 16 --duration 10s --format json
@@ -85,7 +87,10 @@ struct Bench: AsyncParsableCommand {
         let dataset = BenchDataset(
             tenants: datasetTenants, operators: datasetOperators, requests: datasetRequests,
             activeGrants: datasetGrants, auditRows: datasetAudit)
+        let interruption = BenchInterruption()
+        interruption.install()
         let target = try await BenchTarget.create(DatabaseLocation.resolve(database))
+        interruption.guarding(target)
         let report: BenchReport
         do {
             let runner = BenchRunner(
@@ -93,9 +98,11 @@ struct Bench: AsyncParsableCommand {
                 duration: try parseDuration(duration), rounds: rounds, progress: ProgressBar.draw)
             report = try await runner.run()
             ProgressBar.finish()
+            interruption.guarding(nil)
             await target.destroy()
         } catch {
             ProgressBar.finish()
+            interruption.guarding(nil)
             await target.destroy()
             throw error
         }
@@ -183,10 +190,16 @@ struct BenchTarget: Sendable {
             await admin.close()
             throw CLIError("bench needs to create a database of its own on the server: \(error)")
         }
-        let connection = try await PGConnection.connect(adminConninfo, database: name)
-        try await Schema.migrator.migrate(on: connection)
-        await connection.close()
-        return BenchTarget(conninfo: adminConninfo, database: name, adminConninfo: adminConninfo, cluster: cluster)
+        let target = BenchTarget(conninfo: adminConninfo, database: name, adminConninfo: adminConninfo, cluster: cluster)
+        do {
+            let connection = try await PGConnection.connect(adminConninfo, database: name)
+            defer { Task { await connection.close() } }
+            try await Schema.migrator.migrate(on: connection)
+        } catch {
+            await target.destroy()
+            throw error
+        }
+        return target
     }
 
     func destroy() async {
@@ -199,6 +212,42 @@ struct BenchTarget: Sendable {
             await admin.close()
         }
     }
+}
+
+/// Drops the benchmark's database (or throwaway cluster) when the run is interrupted
+/// (Ctrl-C, SIGTERM, SIGHUP), then exits with 128 + the signal's number, as the signal would
+/// have. A second signal while the database is being dropped exits at once.
+final class BenchInterruption: Sendable {
+    private let target = Mutex<BenchTarget?>(nil)
+    /// Kept for the life of the process; written only by `install()`, which `run()` calls once
+    /// before any other task of the command starts.
+    nonisolated(unsafe) private static var sources: [any DispatchSourceSignal] = []
+
+    func install() {
+        for number in [SIGINT, SIGTERM, SIGHUP] {
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler { [self] in
+                let pending = target.withLock { target in
+                    defer { target = nil }
+                    return target
+                }
+                guard let pending else { Foundation.exit(128 + number) }
+                ProgressBar.finish()
+                FileHandle.standardError.write(
+                    Data("interrupted: dropping the benchmark's database \(pending.database)\n".utf8))
+                Task {
+                    await pending.destroy()
+                    Foundation.exit(128 + number)
+                }
+            }
+            source.resume()
+            Self.sources.append(source)
+        }
+    }
+
+    /// The target to drop on a signal from now on (nil: none, it is being dropped already).
+    func guarding(_ target: BenchTarget?) { self.target.withLock { $0 = target } }
 }
 
 /// A one-line progress bar on standard error, drawn only when standard error is a

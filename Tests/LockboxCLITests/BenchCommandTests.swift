@@ -169,4 +169,41 @@ struct BenchCommandTests {
             #expect(dataset == ["tenants": 7, "operators": 30, "requests": 250, "activeGrants": 20, "auditRows": 1500])
         }
     }
+
+    @Test("an interrupted run drops its database", arguments: [SIGINT, SIGTERM])
+    func interrupted(signal: Int32) async throws {
+        try await TestDatabase.with { db in
+            // Interrupts the benchmark once its first phase runs; returns its database's name.
+            let interrupter = Task { () -> String? in
+                let connection = try await db.connect()
+                defer { Task { await connection.close() } }
+                while !Task.isCancelled {
+                    let running = try await connection.query(
+                        """
+                        SELECT datname FROM pg_stat_activity
+                        WHERE datname LIKE 'lockbox_bench_%' AND query LIKE 'WITH g AS%' LIMIT 1
+                        """)
+                    if let name = try running.first?.decode(String.self, at: 0),
+                        let pid = Int32(name.dropFirst("lockbox_bench_".count))
+                    {
+                        kill(pid, signal)
+                        return name
+                    }
+                    try? await Task.sleep(for: .milliseconds(20))
+                }
+                return nil
+            }
+            let result = try await CLI.run(
+                ["bench", "--database-url", db.connectionString, "--operators", "1", "--duration", "30s",
+                 "--rounds", "1"] + Self.tiny)
+            interrupter.cancel()
+            let name = try #require(try await interrupter.value, "the benchmark's database was never seen: \(result)")
+            #expect(result.status == 128 + signal, "\(result)")
+            #expect(result.stderr.contains("interrupted: dropping the benchmark's database \(name)"), "\(result)")
+            let connection = try await db.connect()
+            let left = try await connection.query("SELECT count(*) FROM pg_database WHERE datname = \(name)")
+            await connection.close()
+            #expect(try left.first?.decode(Int.self, at: 0) == 0, "\(name) is left behind")
+        }
+    }
 }
