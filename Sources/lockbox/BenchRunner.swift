@@ -356,6 +356,7 @@ struct BenchRunner {
         label: String, level: Int, pool: PGPool, _ operation: @escaping @Sendable (Int, Int) async throws -> Outcome
     ) async throws -> Sample {
         let auditBefore = try await Self.auditCount(pool)
+        Self.resetPeakMemory()
         let usageBefore = Self.usage()
         let clock = ContinuousClock()
         let started = clock.now
@@ -450,12 +451,29 @@ struct BenchRunner {
         try await pool.query("SELECT count(*) FROM lockbox.audit_records").first!.decode(Int.self, at: 0)
     }
 
+    /// The process's CPU time so far, and its peak resident memory since the last
+    /// ``resetPeakMemory()`` (Linux: `VmHWM`; elsewhere, or if that cannot be read, the
+    /// peak of the whole process life, `ru_maxrss`).
     static func usage() -> (cpu: Double, maxRSSMB: Double) {
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
         let cpu = Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6
             + Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6
-        return (cpu, Double(usage.ru_maxrss) / 1024)
+        return (cpu, peakSinceResetKB().map { Double($0) / 1024 } ?? Double(usage.ru_maxrss) / 1024)
+    }
+
+    /// Starts a new peak of resident memory, so that a phase reports its own and not
+    /// the highest of every phase before it (Linux: writing 5 to `/proc/self/clear_refs`).
+    static func resetPeakMemory() {
+        try? Data("5".utf8).write(to: URL(fileURLWithPath: "/proc/self/clear_refs"))
+    }
+
+    /// `VmHWM` of `/proc/self/status`, in kB: the peak since the last reset.
+    private static func peakSinceResetKB() -> Int? {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") })
+        else { return nil }
+        return Int(line.dropFirst("VmHWM:".count).split(separator: " ").first ?? "")
     }
 
     static func seconds(_ duration: Duration) -> Double {
