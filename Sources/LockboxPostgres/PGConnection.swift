@@ -20,6 +20,8 @@ public final class PGConnection: @unchecked Sendable {
     private let logger: Logger
     /// libpq's status after the last call, readable without hopping onto `queue`.
     private let usable = Atomic<Bool>(true)
+    /// libpq's transaction status after the last call (`PQtransactionStatus`), likewise.
+    private let transactionStatus = Atomic<UInt32>(PQTRANS_IDLE.rawValue)
 
     /// Session settings every connection gets, so text results decode the same way,
     /// and so that a commit returns only once it is durable: a server, database or
@@ -177,6 +179,13 @@ public final class PGConnection: @unchecked Sendable {
         usable.load(ordering: .acquiring)
     }
 
+    /// True while a transaction is open on the connection, one that a failed statement
+    /// aborted included: whatever runs next on it joins that transaction.
+    public var isInTransaction: Bool {
+        let status = transactionStatus.load(ordering: .acquiring)
+        return status != PQTRANS_IDLE.rawValue && status != PQTRANS_UNKNOWN.rawValue
+    }
+
     /// The server's process id for this connection (useful to terminate it in tests).
     public var backendPID: Int32 {
         queue.sync { handle.map { PQbackendPID($0) } ?? 0 }
@@ -287,6 +296,8 @@ public final class PGConnection: @unchecked Sendable {
     private func tracked<T>(_ work: () throws -> T) -> Result<T, any Error> {
         let result = Result { try work() }
         usable.store(handle.map { PQstatus($0) == CONNECTION_OK } ?? false, ordering: .releasing)
+        transactionStatus.store(
+            (handle.map { PQtransactionStatus($0) } ?? PQTRANS_UNKNOWN).rawValue, ordering: .releasing)
         return result
     }
 

@@ -5,7 +5,8 @@ import Synchronization
 ///
 /// At most `maxConnections` are ever open at once; a caller that finds them all
 /// leased waits for one to be returned. A connection that failed at the
-/// connection level is discarded instead of being returned.
+/// connection level, or that is still inside a transaction, is discarded
+/// instead of being returned (closing it rolls that transaction back).
 public final class PGPool: Sendable {
     /// How many connections have been opened, and the most ever open at once.
     public struct Statistics: Sendable {
@@ -40,10 +41,12 @@ public final class PGPool: Sendable {
         let connection = try await lease()
         do {
             let value = try await body(connection)
-            giveBack(connection, usable: connection.isUsable)
+            giveBack(connection, usable: connection.isUsable && !connection.isInTransaction)
             return value
         } catch {
-            let usable = connection.isUsable && !((error as? PostgresError)?.isConnectionFailure ?? false)
+            let usable =
+                connection.isUsable && !connection.isInTransaction
+                && !((error as? PostgresError)?.isConnectionFailure ?? false)
             giveBack(connection, usable: usable)
             throw error
         }

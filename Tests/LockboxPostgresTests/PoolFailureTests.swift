@@ -1,0 +1,36 @@
+import Foundation
+import Synchronization
+import LockboxPostgres
+import LockboxTestSupport
+import Testing
+
+@Suite("the pool and transactions when something fails")
+struct PoolFailureTests {
+    struct Boom: Error {}
+
+    final class Flag: Sendable {
+        private let value = Atomic<Bool>(false)
+        func set() { value.store(true, ordering: .releasing) }
+        var isSet: Bool { value.load(ordering: .acquiring) }
+    }
+
+    @Test("a connection left inside a transaction is not handed to the next caller in it")
+    func leftInTransaction() async throws {
+        try await TestDatabase.with(maxConnections: 1) { db in
+            try await db.pool.query("CREATE TABLE lt (v int)")
+            await #expect(throws: Boom.self) {
+                try await db.pool.withConnection { connection in
+                    try await connection.execute(script: "BEGIN")
+                    try await connection.query("INSERT INTO lt VALUES (1)")
+                    throw Boom()
+                }
+            }
+            // The next caller's own transaction must not carry the first one's insert along.
+            try await db.pool.withTransaction { connection in
+                try await connection.query("INSERT INTO lt VALUES (2)")
+            }
+            let rows = try await db.pool.query("SELECT v FROM lt ORDER BY v")
+            #expect(try rows.decode(Int.self) == [2])
+        }
+    }
+}
