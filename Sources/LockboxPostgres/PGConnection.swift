@@ -186,6 +186,12 @@ public final class PGConnection: @unchecked Sendable {
         return status != PQTRANS_IDLE.rawValue && status != PQTRANS_UNKNOWN.rawValue
     }
 
+    /// True while the open transaction was aborted by a failed statement: the server
+    /// ignores everything until it ends, and a COMMIT rolls it back.
+    var isInFailedTransaction: Bool {
+        transactionStatus.load(ordering: .acquiring) == PQTRANS_INERROR.rawValue
+    }
+
     /// The server's process id for this connection (useful to terminate it in tests).
     public var backendPID: Int32 {
         queue.sync { handle.map { PQbackendPID($0) } ?? 0 }
@@ -267,6 +273,10 @@ public final class PGConnection: @unchecked Sendable {
     }
 
     /// Runs `body` in a transaction: COMMIT when it returns, ROLLBACK when it throws.
+    ///
+    /// - Throws: the error of `body`; or, when `body` returns but a statement in the
+    ///   transaction failed (an error `body` handled), a ``PostgresError`` saying that
+    ///   nothing was committed: the server rolls such a transaction back at COMMIT.
     @discardableResult
     public func withTransaction<T: Sendable>(
         isolation: String = "READ COMMITTED",
@@ -279,6 +289,13 @@ public final class PGConnection: @unchecked Sendable {
         } catch {
             try? await execute(script: "ROLLBACK")
             throw error
+        }
+        if isInFailedTransaction {
+            try? await execute(script: "ROLLBACK")
+            throw PostgresError(
+                kind: .server,
+                message: "a statement in the transaction failed, so the transaction was rolled back: nothing in it was "
+                    + "committed")
         }
         try await execute(script: "COMMIT")
         return value

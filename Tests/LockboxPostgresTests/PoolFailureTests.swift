@@ -33,4 +33,20 @@ struct PoolFailureTests {
             #expect(try rows.decode(Int.self) == [2])
         }
     }
+
+    @Test("a transaction whose statement failed is not reported as committed")
+    func abortedTransactionIsNotCommitted() async throws {
+        try await TestDatabase.with { db in
+            try await db.pool.query("CREATE TABLE ab (v int CONSTRAINT ab_positive CHECK (v > 0))")
+            let error = await #expect(throws: PostgresError.self) {
+                try await db.pool.withTransaction { connection in
+                    try await connection.query("INSERT INTO ab VALUES (1)")
+                    _ = try? await connection.query("INSERT INTO ab VALUES (-1)")
+                }
+            }
+            #expect(error?.message.contains("rolled back") == true, "\(String(describing: error))")
+            let rows = try await db.pool.query("SELECT count(*) FROM ab")
+            #expect(try rows.first?.decode(Int.self, at: 0) == 0)
+        }
+    }
 }

@@ -272,10 +272,13 @@ struct RoleTests {
                     await expectRefused("UPDATE lockbox.audit_records SET activity = 'changed' WHERE id = \(id)", on: app)
                     await expectRefused("DELETE FROM lockbox.audit_records WHERE id = \(id)", on: app)
                     await expectRefused("TRUNCATE lockbox.audit_records", on: app)
-                    // Pretending to be a migration does not help: TRUNCATE needs a privilege it does not have.
-                    try await app.withTransaction { connection in
-                        try await connection.execute(script: "SET LOCAL lockbox.migrating = 'on'")
-                        await expectRefused("TRUNCATE lockbox.audit_records", on: connection)
+                    // Pretending to be a migration does not help: TRUNCATE needs a privilege it does not have
+                    // (and the refusal rolls the transaction back, which withTransaction reports).
+                    await #expect(throws: PostgresError.self) {
+                        try await app.withTransaction { connection in
+                            try await connection.execute(script: "SET LOCAL lockbox.migrating = 'on'")
+                            await expectRefused("TRUNCATE lockbox.audit_records", on: connection)
+                        }
                     }
                     await expectRefused("ALTER TABLE lockbox.audit_records DISABLE TRIGGER audit_records_append_only", on: app)
                     await expectRefused("DROP TRIGGER audit_records_no_truncate ON lockbox.audit_records", on: app)
