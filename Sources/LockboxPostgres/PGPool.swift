@@ -37,6 +37,9 @@ public final class PGPool: Sendable {
     }
 
     /// Leases a connection for the duration of `body`, opening one if needed.
+    ///
+    /// - Throws: ``CancellationError`` when the task is cancelled while it waits for a
+    ///   connection (nothing was run); a ``PostgresError`` when the pool is closed.
     public func withConnection<T: Sendable>(_ body: (PGConnection) async throws -> T) async throws -> T {
         let connection = try await lease()
         do {
@@ -73,7 +76,7 @@ public final class PGPool: Sendable {
     public func close() async {
         let (connections, waiters) = state.withLock { state -> ([PGConnection], [Waiter]) in
             state.closed = true
-            let waiters = state.waiters
+            let waiters = state.waiters.map(\.continuation)
             state.waiters.removeAll()
             let connections = state.idle
             state.open -= state.idle.count
@@ -105,7 +108,8 @@ public final class PGPool: Sendable {
         var opened = 0
         var peakOpen = 0
         var closed = false
-        var waiters: [Waiter] = []
+        var waiters: [(id: UInt64, continuation: Waiter)] = []
+        var nextWaiter: UInt64 = 0
 
         init(limit: Int) { self.limit = limit }
 
@@ -128,23 +132,42 @@ public final class PGPool: Sendable {
             open += 1
             opened += 1
             peakOpen = max(peakOpen, open)
-            return waiters.removeFirst()
+            return waiters.removeFirst().continuation
         }
     }
 
+    /// An idle connection or the right to open one, waiting for it if all are leased.
+    ///
+    /// A task cancelled while it waits stops waiting (``CancellationError``): it is
+    /// taken off the queue under the lock, so it is resumed once, by whichever of the
+    /// cancellation or a returned connection finds it there first.
     private func reserve() async throws -> Reservation {
         if let reservation = try state.withLock({ try $0.reserve() }) { return reservation }
-        return try await withCheckedThrowingContinuation { (continuation: Waiter) in
-            let ready = state.withLock { state -> Result<Reservation, any Error>? in
-                do {
-                    if let reservation = try state.reserve() { return .success(reservation) }
-                } catch {
-                    return .failure(error)
+        let id = state.withLock { state in
+            state.nextWaiter += 1
+            return state.nextWaiter
+        }
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: Waiter) in
+                let ready = state.withLock { state -> Result<Reservation, any Error>? in
+                    // Cancelled before it queued: the handler found nothing to take off.
+                    if Task.isCancelled { return .failure(CancellationError()) }
+                    do {
+                        if let reservation = try state.reserve() { return .success(reservation) }
+                    } catch {
+                        return .failure(error)
+                    }
+                    state.waiters.append((id, continuation))
+                    return nil
                 }
-                state.waiters.append(continuation)
-                return nil
+                if let ready { continuation.resume(with: ready) }
             }
-            if let ready { continuation.resume(with: ready) }
+        } onCancel: {
+            let waiter = state.withLock { state -> Waiter? in
+                guard let index = state.waiters.firstIndex(where: { $0.id == id }) else { return nil }
+                return state.waiters.remove(at: index).continuation
+            }
+            waiter?.resume(throwing: CancellationError())
         }
     }
 
@@ -173,7 +196,7 @@ public final class PGPool: Sendable {
                     state.idle.append(connection)
                     return nil
                 }
-                return (state.waiters.removeFirst(), .idle(connection))
+                return (state.waiters.removeFirst().continuation, .idle(connection))
             }
             state.open -= 1
             return state.handOver().map { ($0, .open) }

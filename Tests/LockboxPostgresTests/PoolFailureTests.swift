@@ -49,4 +49,41 @@ struct PoolFailureTests {
             #expect(try rows.first?.decode(Int.self, at: 0) == 0)
         }
     }
+
+    @Test("a task cancelled while it waits for a connection stops waiting, and the pool's count stays right")
+    func cancelledWaiter() async throws {
+        try await TestDatabase.with(maxConnections: 1) { db in
+            let (held, release) = AsyncStream.makeStream(of: Void.self)
+            let (leased, leasedNow) = AsyncStream.makeStream(of: Void.self)
+            let holder = Task {
+                try await db.pool.withConnection { _ in
+                    leasedNow.yield()
+                    for await _ in held { break }
+                }
+            }
+            for await _ in leased { break }
+            let waiter = Task { try await db.pool.query("SELECT 1") }
+            let finished = Flag()
+            let watcher = Task {
+                _ = try? await waiter.value
+                finished.set()
+            }
+            // Give the waiter time to queue for the connection (it must stop either way), then cancel it.
+            try await Task.sleep(for: .milliseconds(100))
+            waiter.cancel()
+            // Bounded poll for the waiter to give up, while the only connection is still leased.
+            for _ in 0..<500 where !finished.isSet {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            #expect(finished.isSet, "a cancelled waiter kept waiting for a connection")
+            release.yield()
+            try await holder.value
+            await watcher.value
+            await #expect(throws: CancellationError.self) { try await waiter.value }
+            // The slot is free again: a lease works, and nothing leaked.
+            try await db.pool.query("SELECT 1")
+            let statistics = await db.pool.statistics
+            #expect(statistics.open == 1)
+        }
+    }
 }
