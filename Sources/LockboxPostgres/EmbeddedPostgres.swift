@@ -63,10 +63,39 @@ public struct EmbeddedPostgres: Sendable {
             try handle.write(contentsOf: Data(settings.utf8))
             try handle.close()
         }
+        removeStaleLockFiles(logger: logger)
         if try await isRunning() { return }
         logger.debug("starting PostgreSQL", metadata: ["directory": "\(directory)"])
         try await Self.exec(
             bin + "/pg_ctl", ["-D", dataDirectory, "-l", logFile, "-w", "-t", "60", "start"], asServer: true)
+    }
+
+    /// Removes `postmaster.pid` (and the socket's lock file) when the process it names is
+    /// alive but is not a PostgreSQL server: the file was left by a server that did not
+    /// stop cleanly, and its number was since given to another process (after a reboot or
+    /// a container restart, numbers start again from 1). `pg_ctl` and the server trust any
+    /// live process of the server's user there: `pg_ctl status` said the cluster was running
+    /// while nothing listened, every command failed to connect, and `pg_ctl stop` would signal
+    /// that other process. A file naming a dead process is left to the server, which
+    /// replaces it; one whose process cannot be inspected is left alone.
+    func removeStaleLockFiles(logger: Logger) {
+        let pidFile = dataDirectory + "/postmaster.pid"
+        guard let text = try? String(contentsOfFile: pidFile, encoding: .utf8),
+            let pid = text.split(separator: "\n").first.flatMap({ Int32($0.trimmingCharacters(in: .whitespaces)) }),
+            pid > 0, kill(pid, 0) == 0 || errno == EPERM,
+            let executable = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")
+        else { return }
+        let name = (executable as NSString).lastPathComponent
+        if name == "postgres" || name.hasPrefix("postgres ") { return }
+        logger.warning(
+            "removing a stale postmaster.pid", metadata: ["pid": "\(pid)", "process": "\(executable)"])
+        for file in [pidFile, directory + "/.s.PGSQL.5432.lock"] {
+            if let lock = try? String(contentsOfFile: file, encoding: .utf8),
+                lock.split(separator: "\n").first.flatMap({ Int32($0.trimmingCharacters(in: .whitespaces)) }) == pid
+            {
+                try? FileManager.default.removeItem(atPath: file)
+            }
+        }
     }
 
     /// True when the server of this cluster answers.

@@ -78,6 +78,52 @@ struct EmbeddedPostgresTests {
         try await cluster.destroy()
     }
 
+    // After a reboot or a container restart, a postmaster.pid left by a server that did not stop
+    // cleanly can name a live process of the server's user that is not PostgreSQL. pg_ctl status
+    // called the cluster running, so it was never started: every command failed to connect.
+    @Test("a stale postmaster.pid naming another live process does not keep the cluster from starting")
+    func stalePidFile() async throws {
+        let directory = Self.scratch("lbx-stale")
+        let cluster = EmbeddedPostgres(directory: directory, durable: false)
+        let other = Process()
+        do {
+            try await cluster.start()
+            try await cluster.stop()
+            // A live process of the server's user, not a PostgreSQL server.
+            let asRoot = geteuid() == 0
+            other.executableURL = URL(fileURLWithPath: asRoot ? "/usr/sbin/runuser" : "/bin/sleep")
+            other.arguments = asRoot ? ["-u", "postgres", "--", "/bin/sleep", "60"] : ["60"]
+            try other.run()
+            var pid: Int32 = asRoot ? 0 : other.processIdentifier
+            for _ in 0..<500 where pid == 0 {
+                // runuser forks the command: find its child (bounded poll).
+                let children = try? String(
+                    contentsOfFile: "/proc/\(other.processIdentifier)/task/\(other.processIdentifier)/children",
+                    encoding: .utf8)
+                pid = children?.split(separator: " ").first.flatMap { Int32($0) } ?? 0
+                if pid == 0 { try await Task.sleep(for: .milliseconds(10)) }
+            }
+            try #require(pid > 0)
+            let pidFile = cluster.dataDirectory + "/postmaster.pid"
+            try "\(pid)\n\(cluster.dataDirectory)\n1700000000\n5432\n\(directory)\n\n  5432001   0\nready   \n"
+                .write(toFile: pidFile, atomically: false, encoding: .utf8)
+            if asRoot, let server = getpwnam("postgres")?.pointee { chown(pidFile, server.pw_uid, server.pw_gid) }
+
+            try await cluster.start()
+            let connection = try await PGConnection.connect(cluster.conninfo())
+            let rows = try await connection.query("SELECT 1")
+            await connection.close()
+            #expect(try rows.first?.decode(Int.self, at: 0) == 1)
+            #expect(kill(pid, 0) == 0, "the other process was left alone")
+        } catch {
+            if other.isRunning { other.terminate() }
+            try? await cluster.destroy()
+            throw error
+        }
+        if other.isRunning { other.terminate() }
+        try await cluster.destroy()
+    }
+
     // unix_socket_directories and libpq's host are comma-separated lists: a LOCKBOX_HOME such as
     // "/home/ann/lockbox,test" made the server look for "/home/ann/lockbox" and never start,
     // on every later command too (the half-made cluster stayed).
