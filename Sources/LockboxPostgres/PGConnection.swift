@@ -266,8 +266,12 @@ public final class PGConnection: @unchecked Sendable {
 
     /// Sends all the statements in one round trip (libpq pipeline mode) and
     /// returns one result per statement. Statements after a failed one are
-    /// reported as failed with the first error (the server skips them), so a
-    /// caller knows exactly which ones ran.
+    /// reported as failed with the first error (the server skips them). Unless the
+    /// statements manage their own transactions, they all run in one (the
+    /// pipeline's implicit transaction, up to its end): a failure then also rolls
+    /// back the statements before it, although their results are reported. So
+    /// nothing of a pipeline with a failure is kept, unless a `COMMIT` among its
+    /// statements ran before the failure.
     public func pipeline(_ queries: [PGQuery], prepared: Bool = false) async throws -> [Result<PGRows, PostgresError>] {
         try await onQueue { try self.pipelineBlocking(queries, prepared: prepared) }
     }

@@ -224,6 +224,14 @@ struct PostgresLayerTests {
             try? await connection.execute(script: "ROLLBACK")
             let count = try await connection.query("SELECT count(*) FROM p")
             #expect(try count.first?.decode(Int.self, at: 0) == 4)
+            // Without one, the pipeline is one transaction: a failure rolls back what ran before it.
+            let implicit = try await connection.pipeline([
+                "INSERT INTO p VALUES (\(30))", "INSERT INTO p VALUES (\(-1))", "INSERT INTO p VALUES (\(31))",
+            ])
+            #expect((try? implicit[0].get()) != nil)
+            #expect((try? implicit[1].get()) == nil && (try? implicit[2].get()) == nil)
+            let after = try await connection.query("SELECT count(*) FROM p")
+            #expect(try after.first?.decode(Int.self, at: 0) == 4, "the statement before the failure was kept")
             await connection.close()
         }
     }
