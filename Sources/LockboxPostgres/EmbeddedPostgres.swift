@@ -45,29 +45,49 @@ public struct EmbeddedPostgres: Sendable {
             var arguments = ["-D", dataDirectory, "-U", superuser, "--auth=trust", "-E", "UTF8", "--no-locale"]
             if !durable { arguments.append("--no-sync") }
             try await Self.exec(bin + "/initdb", arguments, asServer: true)
-            let settings = """
-
-                # lockbox: private cluster, Unix socket only
-                listen_addresses = ''
-                unix_socket_directories = \(Self.socketDirectoriesSetting(directory))
-                port = 5432
-                max_connections = 300
-                shared_buffers = 128MB
-                fsync = \(durable ? "on" : "off")
-                synchronous_commit = \(durable ? "on" : "off")
-                full_page_writes = \(durable ? "on" : "off")
-
-                """
-            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: dataDirectory + "/postgresql.conf"))
-            try handle.seekToEnd()
-            try handle.write(contentsOf: Data(settings.utf8))
-            try handle.close()
         }
+        try completeSettings()
         removeStaleLockFiles(logger: logger)
         if try await isRunning() { return }
         logger.debug("starting PostgreSQL", metadata: ["directory": "\(directory)"])
         try await Self.exec(
             bin + "/pg_ctl", ["-D", dataDirectory, "-l", logFile, "-w", "-t", "60", "start"], asServer: true)
+    }
+
+    /// The last line of lockbox's settings in `postgresql.conf`: written after them, so
+    /// that its absence means they are not all there.
+    static let settingsWritten = "# lockbox: settings written"
+
+    /// Appends lockbox's settings to `postgresql.conf` unless they are all there (the
+    /// line ``settingsWritten`` ends them). initdb's own configuration listens on TCP
+    /// (localhost) and on the system's socket directory, and the cluster trusts every
+    /// connection: a `lockbox` stopped between `initdb` and writing the settings
+    /// (killed, out of disk) would otherwise leave a cluster that, at its next start,
+    /// lets any local user in as its superuser. Written again whole if they were cut
+    /// short (a later line overrides an earlier one).
+    func completeSettings() throws {
+        let path = dataDirectory + "/postgresql.conf"
+        let current = try String(contentsOfFile: path, encoding: .utf8)
+        if current.split(separator: "\n").contains(where: { $0 == Self.settingsWritten }) { return }
+        let settings = """
+
+            # lockbox: private cluster, Unix socket only
+            listen_addresses = ''
+            unix_socket_directories = \(Self.socketDirectoriesSetting(directory))
+            port = 5432
+            max_connections = 300
+            shared_buffers = 128MB
+            fsync = \(durable ? "on" : "off")
+            synchronous_commit = \(durable ? "on" : "off")
+            full_page_writes = \(durable ? "on" : "off")
+            \(Self.settingsWritten)
+
+            """
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        try handle.seekToEnd()
+        try handle.write(contentsOf: Data(settings.utf8))
+        try handle.synchronize()
+        try handle.close()
     }
 
     /// Removes `postmaster.pid` (and the socket's lock file) when the process it names is

@@ -78,6 +78,43 @@ struct EmbeddedPostgresTests {
         try await cluster.destroy()
     }
 
+    // initdb's configuration listens on localhost and the system's socket directory, trusting
+    // everyone: a lockbox stopped before it wrote its own settings left such a cluster behind.
+    @Test("a cluster whose settings were never written, or cut short, gets them at its next start")
+    func unfinishedSettings() async throws {
+        let directory = Self.scratch("lockbox-unfinished")
+        let cluster = EmbeddedPostgres(directory: directory, durable: false)
+        do {
+            try await cluster.start()
+            try await cluster.stop()
+            let path = directory + "/data/postgresql.conf"
+            let written = try String(contentsOfFile: path, encoding: .utf8)
+            let marker = try #require(written.range(of: "\n# lockbox: private cluster"))
+            for cut in ["never written", "cut short"] {
+                // As initdb left it, or with the settings' first lines only.
+                let kept = cut == "never written" ? "" : "\n# lockbox: private cluster, Unix socket only\nport = 5432\n"
+                try (String(written[..<marker.lowerBound]) + kept).write(toFile: path, atomically: false, encoding: .utf8)
+                try await cluster.start()
+                let connection = try await PGConnection.connect(cluster.conninfo())
+                let rows = try await connection.query(
+                    "SELECT current_setting('listen_addresses'), current_setting('unix_socket_directories')")
+                await connection.close()
+                let (listen, sockets) = try #require(rows.first).decode((String, String).self)
+                #expect(listen == "", "\(cut): listens on \(listen)")
+                #expect(sockets == "\"" + directory + "\"", "\(cut): sockets in \(sockets)")
+                try await cluster.stop()
+            }
+            // Complete settings are not written twice.
+            try await cluster.start()
+            let after = try String(contentsOfFile: path, encoding: .utf8)
+            #expect(after.components(separatedBy: "# lockbox: settings written").count == 2)
+        } catch {
+            try? await cluster.destroy()
+            throw error
+        }
+        try await cluster.destroy()
+    }
+
     // After a reboot or a container restart, a postmaster.pid left by a server that did not stop
     // cleanly can name a live process of the server's user that is not PostgreSQL. pg_ctl status
     // called the cluster running, so it was never started: every command failed to connect.
