@@ -77,6 +77,13 @@ public final class Broker: Sendable {
     }
 
     static func translate(_ error: PostgresError) -> LockboxError {
+        if error.commitOutcomeUnknown {
+            return LockboxError(
+                .databaseUnavailable,
+                "the connection to the lockbox database was lost while the change was being committed: it may or "
+                    + "may not have been made; look (e.g. request show, audit search) before trying again",
+                detail: error.debugDescription)
+        }
         if error.isConnectionFailure {
             return LockboxError(
                 .databaseUnavailable, "the lockbox database is unavailable, nothing was done: \(error.message)",

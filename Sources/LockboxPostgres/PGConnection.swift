@@ -301,7 +301,15 @@ public final class PGConnection: @unchecked Sendable {
                 message: "a statement in the transaction failed, so the transaction was rolled back: nothing in it was "
                     + "committed")
         }
-        try await execute(script: "COMMIT")
+        do {
+            try await execute(script: "COMMIT")
+        } catch var error as PostgresError where error.isConnectionFailure {
+            // The server may have committed before the connection went: the caller must not be
+            // told that nothing was done (it would do it again).
+            error.commitOutcomeUnknown = true
+            error.message = "the connection was lost during COMMIT, so whether it was committed is unknown: \(error.message)"
+            throw error
+        }
         return value
     }
 

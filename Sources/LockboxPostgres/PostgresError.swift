@@ -31,6 +31,9 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible, CustomDeb
     public var table: String?
     /// The column involved, when the server names it.
     public var column: String?
+    /// True when the connection was lost after a COMMIT was sent and before its
+    /// answer: the transaction may or may not have been committed.
+    public var commitOutcomeUnknown = false
 
     public init(
         kind: Kind, message: String, sqlState: String? = nil, detail: String? = nil, hint: String? = nil,

@@ -82,3 +82,27 @@ struct AuthorizationTimeoutTests {
         await pool.close()
     }
 }
+
+/// A change whose COMMIT loses its connection may have been made: the broker says so.
+@Suite("changes of unknown outcome")
+struct CommitOutcomeTests {
+    @Test("a change whose connection is lost during COMMIT is reported as maybe made, and it was")
+    func lostDuringCommit() async throws {
+        try await StalledCommits.withCluster { cluster, admin in
+            try await Migrator(migrations: TestCluster.migrationScripts).migrate(on: admin)
+            let pool = PGPool(conninfo: cluster.conninfo(), maxConnections: 2)
+            let broker = Broker(pool: pool, clock: ManualClock(World.start))
+            try await StalledCommits.stall(cluster, admin: admin)
+            let creation = Task { try await broker.createTenant(name: "contoso", admin: "admin@contoso.com") }
+            let pid = try await StalledCommits.waitingCommit(admin: admin)
+            try await admin.query("SELECT pg_terminate_backend(\(pid))")
+            let error = try await #require(throws: LockboxError.self) { _ = try await creation.value }
+            #expect(error.code == .databaseUnavailable, "\(error.debugDescription)")
+            #expect(error.message.contains("may or may not have been made"), "\(error.message)")
+            #expect(!error.message.contains("nothing was done"), "\(error.message)")
+            let tenants = try await admin.query("SELECT count(*) FROM lockbox.tenants WHERE name = 'contoso'")
+            #expect(try tenants.first!.decode(Int.self, at: 0) == 1)
+            await pool.close()
+        }
+    }
+}

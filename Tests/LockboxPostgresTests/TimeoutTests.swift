@@ -116,26 +116,12 @@ struct TimeoutTests {
 
     @Test("a statement whose commit is held up past its timeout is reported as it ended, not as not done")
     func commitPastTheTimeout() async throws {
-        // A private cluster whose commits wait for a synchronous standby that never comes: a
-        // commit the client gave up on completes anyway once it is asked to cancel (the server
-        // warns that the transaction committed locally), as a slow commit of any kind would.
-        let cluster = EmbeddedPostgres(
-            directory: NSTemporaryDirectory() + "lbx-sync-\(UInt32.random(in: 0...UInt32.max))", durable: false)
-        try await cluster.start()
-        do {
-            let admin = try await PGConnection.connect(cluster.conninfo())
+        // Commits wait for a synchronous standby that never comes: a commit the client gave up
+        // on completes anyway once it is asked to cancel (the server warns that the transaction
+        // committed locally), as a slow commit of any kind would.
+        try await StalledCommits.withCluster { cluster, admin in
             try await admin.execute(script: "CREATE TABLE t (i int)")
-            try await admin.execute(script: "ALTER SYSTEM SET synchronous_standby_names = 'nobody'")
-            try await admin.query("SELECT pg_reload_conf()")
-            var applied = false
-            for _ in 0..<500 where !applied {
-                let probe = try await PGConnection.connect(cluster.conninfo())
-                applied = try await probe.query("SHOW synchronous_standby_names").first!.decode(String.self, at: 0)
-                    == "nobody"
-                await probe.close()
-                if !applied { try await Task.sleep(for: .milliseconds(10)) }
-            }
-            try #require(applied)
+            try await StalledCommits.stall(cluster, admin: admin)
 
             let connection = try await PGConnection.connect(cluster.conninfo())
             let outcome: Result<PGRows, any Error>
@@ -154,11 +140,33 @@ struct TimeoutTests {
                 #expect(rows == 0, "told it failed (\(error)), the statement committed all the same")
             }
             await connection.close()
-            await admin.close()
-        } catch {
-            try? await cluster.destroy()
-            throw error
         }
-        try await cluster.destroy()
+    }
+
+    @Test("a COMMIT whose connection is lost is reported as of unknown outcome, not as not done")
+    func commitOutcomeUnknown() async throws {
+        try await StalledCommits.withCluster { cluster, admin in
+            try await admin.execute(script: "CREATE TABLE t (i int)")
+            try await StalledCommits.stall(cluster, admin: admin)
+            let connection = try await PGConnection.connect(cluster.conninfo())
+            let transaction = Task {
+                try await connection.withTransaction { try await $0.query("INSERT INTO t VALUES (1)") }
+            }
+            // The COMMIT is written locally and waits; then its connection is lost.
+            let pid = try await StalledCommits.waitingCommit(admin: admin)
+            try await admin.query("SELECT pg_terminate_backend(\(pid))")
+            let error = try await #require(throws: PostgresError.self) { try await transaction.value }
+            #expect(error.isConnectionFailure && error.commitOutcomeUnknown, "\(error)")
+            #expect(error.message.contains("whether it was committed is unknown"), "\(error.message)")
+            // And indeed it was committed.
+            #expect(try await admin.query("SELECT count(*) FROM t").first!.decode(Int.self, at: 0) == 1)
+            // A failure before the COMMIT is not of unknown outcome.
+            let other = try await PGConnection.connect(cluster.conninfo())
+            let failed = try await #require(throws: PostgresError.self) {
+                try await other.withTransaction { try await $0.query("INSERT INTO t VALUES ('x')") }
+            }
+            #expect(!failed.commitOutcomeUnknown)
+            await other.close()
+        }
     }
 }
