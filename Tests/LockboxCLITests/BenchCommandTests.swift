@@ -129,33 +129,22 @@ struct BenchCommandTests {
         try await TestDatabase.with { db in
             // Counts the benchmark's database once its first phase runs (the load is done).
             let counter = Task { () -> [Int]? in
-                let connection = try await db.connect()
-                defer { Task { await connection.close() } }
-                while !Task.isCancelled {
-                    let running = try await connection.query(
+                try await Self.onceBenchRuns(on: db) { name in
+                    let bench = try await PGConnection.connect(db.conninfo, database: name)
+                    defer { Task { await bench.close() } }
+                    // Before the first phase wrote anything: the first raw turn runs 2 s.
+                    let rows = try await bench.query(
                         """
-                        SELECT datname FROM pg_stat_activity
-                        WHERE datname LIKE 'lockbox_bench_%' AND query LIKE 'WITH g AS%' LIMIT 1
+                        SELECT (SELECT count(*) FROM lockbox.tenants WHERE name LIKE 'bench-%'),
+                            (SELECT count(*) FROM lockbox.operators WHERE NOT is_manager),
+                            (SELECT count(*) FROM lockbox.requests),
+                            (SELECT count(*) FROM lockbox.requests
+                             WHERE status = 'Approved' AND access_ends_at > now()),
+                            (SELECT count(*) FROM lockbox.audit_records WHERE activity <> 'Get-Resource')
                         """)
-                    if let name = try running.first?.decode(String.self, at: 0) {
-                        let bench = try await PGConnection.connect(db.conninfo, database: name)
-                        defer { Task { await bench.close() } }
-                        // Before the first phase wrote anything: the first raw turn runs 2 s.
-                        let rows = try await bench.query(
-                            """
-                            SELECT (SELECT count(*) FROM lockbox.tenants WHERE name LIKE 'bench-%'),
-                                (SELECT count(*) FROM lockbox.operators WHERE NOT is_manager),
-                                (SELECT count(*) FROM lockbox.requests),
-                                (SELECT count(*) FROM lockbox.requests
-                                 WHERE status = 'Approved' AND access_ends_at > now()),
-                                (SELECT count(*) FROM lockbox.audit_records WHERE activity <> 'Get-Resource')
-                            """)
-                        let row = try #require(rows.first)
-                        return try (0..<5).map { try row.decode(Int.self, at: $0) }
-                    }
-                    try? await Task.sleep(for: .milliseconds(20))
+                    let row = try #require(rows.first)
+                    return try (0..<5).map { try row.decode(Int.self, at: $0) }
                 }
-                return nil
             }
             let result = try await CLI.run(
                 ["bench", "--database-url", db.connectionString, "--operators", "1", "--duration", "2s",
@@ -175,23 +164,11 @@ struct BenchCommandTests {
         try await TestDatabase.with { db in
             // Interrupts the benchmark once its first phase runs; returns its database's name.
             let interrupter = Task { () -> String? in
-                let connection = try await db.connect()
-                defer { Task { await connection.close() } }
-                while !Task.isCancelled {
-                    let running = try await connection.query(
-                        """
-                        SELECT datname FROM pg_stat_activity
-                        WHERE datname LIKE 'lockbox_bench_%' AND query LIKE 'WITH g AS%' LIMIT 1
-                        """)
-                    if let name = try running.first?.decode(String.self, at: 0),
-                        let pid = Int32(name.dropFirst("lockbox_bench_".count))
-                    {
-                        kill(pid, signal)
-                        return name
-                    }
-                    try? await Task.sleep(for: .milliseconds(20))
+                try await Self.onceBenchRuns(on: db) { name in
+                    let pid = try #require(Int32(name.dropFirst("lockbox_bench_".count)), "\(name)")
+                    kill(pid, signal)
+                    return name
                 }
-                return nil
             }
             let result = try await CLI.run(
                 ["bench", "--database-url", db.connectionString, "--operators", "1", "--duration", "30s",
@@ -205,5 +182,24 @@ struct BenchCommandTests {
             await connection.close()
             #expect(try left.first?.decode(Int.self, at: 0) == 0, "\(name) is left behind")
         }
+    }
+
+    /// Waits (polling, until cancelled) for a benchmark on `db`'s server to run its first
+    /// phase (its load is done), then runs `body` with the benchmark's database name.
+    static func onceBenchRuns<T: Sendable>(
+        on db: TestDatabase, _ body: (String) async throws -> T
+    ) async throws -> T? {
+        let connection = try await db.connect()
+        defer { Task { await connection.close() } }
+        while !Task.isCancelled {
+            let running = try await connection.query(
+                """
+                SELECT datname FROM pg_stat_activity
+                WHERE datname LIKE 'lockbox_bench_%' AND query LIKE 'WITH g AS%' LIMIT 1
+                """)
+            if let name = try running.first?.decode(String.self, at: 0) { return try await body(name) }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return nil
     }
 }
