@@ -17,11 +17,9 @@ public final class StalledServer: Sendable {
     public let directory: String
     private let listener: Int32
 
-    /// Starts listening; the server answers `answering` requests of each client.
-    public init(answering: Int, hangUpAfter: Duration = .seconds(20)) throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("lbx-stall-\(UUID())").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let path = directory + "/.s.PGSQL.5432"
+    /// A Unix socket listening at `path` (the kernel queues connections until they are
+    /// accepted, so a client connects even if nothing ever accepts).
+    public static func listeningSocket(at path: String) throws -> Int32 {
         let listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         guard listener >= 0 else { throw POSIXError(.EIO) }
         var address = sockaddr_un()
@@ -38,6 +36,14 @@ public final class StalledServer: Sendable {
             close(listener)
             throw POSIXError(.EADDRINUSE)
         }
+        return listener
+    }
+
+    /// Starts listening; the server answers `answering` requests of each client.
+    public init(answering: Int, hangUpAfter: Duration = .seconds(20)) throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("lbx-stall-\(UUID())").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let listener = try Self.listeningSocket(at: directory + "/.s.PGSQL.5432")
         self.listener = listener
         let thread = Thread {
             while true {

@@ -78,21 +78,8 @@ struct TimeoutTests {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("lockbox-mute-\(UUID())")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
-        let path = directory.appendingPathComponent(".s.PGSQL.5432").path
-        let listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        try #require(listener >= 0)
+        let listener = try StalledServer.listeningSocket(at: directory.appendingPathComponent(".s.PGSQL.5432").path)
         defer { close(listener) }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
-            for (index, byte) in path.utf8.enumerated() { buffer[index] = byte }
-        }
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(listener, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
-        try #require(bound == 0 && listen(listener, 8) == 0)
 
         let error = try await #require(throws: PostgresError.self) {
             _ = try await PGConnection.connect(
