@@ -52,7 +52,7 @@ extension Broker {
         let clientIP = try Validate.clientIP(new.clientIP)
         let now = try now()
         let id = UUID()
-        try await transaction { connection in
+        return try await transaction { connection in
             _ = try await requireOperator(requester, on: connection, field: "operator")
             let tenantRows = try await connection.query(
                 """
@@ -77,8 +77,8 @@ extension Broker {
                         "Resource": resource ?? "(entire workload)",
                     ]),
                 on: connection)
+            return try await request(id, at: now, on: connection)
         }
-        return try await request(id)
     }
 
     /// The internal review by a support manager who is not the requester.
@@ -92,7 +92,7 @@ extension Broker {
         let manager = try Validate.alias(manager, field: "manager")
         let comment = try Validate.optionalText(comment, field: "comment", max: Validate.maxComment)
         let clientIP = try Validate.clientIP(clientIP)
-        try await transaction { connection in
+        return try await transaction { connection in
             let reviewer = try await requireOperator(manager, on: connection, field: "manager")
             let locked = try await lockRequest(requestID, on: connection)
             guard reviewer.isManager else {
@@ -159,8 +159,8 @@ extension Broker {
                     actor: manager, clientIP: clientIP, activity: activity, item: requestID.lowercased,
                     requestId: requestID, workload: locked.workload, parameters: parameters),
                 on: connection)
+            return try await request(requestID, at: now, on: connection)
         }
-        return try await request(requestID)
     }
 
     // MARK: Decisions
@@ -180,16 +180,15 @@ extension Broker {
         case .cancel:
             try await cancel(requestID, by: principal, comment: comment, clientIP: clientIP)
         }
-        return try await request(requestID)
     }
 
     private func customerDecision(
         _ requestID: UUID, approve: Bool, by principal: String, comment: String?, clientIP: String?
-    ) async throws {
+    ) async throws -> AccessRequest {
         let upn = try Validate.upn(principal, field: "as")
         let comment = try Validate.optionalText(comment, field: "comment", max: Validate.maxComment)
         let clientIP = try Validate.clientIP(clientIP)
-        try await transaction { connection in
+        return try await transaction { connection in
             let locked = try await lockTenantThenRequest(requestID, on: connection)
             // The time is read once the tenant and the request are ours: a decision that waited
             // for either (behind a role change, another decision, a cancel or a sweep) is judged
@@ -239,14 +238,17 @@ extension Broker {
                     item: requestID.lowercased, requestId: requestID, workload: locked.workload,
                     parameters: parameters),
                 on: connection)
+            return try await request(requestID, at: now, on: connection)
         }
     }
 
-    private func cancel(_ requestID: UUID, by principal: String, comment: String?, clientIP: String?) async throws {
+    private func cancel(_ requestID: UUID, by principal: String, comment: String?, clientIP: String?) async throws
+        -> AccessRequest
+    {
         let alias = try Validate.alias(principal, field: "as")
         let comment = try Validate.optionalText(comment, field: "comment", max: Validate.maxComment)
         let clientIP = try Validate.clientIP(clientIP)
-        try await transaction { connection in
+        return try await transaction { connection in
             let locked = try await lockRequest(requestID, on: connection)
             // Read under the lock, as for a decision: the operations the grant allowed while this
             // waited are recorded before the end recorded here (see ``revoke(_:by:comment:clientIP:)``).
@@ -287,6 +289,7 @@ extension Broker {
                     item: requestID.lowercased, requestId: requestID, workload: locked.workload,
                     parameters: parameters),
                 on: connection)
+            return try await request(requestID, at: now, on: connection)
         }
     }
 
@@ -298,7 +301,7 @@ extension Broker {
         let upn = try Validate.upn(principal, field: "as")
         let comment = try Validate.optionalText(comment, field: "comment", max: Validate.maxComment)
         let clientIP = try Validate.clientIP(clientIP)
-        try await transaction { connection in
+        return try await transaction { connection in
             let locked = try await lockTenantThenRequest(requestID, on: connection)
             // Read under the locks: operations the grant allowed while the revoke waited for it
             // committed before it, and must not be recorded as happening after the grant ended.
@@ -322,8 +325,8 @@ extension Broker {
                     clientIP: clientIP, activity: "Revoke-AccessToCustomerDataRequest", item: requestID.lowercased,
                     requestId: requestID, workload: locked.workload, parameters: parameters),
                 on: connection)
+            return try await request(requestID, at: now, on: connection)
         }
-        return try await request(requestID)
     }
 
     // MARK: Sweep
@@ -452,6 +455,17 @@ extension Broker {
     public func request(_ id: UUID) async throws -> AccessRequest {
         let now = try now()
         let rows = try await read(Self.requestSelect(now: now) + "WHERE r.request_id = \(id)")
+        guard let row = rows.first else {
+            throw LockboxError(.notFound, "no request with id \(id.lowercased)", field: "request id")
+        }
+        return try Self.accessRequest(row)
+    }
+
+    /// The request as of `now`, read in the transaction that just changed it: what a change
+    /// returns. Read after the commit, a failure to read it (the clock, the connection) was
+    /// reported as the change's failure, though the change was made: a request created again.
+    func request(_ id: UUID, at now: Date, on connection: PGConnection) async throws -> AccessRequest {
+        let rows = try await connection.query(Self.requestSelect(now: now) + "WHERE r.request_id = \(id)")
         guard let row = rows.first else {
             throw LockboxError(.notFound, "no request with id \(id.lowercased)", field: "request id")
         }
