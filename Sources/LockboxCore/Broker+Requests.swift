@@ -117,6 +117,7 @@ extension Broker {
             // for, behind a role change or a Customer Lockbox switch): the notification time and
             // the customer's 12 hours count from when the review takes effect.
             let now = try now()
+            try locked.requireNotBeforeLastChange(now)
             let activity: String
             if !approve {
                 activity = "Reject-AccessToCustomerDataRequest"
@@ -194,6 +195,7 @@ extension Broker {
             // for either (behind a role change, another decision, a cancel or a sweep) is judged
             // at the time it takes effect, so one that waited past the deadline is refused as expired.
             let now = try now()
+            try locked.requireNotBeforeLastChange(now)
             try await requireCustomerApprover(upn, of: locked, on: connection, action: "approve or deny its requests")
             guard locked.status == .pendingCustomer, let deadline = locked.customerDeadline else {
                 let status = locked.effectiveStatus(at: now)
@@ -253,6 +255,7 @@ extension Broker {
             // Read under the lock, as for a decision: the operations the grant allowed while this
             // waited are recorded before the end recorded here (see ``revoke(_:by:comment:clientIP:)``).
             let now = try now()
+            try locked.requireNotBeforeLastChange(now)
             guard locked.requester == alias else {
                 throw LockboxError(
                     .notAuthorized,
@@ -306,6 +309,7 @@ extension Broker {
             // Read under the locks: operations the grant allowed while the revoke waited for it
             // committed before it, and must not be recorded as happening after the grant ended.
             let now = try now()
+            try locked.requireNotBeforeLastChange(now)
             try await requireCustomerApprover(upn, of: locked, on: connection, action: "revoke its grants")
             let status = locked.effectiveStatus(at: now)
             guard status == .approved else {
@@ -534,12 +538,28 @@ extension Broker {
         var durationMinutes: Int
         var customerDeadline: Date?
         var accessEndsAt: Date?
+        /// The latest time recorded on the request (created, reviewed, decided, ended).
+        var lastChange: Date
 
         /// The status as of `now`, counting deadlines the sweeper has not recorded yet.
         func effectiveStatus(at now: Date) -> RequestStatus {
             if status == .approved, let ends = accessEndsAt, now >= ends { return .completed }
             if status == .pendingCustomer, let deadline = customerDeadline, now >= deadline { return .expired }
             return status
+        }
+
+        /// Refuses a `now` before the request's last recorded change: a clock set back (or two
+        /// brokers' clocks apart) would date a review before the request, a decision before its
+        /// notification, a window opened before the approval it follows, or a revoke or cancel
+        /// before the operations its grant allowed. The time is ambiguous: nothing is done.
+        func requireNotBeforeLastChange(_ now: Date) throws {
+            guard now >= lastChange else {
+                throw LockboxError(
+                    .clockUnavailable,
+                    "the time is ambiguous: the clock reads \(Broker.timestamp(now)), before request "
+                        + "\(requestId.lowercased)'s last recorded change at \(Broker.timestamp(lastChange)); "
+                        + "nothing was done")
+            }
         }
     }
 
@@ -594,7 +614,8 @@ extension Broker {
         let rows = try await connection.query(
             """
             SELECT r.request_id, r.tenant_id, t.name, t.service_account, r.workload, r.requester, r.status,
-                (extract(epoch FROM r.duration) / 60)::bigint, r.customer_deadline, r.access_ends_at
+                (extract(epoch FROM r.duration) / 60)::bigint, r.customer_deadline, r.access_ends_at,
+                greatest(r.created_at, r.reviewed_at, r.decided_at, r.access_starts_at, r.ended_at)
             FROM lockbox.requests r JOIN lockbox.tenants t ON t.tenant_id = r.tenant_id
             WHERE r.request_id = \(id)
             FOR UPDATE OF r
@@ -602,12 +623,12 @@ extension Broker {
         guard let row = rows.first else {
             throw LockboxError(.notFound, "no request with id \(id.lowercased)", field: "request id")
         }
-        let (requestId, tenantId, tenantName, account, workload, requester, status, minutes, deadline, ends) =
-            try row.decode((UUID, UUID, String, String, String, String, String, Int, Date?, Date?).self)
+        let (requestId, tenantId, tenantName, account, workload, requester, status, minutes, deadline, ends, last) =
+            try row.decode((UUID, UUID, String, String, String, String, String, Int, Date?, Date?, Date).self)
         return LockedRequest(
             requestId: requestId, tenantId: tenantId, tenantName: tenantName, serviceAccount: account,
             workload: workload, requester: requester, status: RequestStatus(rawValue: status) ?? .pendingInternal,
-            durationMinutes: minutes, customerDeadline: deadline, accessEndsAt: ends)
+            durationMinutes: minutes, customerDeadline: deadline, accessEndsAt: ends, lastChange: last)
     }
 }
 

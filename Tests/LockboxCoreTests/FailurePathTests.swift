@@ -26,6 +26,39 @@ final class ReadLimitedClock: LockboxClock {
 
 @Suite("failure paths of the request commands")
 struct RequestFailurePathTests {
+    @Test("a clock behind the request's last recorded change refuses the review, decision, cancel or revoke")
+    func clockBehindRequest() async throws {
+        try await World.with { world in
+            let created = try await world.newRequest()
+            world.clock.advance(by: .seconds(-60))
+            try await world.expectRefusal(.clockUnavailable, containing: "before") {
+                _ = try await world.broker.review(created.requestId, manager: "morgan", approve: true)
+            }
+            world.clock.set(World.start)
+            let pending = try await world.broker.review(created.requestId, manager: "morgan", approve: true)
+            #expect(pending.status == .pendingCustomer)
+            world.clock.advance(by: .seconds(-1))
+            try await world.expectRefusal(.clockUnavailable, containing: "before") {
+                _ = try await world.broker.decide(created.requestId, decision: .approve, by: "approver@contoso.com")
+            }
+            try await world.expectRefusal(.clockUnavailable, containing: "before") {
+                _ = try await world.broker.decide(created.requestId, decision: .cancel, by: "alex")
+            }
+            world.clock.set(World.start.addingTimeInterval(3600))
+            _ = try await world.broker.decide(created.requestId, decision: .approve, by: "approver@contoso.com")
+            world.clock.set(World.start.addingTimeInterval(1800))
+            try await world.expectRefusal(.clockUnavailable, containing: "before") {
+                _ = try await world.broker.revoke(created.requestId, by: "approver@contoso.com")
+            }
+            try await world.expectRefusal(.clockUnavailable, containing: "before") {
+                _ = try await world.broker.decide(created.requestId, decision: .cancel, by: "alex")
+            }
+            world.clock.set(World.start.addingTimeInterval(3600))
+            let revoked = try await world.broker.revoke(created.requestId, by: "approver@contoso.com")
+            #expect(revoked.status == .revoked && revoked.endedAt == World.start.addingTimeInterval(3600))
+        }
+    }
+
     @Test("a change that committed is not reported as failed when the clock fails right after")
     func clockFailsAfterCommit() async throws {
         try await World.with { world in
