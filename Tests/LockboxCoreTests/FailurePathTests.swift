@@ -79,3 +79,75 @@ struct RequestFailurePathTests {
         }
     }
 }
+
+@Suite("failure paths: the database fails in the middle")
+struct DatabaseFailurePathTests {
+    /// Every broker change but operator operations, each tried while `fail` is installed.
+    static func everyChange(_ world: World, login: String) async throws -> [(String, () async throws -> Void)] {
+        let created = try await world.newRequest()
+        let pending = try await world.pendingCustomer(by: "blake")
+        let active = try await world.approved()
+        _ = try await world.approved(by: "blake", duration: .seconds(60))  // for the sweep to complete
+        _ = try await world.broker.grantAuditor(login: login, tenant: "fabrikam")
+        world.clock.advance(by: .seconds(120))
+        let broker = world.broker
+        return [
+            ("request create", { _ = try await world.newRequest() }),
+            ("review", { _ = try await broker.review(created.requestId, manager: "morgan", approve: true) }),
+            ("reject", { _ = try await broker.review(created.requestId, manager: "morgan", approve: false) }),
+            ("approve", { _ = try await broker.decide(pending.requestId, decision: .approve, by: "approver@contoso.com") }),
+            ("deny", { _ = try await broker.decide(pending.requestId, decision: .deny, by: "approver@contoso.com") }),
+            ("cancel", { _ = try await broker.decide(active.requestId, decision: .cancel, by: "alex") }),
+            ("revoke", { _ = try await broker.revoke(active.requestId, by: "approver@contoso.com") }),
+            ("sweep", { _ = try await broker.sweep() }),
+            ("role add", {
+                _ = try await broker.addRole(
+                    tenant: "contoso", upn: "new@contoso.com", role: .customerLockboxApprover, by: "admin@contoso.com")
+            }),
+            ("role remove", {
+                try await broker.removeRole(
+                    tenant: "contoso", upn: "approver@contoso.com", role: .customerLockboxApprover,
+                    by: "admin@contoso.com")
+            }),
+            ("lockbox off", {
+                _ = try await broker.setCustomerLockbox(tenant: "contoso", enabled: false, by: "admin@contoso.com")
+            }),
+            ("tenant create", { _ = try await broker.createTenant(name: "northwind", admin: "admin@northwind.com") }),
+            ("operator add", { _ = try await broker.addOperator(alias: "casey", isManager: false) }),
+            ("auditor grant", { _ = try await broker.grantAuditor(login: login, tenant: "contoso") }),
+            ("auditor revoke", { try await broker.revokeAuditor(login: login, tenant: "fabrikam") }),
+        ]
+    }
+
+    @Test("an audit insert refused, or the connection ended before it, leaves nothing and says so", arguments: [
+        ("RAISE EXCEPTION 'audit refused for the test'", "refused the change, nothing was done: audit refused"),
+        ("PERFORM pg_terminate_backend(pg_backend_pid())", "unavailable, nothing was done"),
+    ])
+    func auditFails(statement: String, message: String) async throws {
+        try await World.with { world in
+            let login = "lockbox_fp_\(UInt32.random(in: 0...UInt32.max))"
+            try await world.db.pool.query(PGQuery("CREATE ROLE " + login + " LOGIN"))
+            let changes = try await Self.everyChange(world, login: login)
+            try await world.db.pool.query(
+                PGQuery(
+                    "CREATE FUNCTION public.fail_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN " + statement
+                        + "; RETURN NEW; END $$"))
+            try await world.db.pool.query(
+                """
+                CREATE TRIGGER fail_audit BEFORE INSERT ON lockbox.audit_records
+                FOR EACH ROW EXECUTE FUNCTION public.fail_audit()
+                """)
+            for (name, change) in changes {
+                try await world.expectRefusal(.databaseUnavailable, containing: message) {
+                    do { try await change() } catch let error as LockboxError {
+                        #expect(!error.message.contains("may or may not"), "\(name): \(error.message)")
+                        throw error
+                    }
+                }
+            }
+            try await world.db.pool.query("DROP TRIGGER fail_audit ON lockbox.audit_records")
+            try await world.db.pool.query("DELETE FROM lockbox.auditor_tenants")
+            try await world.db.pool.query(PGQuery("DROP ROLE " + login))
+        }
+    }
+}
