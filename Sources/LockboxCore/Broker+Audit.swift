@@ -118,40 +118,87 @@ extension Broker {
     /// One whose request is past its customer deadline is marked withdrawn, with the
     /// reason, and not sent. (A request that leaves PendingCustomer withdraws its
     /// queued notifications itself, in the same transaction: migration 0013.)
+    ///
+    /// A failure part way says what was done before it (``deliveryFailure(_:handedOver:sent:)``).
     @discardableResult
     public func deliverNotifications(using delivery: any NotificationDelivery) async throws -> Int {
         var sent = 0
         while true {
-            let now = try now()
-            let outcome = try await transaction { connection -> Bool? in
-                let rows = try await connection.query(
-                    """
-                    SELECT n.notification_id, t.name, n.request_id, n.recipient, n.subject, n.body, n.created_at,
-                        n.sent_at, n.withdrawn_at, n.withdrawn_reason, r.customer_deadline
-                    FROM lockbox.notifications n JOIN lockbox.tenants t ON t.tenant_id = n.tenant_id
-                        JOIN lockbox.requests r ON r.request_id = n.request_id
-                    WHERE n.sent_at IS NULL AND n.withdrawn_at IS NULL
-                    ORDER BY n.notification_id LIMIT 1 FOR UPDATE OF n SKIP LOCKED
-                    """)
-                guard let row = rows.first else { return nil }
-                let notification = try Self.notification(row)
-                if let deadline = try row.decode(Date?.self, column: "customer_deadline"), deadline <= now {
-                    try await connection.query(
-                        """
-                        UPDATE lockbox.notifications SET withdrawn_at = \(now),
-                            withdrawn_reason = \("the customer deadline passed at \(Self.timestamp(deadline))")
-                        WHERE notification_id = \(notification.notificationId)
-                        """)
-                    return false
-                }
-                try await delivery.deliver(notification)
-                try await connection.query(
-                    "UPDATE lockbox.notifications SET sent_at = \(now) WHERE notification_id = \(notification.notificationId)")
-                return true
+            var handedOver: LockboxNotification?
+            let outcome: Bool?
+            do {
+                outcome = try await deliverNext(using: delivery, handedOver: &handedOver)
+            } catch {
+                throw Self.deliveryFailure(error, handedOver: handedOver, sent: sent)
             }
             guard let delivered = outcome else { return sent }
             if delivered { sent += 1 }
         }
+    }
+
+    /// Delivers (or withdraws) the first queued notification; nil when none is queued, false
+    /// when it was withdrawn. `handedOver` is set once `delivery` has taken it.
+    private func deliverNext(
+        using delivery: any NotificationDelivery, handedOver: inout LockboxNotification?
+    ) async throws -> Bool? {
+        let now = try now()
+        // Not ``transaction(_:)``: a database error is told by ``deliveryFailure(_:handedOver:sent:)``.
+        return try await pool.withTransaction { connection -> Bool? in
+            let rows = try await connection.query(
+                """
+                SELECT n.notification_id, t.name, n.request_id, n.recipient, n.subject, n.body, n.created_at,
+                    n.sent_at, n.withdrawn_at, n.withdrawn_reason, r.customer_deadline
+                FROM lockbox.notifications n JOIN lockbox.tenants t ON t.tenant_id = n.tenant_id
+                    JOIN lockbox.requests r ON r.request_id = n.request_id
+                WHERE n.sent_at IS NULL AND n.withdrawn_at IS NULL
+                ORDER BY n.notification_id LIMIT 1 FOR UPDATE OF n SKIP LOCKED
+                """)
+            guard let row = rows.first else { return nil }
+            let notification = try Self.notification(row)
+            if let deadline = try row.decode(Date?.self, column: "customer_deadline"), deadline <= now {
+                try await connection.query(
+                    """
+                    UPDATE lockbox.notifications SET withdrawn_at = \(now),
+                        withdrawn_reason = \("the customer deadline passed at \(Self.timestamp(deadline))")
+                    WHERE notification_id = \(notification.notificationId)
+                    """)
+                return false
+            }
+            try await delivery.deliver(notification)
+            handedOver = notification
+            try await connection.query(
+                "UPDATE lockbox.notifications SET sent_at = \(now) WHERE notification_id = \(notification.notificationId)")
+            return true
+        }
+    }
+
+    /// The error a delivery run ends with: the failure, saying what it did not undo. Told
+    /// "nothing was done", a person was not told that notifications before it had gone out,
+    /// nor that the one being marked sent had been delivered and would be delivered again.
+    static func deliveryFailure(_ error: any Error, handedOver: LockboxNotification?, sent: Int) -> any Error {
+        var failure: LockboxError
+        switch error {
+        case let error as PostgresError:
+            guard let notification = handedOver else {
+                failure = translate(error)
+                break
+            }
+            failure = LockboxError(
+                .databaseUnavailable,
+                "notification \(notification.notificationId) to \(notification.recipient) was delivered, but "
+                    + "recording it as sent failed, so it may be delivered again: \(error.message)",
+                detail: error.debugDescription)
+        case let error as LockboxError:
+            failure = error
+        default:
+            return error
+        }
+        if sent > 0 {
+            failure.message +=
+                " (\(sent) notification\(sent == 1 ? "" : "s") before it \(sent == 1 ? "was" : "were") delivered "
+                + "and marked sent)"
+        }
+        return failure
     }
 
     /// Queues one notification per global administrator and lockbox approver of the request's tenant.

@@ -151,3 +151,42 @@ struct DatabaseFailurePathTests {
         }
     }
 }
+
+@Suite("failure paths of notification delivery")
+struct DeliveryFailurePathTests {
+    final class Recorder: NotificationDelivery {
+        let sent = Mutex<[String]>([])
+        func deliver(_ notification: LockboxNotification) async throws {
+            sent.withLock { $0.append(notification.recipient) }
+        }
+    }
+
+    @Test("a delivery whose marking as sent fails says what was delivered, not that nothing was done")
+    func markingFails() async throws {
+        try await World.with { world in
+            _ = try await world.pendingCustomer()
+            try await world.db.pool.query(
+                PGQuery(
+                    "CREATE FUNCTION public.fail_mark() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                        + "IF NEW.sent_at IS NOT NULL AND NEW.recipient = 'approver@contoso.com' THEN "
+                        + "RAISE EXCEPTION 'marking refused for the test'; END IF; RETURN NEW; END $$"))
+            try await world.db.pool.query(
+                """
+                CREATE TRIGGER fail_mark BEFORE UPDATE ON lockbox.notifications
+                FOR EACH ROW EXECUTE FUNCTION public.fail_mark()
+                """)
+            let recorder = Recorder()
+            let error = try await #require(throws: LockboxError.self) {
+                try await world.broker.deliverNotifications(using: recorder)
+            }
+            #expect(recorder.sent.withLock { $0 } == ["admin@contoso.com", "approver@contoso.com"])
+            #expect(error.code == .databaseUnavailable)
+            #expect(error.message.contains("to approver@contoso.com was delivered, but"), "\(error.message)")
+            #expect(error.message.contains("may be delivered again"), "\(error.message)")
+            #expect(error.message.contains("1 notification before it was delivered and marked sent"), "\(error.message)")
+            #expect(!error.message.contains("nothing was done"), "\(error.message)")
+            let sent = try await world.broker.notifications().filter { $0.sentAt != nil }.map(\.recipient)
+            #expect(sent == ["admin@contoso.com"])
+        }
+    }
+}
