@@ -34,9 +34,11 @@ extension Broker {
     /// already exists.
     public func grantAuditor(login: String, tenant name: String) async throws -> AuditorGrant {
         let login = try Validate.login(login)
-        let now = try now()
         return try await transaction { connection in
             let tenant = try await lockTenant(name, on: connection)
+            // Read once the tenant is held, as for role changes: a grant that waited behind
+            // another change of the tenant is not dated before it.
+            let now = try now()
             let role = try await connection.query(
                 """
                 SELECT r.rolcanlogin, EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members m WHERE m.roleid = r.oid)
@@ -86,9 +88,9 @@ extension Broker {
     /// Withdraws a grant made by ``grantAuditor(login:tenant:)``. Audited.
     public func revokeAuditor(login: String, tenant name: String) async throws {
         let login = try Validate.login(login)
-        let now = try now()
         try await transaction { connection in
             let tenant = try await lockTenant(name, on: connection)
+            let now = try now()  // once the tenant is held, as above
             let deleted = try await connection.query(
                 "DELETE FROM lockbox.auditor_tenants WHERE login = \(login) AND tenant_id = \(tenant.tenantId)")
             guard deleted.affectedRows == 1 else {

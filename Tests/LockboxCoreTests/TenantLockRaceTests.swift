@@ -101,12 +101,21 @@ struct TenantLockRaceTests {
     }
 
     @Test(
-        "a role change or Customer Lockbox switch that waited for a review or decision is dated when it takes effect",
-        arguments: ["add", "remove", "switch"])
+        "a role or auditor change or Customer Lockbox switch that waited for a review or decision is dated then",
+        arguments: ["add", "remove", "switch", "auditor grant", "auditor revoke"])
     func tenantChangeWaitingIsDatedWhenItTakesEffect(_ change: String) async throws {
         try await World.with { world in
+            try await world.db.withLogins([("late", nil)]) { logins in
+                try await Self.changeWaitingIsDatedWhenItTakesEffect(change, world, auditor: logins[0].name)
+            }
+        }
+    }
+
+    static func changeWaitingIsDatedWhenItTakesEffect(_ change: String, _ world: World, auditor: String) async throws {
+        do {
             _ = try await world.broker.addRole(
                 tenant: "contoso", upn: "second@contoso.com", role: .customerLockboxApprover, by: "admin@contoso.com")
+            if change == "auditor revoke" { _ = try await world.broker.grantAuditor(login: auditor, tenant: "contoso") }
             // Another session holds the tenant FOR SHARE, as an internal review or a customer
             // decision does until it commits.
             let pin = try await world.db.connect()
@@ -121,6 +130,10 @@ struct TenantLockRaceTests {
                     try await world.broker.removeRole(
                         tenant: "contoso", upn: "second@contoso.com", role: .customerLockboxApprover,
                         by: "admin@contoso.com")
+                case "auditor grant":
+                    _ = try await world.broker.grantAuditor(login: auditor, tenant: "contoso")
+                case "auditor revoke":
+                    try await world.broker.revokeAuditor(login: auditor, tenant: "contoso")
                 default:
                     _ = try await world.broker.setCustomerLockbox(
                         tenant: "contoso", enabled: false, by: "admin@contoso.com")
@@ -136,7 +149,10 @@ struct TenantLockRaceTests {
             try await task.value
             let record = try #require(try await world.broker.auditRecords(AuditFilter(tenant: "contoso")).first)
             #expect(
-                ["Add-RoleGroupMember", "Remove-RoleGroupMember", "Set-CustomerLockboxSetting"].contains(record.activity))
+                [
+                    "Add-RoleGroupMember", "Remove-RoleGroupMember", "Set-CustomerLockboxSetting", "Add-AuditorTenant",
+                    "Remove-AuditorTenant",
+                ].contains(record.activity), "\(record.activity)")
             #expect(record.occurredAt == effective, "dated before the review or decision it waited for")
             if change == "add" {
                 let role = try #require(
