@@ -197,8 +197,7 @@ final class Authorizer: Sendable {
 
     /// `timeout` as PostgreSQL's setting takes it: milliseconds, as text (`"1500ms"`).
     static func milliseconds(_ timeout: Duration) -> String {
-        let (seconds, attoseconds) = timeout.components
-        return "\(max(1, seconds * 1000 + attoseconds / 1_000_000_000_000_000))ms"
+        "\(max(1, PGDeadline.milliseconds(timeout)))ms"
     }
 
     /// Each call's outcome, by the position (`ord`, from 1) the statement returns.

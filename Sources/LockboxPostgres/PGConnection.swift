@@ -487,8 +487,7 @@ public final class PGConnection: @unchecked Sendable {
                         + "within \(PGDeadline.describe(deadline.grace)) to a request to cancel the statement: the "
                         + "connection was closed, and whether the statement completed is unknown")
             }
-            let (seconds, attoseconds) = remaining.components
-            let milliseconds = Int32(clamping: seconds * 1000 + attoseconds / 1_000_000_000_000_000 + 1)
+            let milliseconds = Int32(clamping: PGDeadline.milliseconds(remaining) + 1)
             var descriptor = pollfd(fd: PQsocket(handle), events: Int16(POLLIN), revents: 0)
             let ready = poll(&descriptor, 1, milliseconds)
             if ready < 0 && errno != EINTR {
@@ -702,9 +701,15 @@ public struct PGDeadline: Sendable {
         instant = .now + timeout
     }
 
+    /// `duration` in whole milliseconds (rounded down).
+    public static func milliseconds(_ duration: Duration) -> Int64 {
+        let (seconds, attoseconds) = duration.components
+        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
+    }
+
     /// A timeout as messages print it: `10 s`, `1.5 s`, `300 ms`.
     public static func describe(_ timeout: Duration) -> String {
-        let milliseconds = timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000
+        let milliseconds = milliseconds(timeout)
         return milliseconds % 1000 == 0
             ? "\(milliseconds / 1000) s"
             : milliseconds >= 1000 ? "\(Double(milliseconds) / 1000) s" : "\(milliseconds) ms"
