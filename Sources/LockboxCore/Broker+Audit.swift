@@ -119,30 +119,36 @@ extension Broker {
     /// reason, and not sent. (A request that leaves PendingCustomer withdraws its
     /// queued notifications itself, in the same transaction: migration 0013.)
     ///
-    /// A failure part way says what was done before it (``deliveryFailure(_:handedOver:sent:)``).
+    /// A failure part way says what was done before it (``deliveryFailure(_:attempt:sent:)``).
     @discardableResult
     public func deliverNotifications(using delivery: any NotificationDelivery) async throws -> Int {
         var sent = 0
         while true {
-            var handedOver: LockboxNotification?
+            var attempt = DeliveryAttempt()
             let outcome: Bool?
             do {
-                outcome = try await deliverNext(using: delivery, handedOver: &handedOver)
+                outcome = try await deliverNext(using: delivery, attempt: &attempt)
             } catch {
-                throw Self.deliveryFailure(error, handedOver: handedOver, sent: sent)
+                throw Self.deliveryFailure(error, attempt: attempt, sent: sent)
             }
             guard let delivered = outcome else { return sent }
             if delivered { sent += 1 }
         }
     }
 
+    /// The notification a delivery step was handing over, and whether `delivery` took it.
+    struct DeliveryAttempt {
+        var notification: LockboxNotification?
+        var handedOver = false
+    }
+
     /// Delivers (or withdraws) the first queued notification; nil when none is queued, false
-    /// when it was withdrawn. `handedOver` is set once `delivery` has taken it.
+    /// when it was withdrawn. `attempt` says how far it got.
     private func deliverNext(
-        using delivery: any NotificationDelivery, handedOver: inout LockboxNotification?
+        using delivery: any NotificationDelivery, attempt: inout DeliveryAttempt
     ) async throws -> Bool? {
         let now = try now()
-        // Not ``transaction(_:)``: a database error is told by ``deliveryFailure(_:handedOver:sent:)``.
+        // Not ``transaction(_:)``: a database error is told by ``deliveryFailure(_:attempt:sent:)``.
         return try await pool.withTransaction { connection -> Bool? in
             let rows = try await connection.query(
                 """
@@ -164,8 +170,9 @@ extension Broker {
                     """)
                 return false
             }
+            attempt.notification = notification
             try await delivery.deliver(notification)
-            handedOver = notification
+            attempt.handedOver = true
             try await connection.query(
                 "UPDATE lockbox.notifications SET sent_at = \(now) WHERE notification_id = \(notification.notificationId)")
             return true
@@ -175,11 +182,11 @@ extension Broker {
     /// The error a delivery run ends with: the failure, saying what it did not undo. Told
     /// "nothing was done", a person was not told that notifications before it had gone out,
     /// nor that the one being marked sent had been delivered and would be delivered again.
-    static func deliveryFailure(_ error: any Error, handedOver: LockboxNotification?, sent: Int) -> any Error {
+    static func deliveryFailure(_ error: any Error, attempt: DeliveryAttempt, sent: Int) -> any Error {
         var failure: LockboxError
         switch error {
         case let error as PostgresError:
-            guard let notification = handedOver else {
+            guard let notification = attempt.notification, attempt.handedOver else {
                 failure = translate(error)
                 break
             }
@@ -191,7 +198,13 @@ extension Broker {
         case let error as LockboxError:
             failure = error
         default:
-            return error
+            // The delivery itself failed: the notification stays queued.
+            guard let notification = attempt.notification else { return error }
+            failure = LockboxError(
+                .operationFailed,
+                "delivering notification \(notification.notificationId) to \(notification.recipient) failed, so it "
+                    + "stays queued and will be delivered by the next run: \(error)",
+                detail: String(reflecting: error))
         }
         if sent > 0 {
             failure.message +=

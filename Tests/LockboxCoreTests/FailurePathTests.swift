@@ -189,4 +189,31 @@ struct DeliveryFailurePathTests {
             #expect(sent == ["admin@contoso.com"])
         }
     }
+
+    struct Down: Error, CustomStringConvertible {
+        var description: String { "the mail relay refused the connection" }
+    }
+
+    /// Delivers to the administrator; fails for anyone else.
+    final class RefusingApprover: NotificationDelivery {
+        func deliver(_ notification: LockboxNotification) async throws {
+            if notification.recipient != "admin@contoso.com" { throw Down() }
+        }
+    }
+
+    @Test("a delivery that fails names the notification and says it stays queued")
+    func deliveryFails() async throws {
+        try await World.with { world in
+            _ = try await world.pendingCustomer()
+            let error = try await #require(throws: LockboxError.self) {
+                try await world.broker.deliverNotifications(using: RefusingApprover())
+            }
+            #expect(error.code == .operationFailed, "\(error.debugDescription)")
+            #expect(error.message.contains("to approver@contoso.com failed, so it stays queued"), "\(error.message)")
+            #expect(error.message.contains("the mail relay refused the connection"), "\(error.message)")
+            #expect(error.message.contains("1 notification before it was delivered and marked sent"), "\(error.message)")
+            let queued = try await world.broker.notifications().filter { $0.sentAt == nil }.map(\.recipient)
+            #expect(queued == ["approver@contoso.com"])
+        }
+    }
 }
