@@ -458,11 +458,11 @@ extension Broker {
     /// One request; `notFound` if there is none.
     public func request(_ id: UUID) async throws -> AccessRequest {
         let now = try now()
-        let rows = try await read(Self.requestSelect(now: now) + "WHERE r.request_id = \(id)")
-        guard let row = rows.first else {
-            throw LockboxError(.notFound, "no request with id \(id.lowercased)", field: "request id")
+        do {
+            return try await pool.withConnection { try await request(id, at: now, on: $0) }
+        } catch let error as PostgresError {
+            throw Self.translate(error)
         }
-        return try Self.accessRequest(row)
     }
 
     /// The request as of `now`, read in the transaction that just changed it: what a change

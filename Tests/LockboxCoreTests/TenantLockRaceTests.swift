@@ -112,53 +112,51 @@ struct TenantLockRaceTests {
     }
 
     static func changeWaitingIsDatedWhenItTakesEffect(_ change: String, _ world: World, auditor: String) async throws {
-        do {
-            _ = try await world.broker.addRole(
-                tenant: "contoso", upn: "second@contoso.com", role: .customerLockboxApprover, by: "admin@contoso.com")
-            if change == "auditor revoke" { _ = try await world.broker.grantAuditor(login: auditor, tenant: "contoso") }
-            // Another session holds the tenant FOR SHARE, as an internal review or a customer
-            // decision does until it commits.
-            let pin = try await world.db.connect()
-            try await pin.execute(script: "BEGIN; SELECT 1 FROM lockbox.tenants WHERE name = 'contoso' FOR SHARE")
-            let task = Task {
-                switch change {
-                case "add":
-                    _ = try await world.broker.addRole(
-                        tenant: "contoso", upn: "late@contoso.com", role: .customerLockboxApprover,
-                        by: "admin@contoso.com")
-                case "remove":
-                    try await world.broker.removeRole(
-                        tenant: "contoso", upn: "second@contoso.com", role: .customerLockboxApprover,
-                        by: "admin@contoso.com")
-                case "auditor grant":
-                    _ = try await world.broker.grantAuditor(login: auditor, tenant: "contoso")
-                case "auditor revoke":
-                    try await world.broker.revokeAuditor(login: auditor, tenant: "contoso")
-                default:
-                    _ = try await world.broker.setCustomerLockbox(
-                        tenant: "contoso", enabled: false, by: "admin@contoso.com")
-                }
+        _ = try await world.broker.addRole(
+            tenant: "contoso", upn: "second@contoso.com", role: .customerLockboxApprover, by: "admin@contoso.com")
+        if change == "auditor revoke" { _ = try await world.broker.grantAuditor(login: auditor, tenant: "contoso") }
+        // Another session holds the tenant FOR SHARE, as an internal review or a customer
+        // decision does until it commits.
+        let pin = try await world.db.connect()
+        try await pin.execute(script: "BEGIN; SELECT 1 FROM lockbox.tenants WHERE name = 'contoso' FOR SHARE")
+        let task = Task {
+            switch change {
+            case "add":
+                _ = try await world.broker.addRole(
+                    tenant: "contoso", upn: "late@contoso.com", role: .customerLockboxApprover,
+                    by: "admin@contoso.com")
+            case "remove":
+                try await world.broker.removeRole(
+                    tenant: "contoso", upn: "second@contoso.com", role: .customerLockboxApprover,
+                    by: "admin@contoso.com")
+            case "auditor grant":
+                _ = try await world.broker.grantAuditor(login: auditor, tenant: "contoso")
+            case "auditor revoke":
+                try await world.broker.revokeAuditor(login: auditor, tenant: "contoso")
+            default:
+                _ = try await world.broker.setCustomerLockbox(
+                    tenant: "contoso", enabled: false, by: "admin@contoso.com")
             }
-            try await world.waitForLockWaits(1)
-            // The review or decision holding the tenant takes effect (and is dated) now; the change
-            // that waited for it comes after it, and its record and role must say so.
-            world.clock.advance(by: .seconds(60))
-            let effective = try world.clock.now()
-            try await pin.execute(script: "COMMIT")
-            await pin.close()
-            try await task.value
-            let record = try #require(try await world.broker.auditRecords(AuditFilter(tenant: "contoso")).first)
-            #expect(
-                [
-                    "Add-RoleGroupMember", "Remove-RoleGroupMember", "Set-CustomerLockboxSetting", "Add-AuditorTenant",
-                    "Remove-AuditorTenant",
-                ].contains(record.activity), "\(record.activity)")
-            #expect(record.occurredAt == effective, "dated before the review or decision it waited for")
-            if change == "add" {
-                let role = try #require(
-                    try await world.broker.roles(tenant: "contoso").first { $0.upn == "late@contoso.com" })
-                #expect(role.grantedAt == effective)
-            }
+        }
+        try await world.waitForLockWaits(1)
+        // The review or decision holding the tenant takes effect (and is dated) now; the change
+        // that waited for it comes after it, and its record and role must say so.
+        world.clock.advance(by: .seconds(60))
+        let effective = try world.clock.now()
+        try await pin.execute(script: "COMMIT")
+        await pin.close()
+        try await task.value
+        let record = try #require(try await world.broker.auditRecords(AuditFilter(tenant: "contoso")).first)
+        #expect(
+            [
+                "Add-RoleGroupMember", "Remove-RoleGroupMember", "Set-CustomerLockboxSetting", "Add-AuditorTenant",
+                "Remove-AuditorTenant",
+            ].contains(record.activity), "\(record.activity)")
+        #expect(record.occurredAt == effective, "dated before the review or decision it waited for")
+        if change == "add" {
+            let role = try #require(
+                try await world.broker.roles(tenant: "contoso").first { $0.upn == "late@contoso.com" })
+            #expect(role.grantedAt == effective)
         }
     }
 }
