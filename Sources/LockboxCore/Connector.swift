@@ -308,8 +308,7 @@ extension Broker {
         }
         guard outcome.allowed, let requestID = outcome.requestID, let ends = outcome.accessEndsAt else {
             throw LockboxError(
-                .accessDenied, "access denied: \(outcome.reason ?? "no active grant")",
-                detail: "audit record \(outcome.auditID)")
+                .accessDenied, "access denied: \(outcome.reason ?? "no active grant")", auditID: outcome.auditID)
         }
         return ContentAccess(
             operatorAlias: attempt.operatorAlias, tenant: attempt.tenant, workload: attempt.workload,
@@ -362,10 +361,12 @@ extension Broker {
         let access = try await authorize(attempt, operation: attempt.operation, resource: resource, denial: denial)
         do {
             return OperationResult(access: access, value: try await connector.perform(access, arguments: attempt.arguments))
-        } catch let error as LockboxError {
+        } catch var error as LockboxError {
+            // The attempt was allowed and recorded: the failure names its record.
+            error.auditID = access.auditID
             throw error
         } catch {
-            throw LockboxError(.operationFailed, "\(attempt.operation) failed: \(error)")
+            throw LockboxError(.operationFailed, "\(attempt.operation) failed: \(error)", auditID: access.auditID)
         }
     }
 }

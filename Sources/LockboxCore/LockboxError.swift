@@ -39,12 +39,17 @@ public struct LockboxError: Error, Sendable, Equatable, CustomStringConvertible,
     public var field: String?
     /// Underlying detail (SQLSTATE, server message) for logs, never for end users.
     public var detail: String?
+    /// The audit record written for this attempt, when one was: a refused operator
+    /// operation (`accessDenied`) and an operation that failed after it was allowed
+    /// and recorded (`operationFailed`, or the service's own refusal).
+    public var auditID: Int64?
 
-    public init(_ code: Code, _ message: String, field: String? = nil, detail: String? = nil) {
+    public init(_ code: Code, _ message: String, field: String? = nil, detail: String? = nil, auditID: Int64? = nil) {
         self.code = code
         self.message = message
         self.field = field
         self.detail = detail
+        self.auditID = auditID
     }
 
     static func invalid(_ field: String, _ rule: String) -> LockboxError {
@@ -58,6 +63,7 @@ public struct LockboxError: Error, Sendable, Equatable, CustomStringConvertible,
         if let field { text += ", field: \(field)" }
         text += ", \(message)"
         if let detail { text += ", detail: \(detail)" }
+        if let auditID { text += ", audit record: \(auditID)" }
         return text + ")"
     }
 }

@@ -32,6 +32,9 @@ struct BenchPhase: Sendable, Codable {
     var cpuSeconds: Double
     var peakMemoryMB: Double
     var auditRowsAdded: Int
+    /// What the audit check found wrong in this phase's records (empty: every
+    /// operation's record is there, once, with the outcome its caller was told).
+    var auditProblems: [String]
 }
 
 /// Raw and gateway at one level, and the ratio of their throughputs.
@@ -107,13 +110,18 @@ struct BenchRunner {
                     operators: level, raw: raw, gateway: gateway,
                     ratio: raw.operationsPerSecond > 0 ? gateway.operationsPerSecond / raw.operationsPerSecond : 0))
         }
-        let lost = results.flatMap { [$0.raw, $0.gateway] }.filter { $0.auditRowsAdded != $0.operations }
+        let wrong = results.flatMap { [$0.raw, $0.gateway] }.filter {
+            $0.auditRowsAdded != $0.operations || !$0.auditProblems.isEmpty
+        }
         let check: String
-        if lost.isEmpty {
-            check = "ok: the audit log grew by exactly the number of operations performed in every phase"
+        if wrong.isEmpty {
+            check =
+                "ok: the audit log grew by exactly the number of operations performed in every phase, "
+                + "one record for each operation, with the outcome its caller was told"
         } else {
-            check = "FAILED: " + lost.map {
-                "\($0.mode) at \($0.operators): \($0.operations) operations but \($0.auditRowsAdded) audit rows"
+            check = "FAILED: " + wrong.map {
+                "\($0.mode) at \($0.operators): \($0.operations) operations, \($0.auditRowsAdded) audit rows"
+                    + ($0.auditProblems.isEmpty ? "" : " (\($0.auditProblems.joined(separator: ", ")))")
             }.joined(separator: "; ")
         }
         return BenchReport(
@@ -292,7 +300,7 @@ struct BenchRunner {
                 CASE WHEN g.request_id IS NULL THEN 'Denied' ELSE 'Succeeded' END,
                 \(PGJSON(text: "{\"operation\":\"Get-Resource\"}"))
             FROM lockbox.tenants t LEFT JOIN g ON true WHERE t.name = \(grant.tenant)
-            RETURNING result
+            RETURNING result, id
             """
     }
 
@@ -313,7 +321,11 @@ struct BenchRunner {
                 let refused = iteration % 20 == 19
                 let rows = try await connections[worker].query(
                     Self.rawQuery(grant, refused: refused, now: Date()), prepared: true)
-                return try rows.first!.decode(String.self, at: 0) == "Succeeded" ? .allowed : .refused
+                guard let row = rows.first else {
+                    throw PostgresError(kind: .server, message: "the raw statement returned no row: nothing was recorded")
+                }
+                let (result, auditID) = try row.decode((String, Int64).self)
+                return Outcome(result == "Succeeded" ? .allowed : .refused, auditID)
             },
             close: { for connection in connections { await connection.close() } })
     }
@@ -334,28 +346,37 @@ struct BenchRunner {
                 let choices = samples[workload]!
                 let sample = choices[iteration % choices.count]
                 do {
-                    _ = try await broker.invoke(
+                    let result = try await broker.invoke(
                         OperationAttempt(
                             operatorAlias: grant.alias, tenant: grant.tenant, workload: workload,
                             operation: sample.operation, arguments: sample.arguments(grant.tenant), clientIP: "10.0.0.3"),
                         registry: registry)
-                    return .allowed
-                } catch let error as LockboxError where error.code == .accessDenied {
-                    return .refused
-                } catch let error as LockboxError where error.code == .operationFailed {
-                    return .failedAfterAudit
+                    return Outcome(.allowed, result.access.auditID)
+                } catch let error as LockboxError where error.code == .accessDenied && error.auditID != nil {
+                    return Outcome(.refused, error.auditID!)
+                } catch let error as LockboxError where error.code == .operationFailed && error.auditID != nil {
+                    return Outcome(.failedAfterAudit, error.auditID!)
                 }
             },
             close: { await gatewayPool.close() })
     }
 
-    enum Outcome { case allowed, refused, failedAfterAudit }
+    /// How one operation ended, and the audit record its caller was given.
+    struct Outcome {
+        enum Kind { case allowed, refused, failedAfterAudit }
+        var kind: Kind
+        var auditID: Int64
+        init(_ kind: Kind, _ auditID: Int64) {
+            self.kind = kind
+            self.auditID = auditID
+        }
+    }
 
     /// Runs `operation` on `level` workers for one turn of `duration ÷ rounds`.
     private func measure(
         label: String, level: Int, pool: PGPool, _ operation: @escaping @Sendable (Int, Int) async throws -> Outcome
     ) async throws -> Sample {
-        let auditBefore = try await Self.auditCount(pool)
+        let lastBefore = try await Self.lastAuditID(pool)
         Self.resetPeakMemory()
         let usageBefore = Self.usage()
         let clock = ContinuousClock()
@@ -370,10 +391,16 @@ struct BenchRunner {
                     while clock.now < deadline {
                         let begin = clock.now
                         do {
-                            switch try await operation(worker, iteration) {
+                            let outcome = try await operation(worker, iteration)
+                            switch outcome.kind {
                             case .allowed: partial.allowed += 1
                             case .refused: partial.refused += 1
                             case .failedAfterAudit: partial.failedAfterAudit += 1
+                            }
+                            if outcome.kind == .refused {
+                                partial.refusedIDs.append(outcome.auditID)
+                            } else {
+                                partial.allowedIDs.append(outcome.auditID)
                             }
                             let elapsed = begin.duration(to: clock.now)
                             _ = partial.histogram.record(UInt64(max(1, Self.seconds(elapsed) * 1_000_000)))
@@ -396,7 +423,10 @@ struct BenchRunner {
         for partial in partials { sample.add(partial) }
         sample.cpuSeconds = usageAfter.cpu - usageBefore.cpu
         sample.peakMemoryMB = usageAfter.maxRSSMB
-        sample.auditRowsAdded = try await Self.auditCount(pool) - auditBefore
+        let check = try await Self.checkAudit(
+            pool, after: lastBefore, allowed: partials.flatMap(\.allowedIDs), refused: partials.flatMap(\.refusedIDs))
+        sample.auditRowsAdded = check.added
+        sample.auditProblems = check.problems
         return sample
     }
 
@@ -405,6 +435,10 @@ struct BenchRunner {
         var allowed = 0
         var refused = 0
         var failedAfterAudit = 0
+        /// The audit records the callers were given: of allowed operations (failed
+        /// after audit included) and of refused ones.
+        var allowedIDs: [Int64] = []
+        var refusedIDs: [Int64] = []
         var errors = 0
         var lastError: String?
         var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
@@ -417,6 +451,7 @@ struct BenchRunner {
         var cpuSeconds = 0.0
         var peakMemoryMB = 0.0
         var auditRowsAdded = 0
+        var auditProblems: [String] = []
 
         mutating func add(_ partial: Partial) {
             work.allowed += partial.allowed
@@ -433,6 +468,7 @@ struct BenchRunner {
             cpuSeconds += other.cpuSeconds
             peakMemoryMB = max(peakMemoryMB, other.peakMemoryMB)
             auditRowsAdded += other.auditRowsAdded
+            auditProblems += other.auditProblems
         }
 
         func phase(mode: String, level: Int) -> BenchPhase {
@@ -443,12 +479,48 @@ struct BenchRunner {
                 operationsPerSecond: seconds > 0 ? Double(allowed + work.refused) / seconds : 0,
                 p50Micros: work.histogram.valueAtPercentile(50), p95Micros: work.histogram.valueAtPercentile(95),
                 p99Micros: work.histogram.valueAtPercentile(99), maxMicros: work.histogram.max,
-                cpuSeconds: cpuSeconds, peakMemoryMB: peakMemoryMB, auditRowsAdded: auditRowsAdded)
+                cpuSeconds: cpuSeconds, peakMemoryMB: peakMemoryMB, auditRowsAdded: auditRowsAdded,
+                auditProblems: auditProblems)
         }
     }
 
-    static func auditCount(_ pool: PGPool) async throws -> Int {
-        try await pool.query("SELECT count(*) FROM lockbox.audit_records").first!.decode(Int.self, at: 0)
+    /// The newest audit record's id (0 when there is none). Operations are answered
+    /// only once their record has committed, and turns do not overlap, so a turn's
+    /// records are exactly those after the id read before it.
+    static func lastAuditID(_ pool: PGPool) async throws -> Int64 {
+        try await pool.query("SELECT coalesce(max(id), 0) FROM lockbox.audit_records").first!.decode(Int64.self, at: 0)
+    }
+
+    /// Compares the records added after `lastID` with the ids the callers were given:
+    /// how many were added, and what is wrong, if anything: a record a caller was given
+    /// that is not there (lost), one given to two callers, a record no caller was given
+    /// (written twice, or by something else), one whose result is not what its caller
+    /// was told. The comparison runs in the server, so that this process holds no
+    /// result set of a whole turn's records.
+    static func checkAudit(_ pool: PGPool, after lastID: Int64, allowed: [Int64], refused: [Int64]) async throws
+        -> (added: Int, problems: [String])
+    {
+        let row = try await pool.query(
+            """
+            WITH given AS (
+                SELECT id, true AS allowed FROM unnest(\(PGArray(allowed.map { String($0) }))::bigint[]) AS id
+                UNION ALL
+                SELECT id, false FROM unnest(\(PGArray(refused.map { String($0) }))::bigint[]) AS id),
+            added AS (SELECT id, result = 'Succeeded' AS allowed FROM lockbox.audit_records WHERE id > \(lastID))
+            SELECT (SELECT count(*) FROM added),
+                (SELECT count(*) FROM given g WHERE NOT EXISTS (SELECT FROM added a WHERE a.id = g.id)),
+                (SELECT count(*) - count(DISTINCT id) FROM given),
+                (SELECT count(*) FROM added a WHERE NOT EXISTS (SELECT FROM given g WHERE g.id = a.id)),
+                (SELECT count(*) FROM added a JOIN given g USING (id) WHERE a.allowed <> g.allowed)
+            """
+        ).first!
+        let (added, lost, shared, unclaimed, mismatched) = try row.decode((Int, Int, Int, Int, Int).self)
+        var problems: [String] = []
+        if lost > 0 { problems.append("\(lost) records given to callers are missing") }
+        if shared > 0 { problems.append("\(shared) records were given to more than one caller") }
+        if unclaimed > 0 { problems.append("\(unclaimed) records were given to no caller") }
+        if mismatched > 0 { problems.append("\(mismatched) records do not have the result their caller was told") }
+        return (added, problems)
     }
 
     /// The process's CPU time so far, and its peak resident memory since the last

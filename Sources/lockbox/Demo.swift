@@ -296,7 +296,7 @@ final class StoryWriter: Sendable {
         do {
             try await body()
         } catch let error as LockboxError {
-            line("\(prefix): \(error.message)")
+            line("\(prefix): \(error.message)" + (error.auditID.map { ", audit record #\($0)" } ?? ""))
             return
         }
         throw CLIError("the demo expected a refusal (\(prefix)), but the broker allowed it")

@@ -91,7 +91,8 @@ enum FailureLine {
             // Help requests and parse errors raised while running (e.g. by the help command).
             return nil
         case let error as LockboxError:
-            message = error.message
+            // A refused or failed operator operation names its audit record, where the refusal is kept.
+            message = error.message + (error.auditID.map { " (audit record \($0))" } ?? "")
         case let error as MigrationError:
             message = error.message
         case let error as PostgresError:

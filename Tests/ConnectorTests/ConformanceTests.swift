@@ -244,6 +244,9 @@ struct ConformanceTests {
             }
             #expect(error.code == .notFound, "\(error.debugDescription)")
             #expect(!error.message.contains(connector.sampleRead.expect))
+            // The failure names the record of the allowed attempt.
+            let record = try await gateway.lastAuditRow()
+            #expect(record.result == "Succeeded" && error.auditID == record.id, "\(error.debugDescription)")
         }
     }
 

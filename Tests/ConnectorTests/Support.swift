@@ -145,6 +145,8 @@ struct Gateway {
         let row = try await lastAuditRow()
         row.expectOperatorAction(attempt, sourceLocation: sourceLocation)
         #expect(row.result == "Denied", sourceLocation: sourceLocation)
+        // The refusal names its record (the CLI prints it), where the reason is kept.
+        #expect(error.auditID == row.id, "\(error.debugDescription)", sourceLocation: sourceLocation)
         guard case .string(let recorded) = row.parameters["reason"] else {
             Issue.record("the record of a refusal has no reason: \(row.parameters)", sourceLocation: sourceLocation)
             return

@@ -35,6 +35,7 @@ struct BenchCommandTests {
                     let operations = try #require(phase["operations"] as? Int)
                     #expect(operations > 0, "\(mode): \(phase)")
                     #expect(phase["auditRowsAdded"] as? Int == operations)
+                    #expect(phase["auditProblems"] as? [String] == [], "\(mode): \(phase)")
                     #expect(phase["errors"] as? Int == 0, "\(mode): \(phase)")
                     // Each simulated operator's every 20th attempt in a turn is refused, so at
                     // least one is once some operator made 20 attempts in one of the 2 turns:
@@ -121,6 +122,67 @@ struct BenchCommandTests {
             let report = try result.jsonObject()
             let failures = try #require(report["failures"] as? [String])
             #expect(failures.count == 1 && failures[0].hasPrefix("raw at 1 operators:"), "\(result)")
+        }
+    }
+
+    @Test("the audit check fails a run whose records were written twice or do not say what their callers were told")
+    func auditCheckCatchesWrongRecords() async throws {
+        try await TestDatabase.with { db in
+            // Once the first phase runs, the audit table gets two faults: every 5th record is
+            // written a second time (a record no caller was given), and every 7th allowed one
+            // is stored as Failed (raw reads its result back, so only the gateway's callers
+            // are told something else).
+            let saboteur = Task { () -> String? in
+                try await Self.onceBenchRuns(on: db) { name in
+                    let bench = try await PGConnection.connect(db.conninfo, database: name)
+                    defer { Task { await bench.close() } }
+                    try await bench.execute(
+                        script: """
+                            CREATE FUNCTION public.double_some() RETURNS trigger LANGUAGE plpgsql AS $$
+                            BEGIN
+                                IF pg_trigger_depth() = 1 AND NEW.id % 5 = 0 THEN
+                                    INSERT INTO lockbox.audit_records (occurred_at, tenant_id, record_type, user_id,
+                                        actor, client_ip, activity, item, request_id, workload, result, parameters)
+                                    VALUES (NEW.occurred_at, NEW.tenant_id, NEW.record_type, NEW.user_id, NEW.actor,
+                                        NEW.client_ip, NEW.activity, NEW.item, NEW.request_id, NEW.workload,
+                                        NEW.result, NEW.parameters);
+                                END IF;
+                                RETURN NULL;
+                            END $$;
+                            CREATE FUNCTION public.fail_some() RETURNS trigger LANGUAGE plpgsql AS $$
+                            BEGIN
+                                IF NEW.result = 'Succeeded' AND NEW.id % 7 = 0 THEN NEW.result := 'Failed'; END IF;
+                                RETURN NEW;
+                            END $$;
+                            CREATE TRIGGER double_some AFTER INSERT ON lockbox.audit_records
+                                FOR EACH ROW EXECUTE FUNCTION public.double_some();
+                            CREATE TRIGGER fail_some BEFORE INSERT ON lockbox.audit_records
+                                FOR EACH ROW EXECUTE FUNCTION public.fail_some();
+                            """)
+                    return name
+                }
+            }
+            let result = try await CLI.run(
+                ["bench", "--database-url", db.connectionString, "--operators", "4", "--duration", "2s",
+                 "--rounds", "1", "--format", "json"] + Self.tiny)
+            saboteur.cancel()
+            try #require(try await saboteur.value != nil, "the benchmark's database was never seen: \(result)")
+            #expect(result.status == 1, "\(result)")
+            #expect(result.stderrLines.last?.hasPrefix("error: bench: audit check FAILED") == true, "\(result)")
+            let report = try result.jsonObject()
+            let level = try #require((report["levels"] as? [[String: Any]])?.first, "\(result)")
+            let raw = try #require(level["raw"] as? [String: Any])
+            let gateway = try #require(level["gateway"] as? [String: Any])
+            let rawProblems = try #require(raw["auditProblems"] as? [String])
+            let gatewayProblems = try #require(gateway["auditProblems"] as? [String])
+            // Raw's later operations and all of the gateway's ran with the faults.
+            #expect(rawProblems.contains { $0.hasSuffix("records were given to no caller") }, "\(rawProblems)")
+            #expect(!rawProblems.contains { $0.contains("result their caller was told") }, "\(rawProblems)")
+            #expect(gatewayProblems.contains { $0.hasSuffix("records were given to no caller") }, "\(gatewayProblems)")
+            #expect(
+                gatewayProblems.contains { $0.hasSuffix("records do not have the result their caller was told") },
+                "\(gatewayProblems)")
+            #expect(!gatewayProblems.contains { $0.contains("missing") || $0.contains("more than one") })
         }
     }
 

@@ -556,6 +556,10 @@ struct RequestCommandTests {
                     "Succeeded", "Succeeded", "Denied", "Denied", "Denied",
                 ])
             #expect(operatorRecords.first?["requestId"] as? String == id, "operator actions carry the request id")
+            // A refusal names its record, where its reason is kept.
+            let sharePointRecord = try #require(operatorRecords[3]["id"] as? Int)
+            #expect(operatorRecords[3]["workload"] as? String == "SharePoint")
+            #expect(refused.stderr.contains("(audit record \(sharePointRecord))"), "\(refused)")
             #expect(operatorRecords.first?["actor"] as? String == "alex")
 
             // History: list filters and the timeline.
