@@ -31,8 +31,11 @@ extension Broker {
     /// views (`lockbox.auditor_tenants`). Audited. Refuses a malformed login, an
     /// unknown tenant, a login no PostgreSQL role has (a typo would otherwise grant
     /// nothing now and everything to whoever later gets that name) and a grant that
-    /// already exists.
-    public func grantAuditor(login: String, tenant name: String) async throws -> AuditorGrant {
+    /// already exists. Returns the tenant's grants, this one among them, as the change
+    /// committed them (read in its transaction, so a failure to read them is a failure
+    /// of the change, which then is not made).
+    @discardableResult
+    public func grantAuditor(login: String, tenant name: String) async throws -> [AuditorGrant] {
         let login = try Validate.login(login)
         return try await transaction { connection in
             let tenant = try await lockTenant(name, on: connection)
@@ -80,15 +83,16 @@ extension Broker {
                     actor: "System", activity: "Add-AuditorTenant", item: login,
                     parameters: ["Login": login, "Tenant": tenant.name]),
                 on: connection)
-            let rows = try await connection.query(Self.auditorGrantsQuery(tenant: tenant.name, login: login))
-            return try Self.auditorGrants(rows)[0]
+            return try Self.auditorGrants(try await connection.query(Self.auditorGrantsQuery(tenant: tenant.name)))
         }
     }
 
-    /// Withdraws a grant made by ``grantAuditor(login:tenant:)``. Audited.
-    public func revokeAuditor(login: String, tenant name: String) async throws {
+    /// Withdraws a grant made by ``grantAuditor(login:tenant:)``. Audited. Returns the
+    /// tenant's grants left, read in the change's transaction.
+    @discardableResult
+    public func revokeAuditor(login: String, tenant name: String) async throws -> [AuditorGrant] {
         let login = try Validate.login(login)
-        try await transaction { connection in
+        return try await transaction { connection in
             let tenant = try await lockTenant(name, on: connection)
             let now = try now()  // once the tenant is held, as above
             let deleted = try await connection.query(
@@ -102,6 +106,7 @@ extension Broker {
                     actor: "System", activity: "Remove-AuditorTenant", item: login,
                     parameters: ["Login": login, "Tenant": tenant.name]),
                 on: connection)
+            return try Self.auditorGrants(try await connection.query(Self.auditorGrantsQuery(tenant: tenant.name)))
         }
     }
 
@@ -111,7 +116,7 @@ extension Broker {
         return try Self.auditorGrants(try await read(Self.auditorGrantsQuery(tenant: name)))
     }
 
-    private static func auditorGrantsQuery(tenant name: String?, login: String? = nil) -> PGQuery {
+    private static func auditorGrantsQuery(tenant name: String?) -> PGQuery {
         var query: PGQuery = """
             SELECT a.login, t.name,
                 CASE WHEN r.oid IS NULL THEN \(AuditorGrant.Status.noSuchRole.rawValue)
@@ -126,7 +131,6 @@ extension Broker {
             WHERE true
             """
         if let name { query += " AND t.name = \(name)" }
-        if let login { query += " AND a.login = \(login)" }
         return query + " ORDER BY a.login, t.name"
     }
 

@@ -151,13 +151,16 @@ extension Broker {
     }
 
     /// Removes a role. Only a global administrator may; the last global administrator stays.
+    /// Returns the tenant's roles left, read in the change's transaction (so a failure to
+    /// read them is a failure of the change, which then is not made).
+    @discardableResult
     public func removeRole(tenant name: String, upn: String, role: CustomerRole, by admin: String, clientIP: String? = nil)
-        async throws
+        async throws -> [RoleAssignment]
     {
         let upn = try Validate.upn(upn, field: "upn")
         let admin = try Validate.upn(admin, field: "as")
         let clientIP = try Validate.clientIP(clientIP)
-        try await transaction { connection in
+        return try await transaction { connection in
             let tenant = try await lockTenant(name, on: connection)
             let now = try now()
             try await requireGlobalAdmin(admin, of: tenant, on: connection, action: "remove roles")
@@ -187,18 +190,25 @@ extension Broker {
                     clientIP: clientIP, activity: "Remove-RoleGroupMember", item: role.rawValue,
                     parameters: ["Member": upn, "Role": role.rawValue, "Change": "\(role.rawValue) → none"]),
                 on: connection)
+            return try Self.roles(of: tenant, in: try await connection.query(Self.rolesQuery(of: tenant)))
         }
     }
 
     /// The role assignments of a tenant.
     public func roles(tenant name: String) async throws -> [RoleAssignment] {
         let tenant = try await tenant(named: name)
-        let rows = try await read(
-            """
-            SELECT upn, role, granted_at, granted_by FROM lockbox.tenant_roles
-            WHERE tenant_id = \(tenant.tenantId) ORDER BY role, upn
-            """)
-        return try rows.map { row in
+        return try Self.roles(of: tenant, in: try await read(Self.rolesQuery(of: tenant)))
+    }
+
+    private static func rolesQuery(of tenant: Tenant) -> PGQuery {
+        """
+        SELECT upn, role, granted_at, granted_by FROM lockbox.tenant_roles
+        WHERE tenant_id = \(tenant.tenantId) ORDER BY role, upn
+        """
+    }
+
+    private static func roles(of tenant: Tenant, in rows: PGRows) throws -> [RoleAssignment] {
+        try rows.map { row in
             let (upn, role, at, by) = try row.decode((String, String, Date, String).self)
             return RoleAssignment(
                 tenant: tenant.name, upn: upn, role: CustomerRole(rawValue: role) ?? .customerLockboxApprover,

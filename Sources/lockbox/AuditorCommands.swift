@@ -31,8 +31,7 @@ struct AuditorCommand: AsyncParsableCommand {
 
         func run() async throws {
             let grants = try await options.database.withBroker { broker, _ in
-                let grant = try await broker.grantAuditor(login: login, tenant: tenant)
-                return try await broker.auditorGrants(tenant: grant.tenant)
+                try await broker.grantAuditor(login: login, tenant: tenant)
             }
             options.printer.list(grants)
         }
@@ -50,7 +49,6 @@ struct AuditorCommand: AsyncParsableCommand {
         func run() async throws {
             let grants = try await options.database.withBroker { broker, _ in
                 try await broker.revokeAuditor(login: login, tenant: tenant)
-                return try await broker.auditorGrants(tenant: tenant)
             }
             options.printer.list(grants)
         }

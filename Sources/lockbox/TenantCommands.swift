@@ -152,7 +152,6 @@ struct RoleCommand: AsyncParsableCommand {
         func run() async throws {
             let roles = try await options.database.withBroker { broker, _ in
                 try await broker.removeRole(tenant: tenant, upn: upn, role: role, by: principal, clientIP: ip?.address)
-                return try await broker.roles(tenant: tenant)
             }
             options.printer.list(roles)
         }

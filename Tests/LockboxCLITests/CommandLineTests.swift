@@ -996,6 +996,43 @@ struct AuditorCommandTests {
         }
     }
 
+    @Test("role remove and auditor grant/revoke list what is left within the change, not after it committed")
+    func listingWithinTheChange() async throws {
+        try await CLIWorld.with { world in
+            try await world.seed()
+            try await world.db.withLogins([("hana", "lockbox_auditor"), ("nobody", nil)]) { logins in
+                let (auditor, nobody) = (logins[0].name, logins[1].name)
+                try await world.ok("auditor", "grant", auditor, "--tenant", "fabrikam")
+                // As each change commits, its session becomes a login that may read nothing. The
+                // listing of what is left used to run after the commit and failed: the command
+                // said the change failed (exit 1), though it was made.
+                let admin = try await world.db.connect()
+                try await admin.execute(
+                    script: """
+                        CREATE FUNCTION public.lose_privileges() RETURNS trigger LANGUAGE plpgsql AS $$
+                        BEGIN PERFORM set_config('role', '\(nobody)', false); RETURN NULL; END $$;
+                        CREATE CONSTRAINT TRIGGER lose_privileges AFTER INSERT ON lockbox.audit_records
+                            DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+                            WHEN (NEW.activity IN ('Remove-RoleGroupMember', 'Add-AuditorTenant',
+                                                   'Remove-AuditorTenant'))
+                            EXECUTE FUNCTION public.lose_privileges();
+                        """)
+                await admin.close()
+                let roles = try await world.array(
+                    "role", "remove", "contoso", "approver@contoso.com", "--role", "CustomerLockboxApprover", "--as",
+                    "admin@contoso.com")
+                #expect(roles.map { $0["upn"] as? String } == ["admin@contoso.com"])
+                let granted = try await world.array("auditor", "grant", auditor, "--tenant", "contoso")
+                #expect(granted.map { $0["tenant"] as? String } == ["contoso"])
+                #expect(try await world.array("auditor", "revoke", auditor, "--tenant", "fabrikam").isEmpty)
+                // Each was made, as reported.
+                #expect(try await world.array("role", "list", "contoso").count == 1)
+                let grants = try await world.array("auditor", "list")
+                #expect(grants.map { $0["tenant"] as? String } == ["contoso"])
+            }
+        }
+    }
+
     @Test("auditor list shows grants that do not take effect: outside lockbox_auditor, NOLOGIN since, dropped")
     func grantStatus() async throws {
         try await CLIWorld.with { world in

@@ -197,7 +197,7 @@ struct RoleRemovalRaceTests {
             try await world.waitForLockWaits(2)
             try await pin.execute(script: "COMMIT")
             await pin.close()
-            try await removal.value
+            _ = try await removal.value
             let error = try await #require(throws: LockboxError.self) { _ = try await decision.value }
             #expect(error.code == .notAuthorized && error.field == "as", "\(error.debugDescription)")
             #expect(try await world.broker.request(decided.requestId).status == .pendingCustomer)

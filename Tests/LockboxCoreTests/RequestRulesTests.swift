@@ -796,7 +796,7 @@ struct NotificationTests {
             try await pin.execute(script: "COMMIT")
             await pin.close()
             #expect(try await decision.value.status == .approved)
-            try await removal.value
+            _ = try await removal.value
             let roles = try await world.broker.roles(tenant: "contoso")
             #expect(!roles.contains { $0.upn == "approver@contoso.com" })
             let approvers = try await world.broker.notifications().filter { $0.recipient == "approver@contoso.com" }
