@@ -4,10 +4,11 @@ import Subprocess
 
 /// A private PostgreSQL cluster in a directory of its own, reachable only on a
 /// Unix socket in that directory (no TCP), run with the system's `initdb` and
-/// `pg_ctl`. The server trusts every connection on the socket, so the directory
-/// is its owner's alone (mode 0700). When the current user is root, the server
-/// runs as the unprivileged `postgres` user (initdb refuses root) and the
-/// directory is handed to it.
+/// `pg_ctl` of the cluster's own PostgreSQL version (see ``ServerPrograms``).
+/// The server trusts every connection on the socket, so the directory is its
+/// owner's alone (mode 0700). When the current user is root, the server runs as
+/// the unprivileged `postgres` user (initdb refuses root) and the directory is
+/// handed to it.
 public struct EmbeddedPostgres: Sendable {
     /// Why the cluster could not be created, started or stopped.
     public struct Failure: Error, Sendable, CustomStringConvertible {
@@ -19,6 +20,8 @@ public struct EmbeddedPostgres: Sendable {
     public let directory: String
     /// Whether the server syncs to disk (`fsync`, `synchronous_commit`); off only for throwaway test clusters.
     public let durable: Bool
+    /// Where the server programs are found: those of the cluster's own version.
+    public let programs: ServerPrograms
     /// The superuser the server was initialised with.
     public let superuser = "postgres"
 
@@ -29,18 +32,22 @@ public struct EmbeddedPostgres: Sendable {
         "host=\(conninfoQuote(directory)) port=5432 user=\(superuser) dbname=\(conninfoQuote(database))"
     }
 
-    public init(directory: String, durable: Bool) {
+    public init(directory: String, durable: Bool, programs: ServerPrograms = ServerPrograms()) {
         self.directory = directory
         self.durable = durable
+        self.programs = programs
     }
 
-    /// Creates the cluster if `data/` does not exist yet, then starts it unless it already runs.
+    /// Creates the cluster if `data/` holds none yet (with the newest installed PostgreSQL),
+    /// then starts it unless it already runs. An existing cluster is run with the programs of
+    /// its own version; when they are not installed (or its `PG_VERSION` cannot be read),
+    /// refuses before anything is changed.
     public func start(logger: Logger = Logger(label: "lockbox.embedded-postgres")) async throws {
-        let fileManager = FileManager.default
-        let bin = try Self.binDirectory()
+        let version = try ServerPrograms.clusterVersion(dataDirectory)
+        let bin = try await programs.binDirectory(version: version, dataDirectory: dataDirectory)
         if let problem = Self.socketDirectoryProblem(directory) { throw Failure(message: problem) }
         try Self.claimDirectory(directory)
-        if !fileManager.fileExists(atPath: dataDirectory + "/PG_VERSION") {
+        if version == nil {
             logger.debug("creating PostgreSQL cluster", metadata: ["directory": "\(directory)"])
             var arguments = ["-D", dataDirectory, "-U", superuser, "--auth=trust", "-E", "UTF8", "--no-locale"]
             if !durable { arguments.append("--no-sync") }
@@ -120,8 +127,8 @@ public struct EmbeddedPostgres: Sendable {
 
     /// True when the server of this cluster answers.
     public func isRunning() async throws -> Bool {
-        guard FileManager.default.fileExists(atPath: dataDirectory + "/PG_VERSION") else { return false }
-        let bin = try Self.binDirectory()
+        guard let version = try ServerPrograms.clusterVersion(dataDirectory) else { return false }
+        let bin = try await programs.binDirectory(version: version, dataDirectory: dataDirectory)
         let result = try await Self.run(bin + "/pg_ctl", ["-D", dataDirectory, "status"], asServer: true)
         return result.status == 0
     }
@@ -129,7 +136,7 @@ public struct EmbeddedPostgres: Sendable {
     /// Stops the server (fast shutdown). Does nothing if it is not running.
     public func stop() async throws {
         guard try await isRunning() else { return }
-        let bin = try Self.binDirectory()
+        let bin = try await programs.binDirectory(forCluster: dataDirectory)
         try await Self.exec(bin + "/pg_ctl", ["-D", dataDirectory, "-m", "fast", "-w", "stop"], asServer: true)
     }
 
@@ -142,7 +149,7 @@ public struct EmbeddedPostgres: Sendable {
     /// Starts a detached watchdog that stops the server and removes the directory
     /// once process `pid` has exited, so a crashed test run leaves nothing behind.
     public func removeWhenProcessExits(_ pid: Int32) async throws {
-        let bin = try Self.binDirectory()
+        let bin = try await programs.binDirectory(forCluster: dataDirectory)
         let pgctl = bin + "/pg_ctl"
         let stopCommand =
             Self.runningAsRoot
@@ -234,27 +241,6 @@ public struct EmbeddedPostgres: Sendable {
 
     static var runningAsRoot: Bool { geteuid() == 0 }
 
-    /// The directory holding `initdb` and `pg_ctl`: `LOCKBOX_PG_BIN`, else `pg_config --bindir`'s
-    /// sibling server directory, else the newest `/usr/lib/postgresql/*/bin`, else `PATH`.
-    public static func binDirectory() throws -> String {
-        let fileManager = FileManager.default
-        var candidates: [String] = []
-        if let explicit = ProcessInfo.processInfo.environment["LOCKBOX_PG_BIN"] { candidates.append(explicit) }
-        if let versions = try? fileManager.contentsOfDirectory(atPath: "/usr/lib/postgresql") {
-            let sorted = versions.sorted { (Int($0) ?? 0) > (Int($1) ?? 0) }
-            candidates += sorted.map { "/usr/lib/postgresql/\($0)/bin" }
-        }
-        for path in (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":") {
-            candidates.append(String(path))
-        }
-        for candidate in candidates where fileManager.isExecutableFile(atPath: candidate + "/initdb") {
-            return candidate
-        }
-        throw Failure(
-            message: "PostgreSQL server programs (initdb, pg_ctl) not found: install the `postgresql` package "
-                + "or set LOCKBOX_PG_BIN to their directory")
-    }
-
     private static func exec(_ program: String, _ arguments: [String], asServer: Bool) async throws {
         let result = try await run(program, arguments, asServer: asServer)
         guard result.status == 0 else {
@@ -265,7 +251,7 @@ public struct EmbeddedPostgres: Sendable {
         }
     }
 
-    private static func run(_ program: String, _ arguments: [String], asServer: Bool) async throws -> (
+    static func run(_ program: String, _ arguments: [String], asServer: Bool) async throws -> (
         status: Int32, output: String
     ) {
         var executable = program

@@ -68,7 +68,7 @@ enum Psql {
     /// `/usr/bin/psql`, else the one beside the server programs, else `psql` on `PATH`.
     static let executable: String = {
         var candidates = ["/usr/bin/psql"]
-        if let bin = try? EmbeddedPostgres.binDirectory() { candidates.append(bin + "/psql") }
+        if let bin = try? ServerPrograms().binDirectoryForNewCluster() { candidates.append(bin + "/psql") }
         for path in (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":") {
             candidates.append(String(path) + "/psql")
         }
