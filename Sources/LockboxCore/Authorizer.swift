@@ -110,9 +110,9 @@ final class Authorizer: Sendable {
 
     func authorize(_ call: AuthorizeCall) async throws -> AuthorizeOutcome {
         guard groupCommit else {
-            // Each call commits on its own, on a pooled connection.
+            // Each call commits on its own, on a pooled connection (waited for no longer either).
             let calls = [call]
-            let rows = try await pool.withConnection { [timeout] in
+            let rows = try await pool.withConnection(timeout: timeout) { [timeout] in
                 try await $0.query(Self.query(calls), prepared: true, timeout: timeout)
             }
             return try Self.outcomes(rows, for: calls)[0].get()
@@ -162,13 +162,14 @@ final class Authorizer: Sendable {
 
     /// Sends one batch as one statement (one transaction) on the writer's own
     /// connection: opened on first use (to the pool's database) and again after a
-    /// failure. Refused once the broker's pool is closed: a broker that was shut
-    /// down authorizes nothing. Returns until when to wait for the answer: the
+    /// failure, or after a request to cancel (which could reach the server late and
+    /// cancel the next batch instead). Refused once the broker's pool is closed: a
+    /// broker that was shut down authorizes nothing. Returns until when to wait for the answer: the
     /// connection's set-up, bounded as well, does not eat into it.
     private func send(_ calls: [AuthorizeCall], on connection: inout PGConnection?) -> Result<PGDeadline, any Error> {
         Result {
             guard !pool.isClosed else { throw PostgresError(kind: .client, message: "the connection pool is closed") }
-            if connection?.isUsable != true {
+            if connection?.isUsable != true || connection?.hasSentCancel == true {
                 connection = nil
                 let opened = try PGConnection.connectBlocking(pool.conninfo, database: pool.database)
                 // A server that stops answering now must not hold the writer, and its batch, for ever.
@@ -176,7 +177,7 @@ final class Authorizer: Sendable {
                 // One plan for every batch size: planning this statement anew costs more than running it.
                 try opened.queryBlocking("SET plan_cache_mode = force_generic_plan", deadline: setUp)
                 try opened.queryBlocking(
-                    "SELECT set_config('statement_timeout', \(Self.milliseconds(timeout)), false)", deadline: setUp)
+                    "SELECT set_config('statement_timeout', \(PGDeadline.setting(timeout)), false)", deadline: setUp)
                 connection = opened
             }
             let deadline = PGDeadline(after: timeout + Self.clientGrace)
@@ -193,11 +194,6 @@ final class Authorizer: Sendable {
             guard let connection else { throw PostgresError(kind: .client, message: "no connection") }
             return try Self.outcomes(try connection.receiveBlocking(deadline: deadline), for: calls)
         }
-    }
-
-    /// `timeout` as PostgreSQL's setting takes it: milliseconds, as text (`"1500ms"`).
-    static func milliseconds(_ timeout: Duration) -> String {
-        "\(max(1, PGDeadline.milliseconds(timeout)))ms"
     }
 
     /// Each call's outcome, by the position (`ord`, from 1) the statement returns.

@@ -148,8 +148,11 @@ extension Broker {
         using delivery: any NotificationDelivery, attempt: inout DeliveryAttempt
     ) async throws -> Bool? {
         let now = try now()
-        // Not ``transaction(_:)``: a database error is told by ``deliveryFailure(_:attempt:sent:)``.
-        return try await pool.withTransaction { connection -> Bool? in
+        // Not ``transaction(_:)``: a database error is told by ``deliveryFailure(_:attempt:sent:)``;
+        // and the delivery, inside the transaction (the notification stays locked meanwhile),
+        // takes as long as it takes: no idle-in-transaction timeout, which would end the session
+        // and leave a delivered notification queued, to be delivered again.
+        return try await pool.withTransaction(timeout: statementTimeout) { connection -> Bool? in
             let rows = try await connection.query(
                 """
                 SELECT n.notification_id, t.name, n.request_id, n.recipient, n.subject, n.body, n.created_at,

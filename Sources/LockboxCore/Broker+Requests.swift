@@ -458,11 +458,7 @@ extension Broker {
     /// One request; `notFound` if there is none.
     public func request(_ id: UUID) async throws -> AccessRequest {
         let now = try now()
-        do {
-            return try await pool.withConnection { try await request(id, at: now, on: $0) }
-        } catch let error as PostgresError {
-            throw Self.translate(error)
-        }
+        return try await reading { try await request(id, at: now, on: $0) }
     }
 
     /// The request as of `now`, read in the transaction that just changed it: what a change

@@ -73,16 +73,17 @@ public struct ServerCheckedClock: LockboxClock {
         self.system = system
     }
 
-    /// Measures the difference between `system` and the server `pool` reaches.
-    public static func measured(against pool: PGPool, system: any LockboxClock = SystemClock()) async throws
-        -> ServerCheckedClock
-    {
+    /// Measures the difference between `system` and the server `pool` reaches, waiting for
+    /// the server's answer (and a pooled connection) for `timeout`, when set.
+    public static func measured(
+        against pool: PGPool, system: any LockboxClock = SystemClock(), timeout: Duration? = nil
+    ) async throws -> ServerCheckedClock {
         // A system clock that cannot be read says so itself, at each `now()`: commands that
         // need no time still run.
         guard let before = try? system.now() else {
             return ServerCheckedClock(offset: 0, uncertainty: 0, system: system)
         }
-        let rows = try await pool.query("SELECT clock_timestamp()")
+        let rows = try await pool.query("SELECT clock_timestamp()", timeout: timeout)
         let after = try system.now()
         guard let server = try rows.first?.decode(Date.self, at: 0) else {
             throw LockboxError(.databaseUnavailable, "the database server did not tell its time")

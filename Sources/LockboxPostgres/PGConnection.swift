@@ -15,9 +15,17 @@ public final class PGConnection: @unchecked Sendable {
     private let queue: DispatchQueue
     private var handle: OpaquePointer?
     private var preparedStatements: [String: String] = [:]
-    /// The timeout past which the statement in flight was asked to cancel, if it was.
-    private var cancelledAfter: Duration?
+    /// The timeout the statement in flight ran past, if it did: it was asked to cancel, or
+    /// its answer came once the deadline had passed (the server's own `statement_timeout`,
+    /// set no shorter, may answer first).
+    private var timedOutAfter: Duration?
+    /// The last WARNING the server sent with the answer to the statement in flight, if any.
+    private var warning: String?
     private let logger: Logger
+    /// ``defaultTimeout``, readable and settable from any task.
+    private let defaultTimeoutValue = Mutex<Duration?>(nil)
+    /// Whether a request to cancel a statement was ever sent on this connection.
+    private let cancelSent = Atomic<Bool>(false)
     /// libpq's status after the last call, readable without hopping onto `queue`.
     private let usable = Atomic<Bool>(true)
     /// libpq's transaction status after the last call (`PQtransactionStatus`), likewise.
@@ -113,8 +121,24 @@ public final class PGConnection: @unchecked Sendable {
             PQfinish(handle)
             throw PostgresError(kind: .connection, message: "cannot connect to PostgreSQL: \(message)")
         }
-        PQsetNoticeProcessor(handle, { _, _ in }, nil)
         let connection = PGConnection(handle: handle, logger: logger)
+        // Notices are dropped, but for warnings, which ``commit()`` reads. The receiver runs
+        // inside libpq calls, so on the connection's queue; `abandon` unhooks it before the
+        // handle outlives the connection.
+        PQsetNoticeReceiver(
+            handle,
+            { argument, result in
+                guard let argument, let result,
+                    let severity = PQresultErrorField(result, Int32(UInt8(ascii: "V"))),
+                    String(cString: severity) == "WARNING"
+                else { return }
+                let connection = Unmanaged<PGConnection>.fromOpaque(argument).takeUnretainedValue()
+                var text = String(cString: PQresultErrorField(result, Int32(UInt8(ascii: "M"))) ?? severity)
+                if let detail = PQresultErrorField(result, Int32(UInt8(ascii: "D"))) {
+                    text += " (\(String(cString: detail)))"
+                }
+                connection.warning = text
+            }, Unmanaged.passUnretained(connection).toOpaque())
         // A server that lets the client in and then stops answering must not hold it here for ever.
         try connection.execBlocking(
             PGQuery(stringLiteral: sessionSettings), simple: true,
@@ -192,6 +216,22 @@ public final class PGConnection: @unchecked Sendable {
         transactionStatus.load(ordering: .acquiring) == PQTRANS_INERROR.rawValue
     }
 
+    /// How long each statement sent without a timeout of its own (``query(_:prepared:timeout:)``,
+    /// ``execute(script:)``, a transaction's BEGIN, COMMIT and ROLLBACK) waits for the
+    /// server's answer, as a `timeout` does; nil (the default), for as long as the network
+    /// does. ``PGPool/withConnection(timeout:_:)`` sets it for the lease.
+    public var defaultTimeout: Duration? {
+        get { defaultTimeoutValue.withLock { $0 } }
+        set { defaultTimeoutValue.withLock { $0 = newValue } }
+    }
+
+    /// True once a request to cancel a statement was sent on this connection. Sent on a
+    /// connection of its own, it may reach the server late and cancel a later statement
+    /// instead: a pool does not hand such a connection out again.
+    public var hasSentCancel: Bool {
+        cancelSent.load(ordering: .acquiring)
+    }
+
     /// The server's process id for this connection (useful to terminate it in tests).
     public var backendPID: Int32 {
         queue.sync { handle.map { PQbackendPID($0) } ?? 0 }
@@ -203,17 +243,17 @@ public final class PGConnection: @unchecked Sendable {
     ///
     /// - Parameter prepared: when true, the statement is prepared once on this
     ///   connection (named after its SQL) and executed by name afterwards.
-    /// - Parameter timeout: when set, how long to wait for the server's answer: past
-    ///   it the server is asked to cancel the statement and the call reports how it
-    ///   ended (cancelled: SQLSTATE 57014, naming the timeout; or done, if it had
-    ///   finished or was committing); a server that does not answer the cancel either
-    ///   within ``PGDeadline/grace`` has its connection closed, and the call fails with
-    ///   a connection error, instead of waiting for as long as the network does.
+    /// - Parameter timeout: when set (by default ``defaultTimeout``), how long to wait for
+    ///   the server's answer: past it the server is asked to cancel the statement and the
+    ///   call reports how it ended (cancelled: SQLSTATE 57014, naming the timeout, with
+    ///   ``PostgresError/timedOut`` set; or done, if it had finished or was committing); a
+    ///   server that does not answer the cancel either within ``PGDeadline/grace`` has its
+    ///   connection closed, and the call fails with a connection error (``PostgresError/timedOut``
+    ///   set too), instead of waiting for as long as the network does.
     @discardableResult
     public func query(_ query: PGQuery, prepared: Bool = false, timeout: Duration? = nil) async throws -> PGRows {
-        try await onQueue {
-            try self.execBlocking(query, prepared: prepared, deadline: timeout.map { PGDeadline(after: $0) })
-        }
+        let deadline = (timeout ?? defaultTimeout).map { PGDeadline(after: $0) }
+        return try await onQueue { try self.execBlocking(query, prepared: prepared, deadline: deadline) }
     }
 
     /// Runs one statement on the calling thread, which waits for the server's answer.
@@ -259,9 +299,13 @@ public final class PGConnection: @unchecked Sendable {
     }
 
     /// Runs SQL without parameters, possibly several statements separated by `;`
-    /// (simple query protocol). Used for migrations and session set-up.
+    /// (simple query protocol). Used for migrations and session set-up. Waits for the
+    /// answer for ``defaultTimeout``, when set (see ``query(_:prepared:timeout:)``).
     public func execute(script: String) async throws {
-        try await onQueue { _ = try self.execBlocking(PGQuery(stringLiteral: script), simple: true) }
+        let deadline = defaultTimeout.map { PGDeadline(after: $0) }
+        try await onQueue {
+            _ = try self.execBlocking(PGQuery(stringLiteral: script), simple: true, deadline: deadline)
+        }
     }
 
     /// Sends all the statements in one round trip (libpq pipeline mode) and
@@ -271,24 +315,53 @@ public final class PGConnection: @unchecked Sendable {
     /// pipeline's implicit transaction, up to its end): a failure then also rolls
     /// back the statements before it, although their results are reported. So
     /// nothing of a pipeline with a failure is kept, unless a `COMMIT` among its
-    /// statements ran before the failure.
+    /// statements ran before the failure. It waits for the answers for as long as the
+    /// network does (``defaultTimeout`` does not apply).
     public func pipeline(_ queries: [PGQuery], prepared: Bool = false) async throws -> [Result<PGRows, PostgresError>] {
         try await onQueue { try self.pipelineBlocking(queries, prepared: prepared) }
     }
 
     /// Runs `body` in a transaction: COMMIT when it returns, ROLLBACK when it throws.
     ///
+    /// - Parameter timeout: when set, ``defaultTimeout`` while the transaction runs: how
+    ///   long each of its statements, BEGIN, COMMIT and ROLLBACK included, waits for the
+    ///   server's answer. Whichever applies is also set as the transaction's
+    ///   `statement_timeout` (rounded up to the millisecond), so that the server gives up
+    ///   on a statement held up (by a lock, say) by itself, even when the client can no
+    ///   longer reach it.
+    /// - Parameter idleTimeout: when set, the transaction's `idle_in_transaction_session_timeout`:
+    ///   the server ends the session, and so the transaction and its locks, once the client
+    ///   has sent nothing for that long, as when it is cut off. Leave it unset when `body`
+    ///   does work of its own, between statements, that may take longer.
     /// - Throws: the error of `body`; or, when `body` returns but a statement in the
     ///   transaction failed (an error `body` handled), a ``PostgresError`` saying that
-    ///   nothing was committed: the server rolls such a transaction back at COMMIT.
+    ///   nothing was committed: the server rolls such a transaction back at COMMIT. When
+    ///   the COMMIT's outcome is unknown (its connection lost before its answer, or
+    ///   answered with a warning: see ``PostgresError/commitOutcomeUnknown``), an error saying so.
     @discardableResult
     public func withTransaction<T: Sendable>(
-        isolation: String = "READ COMMITTED",
+        isolation: String = "READ COMMITTED", timeout: Duration? = nil, idleTimeout: Duration? = nil,
         _ body: (PGConnection) async throws -> T
     ) async throws -> T {
+        let previous = defaultTimeout
+        if let timeout { defaultTimeout = timeout }
+        defer { defaultTimeout = previous }
         try await execute(script: "BEGIN ISOLATION LEVEL \(isolation)")
         let value: T
         do {
+            let limit = defaultTimeout
+            if limit != nil || idleTimeout != nil {
+                // NULL keeps the session's value.
+                let statement = limit.map(PGDeadline.setting)
+                let idle = idleTimeout.map(PGDeadline.setting)
+                try await query(
+                    """
+                    SELECT set_config('statement_timeout', coalesce(\(statement), current_setting('statement_timeout')),
+                            true),
+                        set_config('idle_in_transaction_session_timeout',
+                            coalesce(\(idle), current_setting('idle_in_transaction_session_timeout')), true)
+                    """)
+            }
             value = try await body(self)
         } catch {
             try? await execute(script: "ROLLBACK")
@@ -302,8 +375,8 @@ public final class PGConnection: @unchecked Sendable {
                     + "committed")
         }
         do {
-            try await execute(script: "COMMIT")
-        } catch var error as PostgresError where error.isConnectionFailure {
+            try await commit()
+        } catch var error as PostgresError where error.isConnectionFailure && !error.commitOutcomeUnknown {
             // The server may have committed before the connection went: the caller must not be
             // told that nothing was done (it would do it again).
             error.commitOutcomeUnknown = true
@@ -311,6 +384,27 @@ public final class PGConnection: @unchecked Sendable {
             throw error
         }
         return value
+    }
+
+    /// COMMIT, waiting for ``defaultTimeout`` when set. A COMMIT the server answers with a
+    /// warning has an unknown outcome: asked to cancel (by the client past the timeout, or by
+    /// the server's `statement_timeout`) while it waited for a synchronous standby, the
+    /// server stops waiting and warns that the transaction committed locally but may not
+    /// have reached the standby.
+    private func commit() async throws {
+        let deadline = defaultTimeout.map { PGDeadline(after: $0) }
+        try await onQueue {
+            try self.execBlocking("COMMIT", simple: true, deadline: deadline)
+            guard let warning = self.warning else { return }
+            let late = self.timedOutAfter.map { "did not answer COMMIT within \(PGDeadline.describe($0)), then " } ?? ""
+            var error = PostgresError(
+                kind: .server,
+                message: "the database \(late)answered COMMIT with a warning, so whether it was committed is unknown: "
+                    + warning)
+            error.commitOutcomeUnknown = true
+            error.timedOut = self.timedOutAfter.map { .answer(after: $0) }
+            throw error
+        }
     }
 
     // MARK: Blocking core (runs on `queue`)
@@ -340,6 +434,8 @@ public final class PGConnection: @unchecked Sendable {
         _ query: PGQuery, prepared: Bool = false, simple: Bool = false, deadline: PGDeadline? = nil
     ) throws -> PGRows {
         let handle = try liveHandle()
+        timedOutAfter = nil
+        warning = nil
         let result: OpaquePointer?
         if let deadline {
             if simple {
@@ -435,7 +531,7 @@ public final class PGConnection: @unchecked Sendable {
     /// error, else the last), waiting for it (until `deadline`, when set), and then for
     /// the end of its results, so the connection is ready again.
     private func statementResult(_ handle: OpaquePointer, deadline: PGDeadline?) throws -> OpaquePointer {
-        cancelledAfter = nil
+        timedOutAfter = nil
         try waitForResult(handle, deadline: deadline)
         guard var kept = PQgetResult(handle) else { throw connectionError(handle, "no statement was sent") }
         do {
@@ -453,6 +549,9 @@ public final class PGConnection: @unchecked Sendable {
         } catch {
             PQclear(kept)
             throw error
+        }
+        if let deadline, timedOutAfter == nil, ContinuousClock.now >= deadline.instant {
+            timedOutAfter = deadline.timeout
         }
         return kept
     }
@@ -472,20 +571,22 @@ public final class PGConnection: @unchecked Sendable {
     private func waitForResult(_ handle: OpaquePointer, deadline: PGDeadline?) throws {
         guard let deadline else { return }
         while PQisBusy(handle) == 1 {
-            let until = cancelledAfter == nil ? deadline.instant : deadline.instant + deadline.grace
+            let until = timedOutAfter == nil ? deadline.instant : deadline.instant + deadline.grace
             let remaining = ContinuousClock.now.duration(to: until)
             guard remaining > .zero else {
-                if cancelledAfter == nil {
-                    cancelledAfter = deadline.timeout
+                if timedOutAfter == nil {
+                    timedOutAfter = deadline.timeout
                     requestCancel(handle)
                     continue
                 }
                 abandon(handle)
-                throw PostgresError(
+                var error = PostgresError(
                     kind: .connection,
                     message: "the database did not answer within \(PGDeadline.describe(deadline.timeout)), nor "
                         + "within \(PGDeadline.describe(deadline.grace)) to a request to cancel the statement: the "
                         + "connection was closed, and whether the statement completed is unknown")
+                error.timedOut = .answer(after: deadline.timeout)
+                throw error
             }
             let milliseconds = Int32(clamping: PGDeadline.milliseconds(remaining) + 1)
             var descriptor = pollfd(fd: PQsocket(handle), events: Int16(POLLIN), revents: 0)
@@ -505,6 +606,7 @@ public final class PGConnection: @unchecked Sendable {
     /// request opens a connection of its own and may wait as long as the network does.
     /// The cancel object is libpq's copy of what it needs, independent of the connection.
     private func requestCancel(_ handle: OpaquePointer) {
+        cancelSent.store(true, ordering: .releasing)
         guard let cancel = PQgetCancel(handle) else { return }
         let request = CancelRequest(cancel: cancel)
         let thread = Thread {
@@ -520,6 +622,7 @@ public final class PGConnection: @unchecked Sendable {
     /// request: closes it, on a thread of its own (closing may wait for the network);
     /// the connection is unusable from now on.
     private func abandon(_ handle: OpaquePointer) {
+        PQsetNoticeReceiver(handle, { _, _ in }, nil)
         let abandoned = Abandoned(handle: handle)
         self.handle = nil
         preparedStatements.removeAll()
@@ -580,13 +683,14 @@ public final class PGConnection: @unchecked Sendable {
         let sqlState = field("C")
         var message =
             field("M") ?? String(cString: PQresultErrorMessage(result)).trimmingCharacters(in: .whitespacesAndNewlines)
-        if sqlState == "57014", let cancelledAfter {
+        let timedOut = sqlState == "57014" ? timedOutAfter : nil
+        if let timedOut {
             message =
-                "the database did not answer within \(PGDeadline.describe(cancelledAfter)): the statement was "
+                "the database did not answer within \(PGDeadline.describe(timedOut)): the statement was "
                 + "cancelled (\(message))"
         }
         let broken = PQstatus(handle) != CONNECTION_OK
-        return PostgresError(
+        var error = PostgresError(
             kind: broken || sqlState == nil ? .connection : .server,
             message: message.isEmpty ? String(cString: PQerrorMessage(handle)) : message,
             sqlState: sqlState,
@@ -596,6 +700,8 @@ public final class PGConnection: @unchecked Sendable {
             table: field("t"),
             column: field("c")
         )
+        error.timedOut = timedOut.map { .answer(after: $0) }
+        return error
     }
 
     private func connectionError(_ handle: OpaquePointer, _ context: String) -> PostgresError {
@@ -705,6 +811,13 @@ public struct PGDeadline: Sendable {
     public static func milliseconds(_ duration: Duration) -> Int64 {
         let (seconds, attoseconds) = duration.components
         return seconds * 1000 + attoseconds / 1_000_000_000_000_000
+    }
+
+    /// A timeout as a PostgreSQL setting (`statement_timeout`) takes it: whole milliseconds,
+    /// rounded up (the server never gives up before the client's deadline), at least 1 (`"1500ms"`).
+    public static func setting(_ timeout: Duration) -> String {
+        let whole = milliseconds(timeout)
+        return "\(max(1, whole + (timeout > .milliseconds(whole) ? 1 : 0)))ms"
     }
 
     /// A timeout as messages print it: `10 s`, `1.5 s`, `300 ms`.

@@ -4,9 +4,11 @@ import Synchronization
 /// A pool of ``PGConnection``s shared by many tasks.
 ///
 /// At most `maxConnections` are ever open at once; a caller that finds them all
-/// leased waits for one to be returned. A connection that failed at the
-/// connection level, or that is still inside a transaction, is discarded
-/// instead of being returned (closing it rolls that transaction back).
+/// leased waits for one to be returned (for as long as its `timeout`, when it gives
+/// one). A connection that failed at the connection level, that is still inside a
+/// transaction, or on which a statement was asked to cancel (the request may reach the
+/// server late, and cancel the next caller's statement), is discarded instead of being
+/// returned (closing it rolls that transaction back).
 public final class PGPool: Sendable {
     /// How many connections have been opened, and the most ever open at once.
     public struct Statistics: Sendable {
@@ -38,38 +40,51 @@ public final class PGPool: Sendable {
 
     /// Leases a connection for the duration of `body`, opening one if needed.
     ///
+    /// - Parameter timeout: when set, how long to wait for a connection to become free
+    ///   (opening one is bounded by libpq's `connect_timeout`), and the connection's
+    ///   ``PGConnection/defaultTimeout`` during the lease: how long each statement waits for
+    ///   the server's answer. Nil: as long as it takes (migrations, bulk loads).
     /// - Throws: ``CancellationError`` when the task is cancelled while it waits for a
-    ///   connection (nothing was run); a ``PostgresError`` when the pool is closed.
-    public func withConnection<T: Sendable>(_ body: (PGConnection) async throws -> T) async throws -> T {
-        let connection = try await lease()
+    ///   connection (nothing was run); a ``PostgresError`` when the pool is closed, or, with
+    ///   ``PostgresError/timedOut`` set to `.lease`, when no connection became free in time
+    ///   (nothing was run).
+    public func withConnection<T: Sendable>(
+        timeout: Duration? = nil, _ body: (PGConnection) async throws -> T
+    ) async throws -> T {
+        let connection = try await lease(timeout: timeout)
+        connection.defaultTimeout = timeout
         do {
             let value = try await body(connection)
-            giveBack(connection, usable: connection.isUsable && !connection.isInTransaction)
+            giveBack(connection, usable: Self.reusable(connection))
             return value
         } catch {
-            let usable =
-                connection.isUsable && !connection.isInTransaction
-                && !((error as? PostgresError)?.isConnectionFailure ?? false)
+            let usable = Self.reusable(connection) && !((error as? PostgresError)?.isConnectionFailure ?? false)
             giveBack(connection, usable: usable)
             throw error
         }
     }
 
-    /// Runs `body` in a transaction on a leased connection.
+    /// Whether a connection back from a lease may be handed out again.
+    private static func reusable(_ connection: PGConnection) -> Bool {
+        connection.isUsable && !connection.isInTransaction && !connection.hasSentCancel
+    }
+
+    /// Runs `body` in a transaction on a leased connection: see
+    /// ``withConnection(timeout:_:)`` and ``PGConnection/withTransaction(isolation:timeout:idleTimeout:_:)``.
     @discardableResult
     public func withTransaction<T: Sendable>(
-        isolation: String = "READ COMMITTED",
+        isolation: String = "READ COMMITTED", timeout: Duration? = nil, idleTimeout: Duration? = nil,
         _ body: (PGConnection) async throws -> T
     ) async throws -> T {
-        try await withConnection { connection in
-            try await connection.withTransaction(isolation: isolation, body)
+        try await withConnection(timeout: timeout) { connection in
+            try await connection.withTransaction(isolation: isolation, idleTimeout: idleTimeout, body)
         }
     }
 
-    /// Runs one statement on a leased connection.
+    /// Runs one statement on a leased connection (see ``withConnection(timeout:_:)``).
     @discardableResult
-    public func query(_ query: PGQuery, prepared: Bool = false) async throws -> PGRows {
-        try await withConnection { try await $0.query(query, prepared: prepared) }
+    public func query(_ query: PGQuery, prepared: Bool = false, timeout: Duration? = nil) async throws -> PGRows {
+        try await withConnection(timeout: timeout) { try await $0.query(query, prepared: prepared) }
     }
 
     /// Closes idle connections and refuses new leases.
@@ -136,17 +151,29 @@ public final class PGPool: Sendable {
         }
     }
 
-    /// An idle connection or the right to open one, waiting for it if all are leased.
+    /// An idle connection or the right to open one, waiting for it if all are leased
+    /// (until `timeout`, when set).
     ///
-    /// A task cancelled while it waits stops waiting (``CancellationError``): it is
-    /// taken off the queue under the lock, so it is resumed once, by whichever of the
-    /// cancellation or a returned connection finds it there first.
-    private func reserve() async throws -> Reservation {
+    /// A task cancelled while it waits stops waiting (``CancellationError``), and one
+    /// still waiting at its timeout too (``leaseTimedOut(_:)``): it is taken off the queue
+    /// under the lock, so it is resumed once, by whichever of the cancellation, the
+    /// timeout or a returned connection finds it there first.
+    private func reserve(timeout: Duration?) async throws -> Reservation {
         if let reservation = try state.withLock({ try $0.reserve() }) { return reservation }
         let id = state.withLock { state in
             state.nextWaiter += 1
             return state.nextWaiter
         }
+        let limit = timeout.map { (timeout: $0, deadline: ContinuousClock.now + $0) }
+        // Past the deadline, takes the waiter off the queue if it is still there. A waiter that
+        // queues only after the deadline (the timer found nothing) gives up by itself, below.
+        let expiry = limit.map { limit in
+            Task { [self] in
+                guard (try? await Task.sleep(until: limit.deadline, clock: .continuous)) != nil else { return }
+                resumeWaiter(id, throwing: leaseTimedOut(limit.timeout))
+            }
+        }
+        defer { expiry?.cancel() }
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: Waiter) in
                 let ready = state.withLock { state -> Result<Reservation, any Error>? in
@@ -157,22 +184,40 @@ public final class PGPool: Sendable {
                     } catch {
                         return .failure(error)
                     }
+                    if let limit, ContinuousClock.now >= limit.deadline {
+                        return .failure(leaseTimedOut(limit.timeout))
+                    }
                     state.waiters.append((id, continuation))
                     return nil
                 }
                 if let ready { continuation.resume(with: ready) }
             }
         } onCancel: {
-            let waiter = state.withLock { state -> Waiter? in
-                guard let index = state.waiters.firstIndex(where: { $0.id == id }) else { return nil }
-                return state.waiters.remove(at: index).continuation
-            }
-            waiter?.resume(throwing: CancellationError())
+            resumeWaiter(id, throwing: CancellationError())
         }
     }
 
-    private func lease() async throws -> PGConnection {
-        switch try await reserve() {
+    /// Resumes the waiter `id` with `error`, if it still waits.
+    private func resumeWaiter(_ id: UInt64, throwing error: any Error) {
+        let waiter = state.withLock { state -> Waiter? in
+            guard let index = state.waiters.firstIndex(where: { $0.id == id }) else { return nil }
+            return state.waiters.remove(at: index).continuation
+        }
+        waiter?.resume(throwing: error)
+    }
+
+    /// The error of a caller that waited `timeout` for a connection in vain.
+    private func leaseTimedOut(_ timeout: Duration) -> PostgresError {
+        var error = PostgresError(
+            kind: .connection,
+            message: "no connection to the database became free within \(PGDeadline.describe(timeout)) (all "
+                + "\(maxConnections) in use), so nothing was sent")
+        error.timedOut = .lease(after: timeout)
+        return error
+    }
+
+    private func lease(timeout: Duration?) async throws -> PGConnection {
+        switch try await reserve(timeout: timeout) {
         case .idle(let connection):
             return connection
         case .open:

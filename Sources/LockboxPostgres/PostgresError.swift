@@ -31,9 +31,30 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible, CustomDeb
     public var table: String?
     /// The column involved, when the server names it.
     public var column: String?
-    /// True when the connection was lost after a COMMIT was sent and before its
-    /// answer: the transaction may or may not have been committed.
+    /// True when whether a COMMIT took effect is unknown: its connection was lost
+    /// after it was sent and before its answer, or the server answered it with a
+    /// warning (it cut short the wait for a synchronous standby, asked to cancel:
+    /// committed locally, maybe not on the standby). It may or may not have been made.
     public var commitOutcomeUnknown = false
+    /// Set when the error is a wait that ran past its bound (see ``TimedOut``).
+    public var timedOut: TimedOut?
+
+    /// What ran past its bound.
+    public enum TimedOut: Sendable, Equatable {
+        /// The server did not answer a statement within this timeout: it was cancelled
+        /// (by the server's own `statement_timeout` or at the client's request), or, with
+        /// no answer to that either, its connection was closed.
+        case answer(after: Duration)
+        /// No pooled connection became free within this timeout: nothing was sent.
+        case lease(after: Duration)
+
+        /// The bound that was passed.
+        public var limit: Duration {
+            switch self {
+            case .answer(let limit), .lease(let limit): limit
+            }
+        }
+    }
 
     public init(
         kind: Kind, message: String, sqlState: String? = nil, detail: String? = nil, hint: String? = nil,
@@ -68,6 +89,8 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible, CustomDeb
         if let constraint { parts.append("constraint: \(constraint)") }
         if let table { parts.append("table: \(table)") }
         if let column { parts.append("column: \(column)") }
+        if commitOutcomeUnknown { parts.append("commit outcome unknown") }
+        if let timedOut { parts.append("timed out: \(timedOut)") }
         return parts.joined(separator: ", ") + ")"
     }
 }

@@ -57,7 +57,7 @@ struct AuditCommand: AsyncParsableCommand {
             let filter = AuditFilter(
                 tenant: tenant, from: from?.date, to: to?.date, activity: activity, user: user, requestId: request?.uuid,
                 newestFirst: !oldestFirst, limit: Printer.fetchLimit(limit))
-            let records = try await options.database.withBroker { broker, _ in try await broker.auditRecords(filter) }
+            let records = try await options.withBroker { broker, _ in try await broker.auditRecords(filter) }
             options.printer.list(
                 records, limit: limit,
                 notice: "more than \(limit) records match; only the \(limit) \(oldestFirst ? "oldest" : "newest") are "
@@ -86,7 +86,7 @@ struct NotificationsCommand: AsyncParsableCommand {
         @Option(help: ArgumentHelp("Only this tenant's notifications.", valueName: "name")) var tenant: String?
 
         func run() async throws {
-            let notifications = try await options.database.withBroker { broker, _ in
+            let notifications = try await options.withBroker { broker, _ in
                 try await broker.notifications(tenant: tenant)
             }
             options.printer.list(notifications)
@@ -103,7 +103,7 @@ struct NotificationsCommand: AsyncParsableCommand {
 
         func run() async throws {
             let delivery = CollectingDelivery()
-            let sent = try await options.database.withBroker { broker, _ in
+            let sent = try await options.withBroker { broker, _ in
                 try await broker.deliverNotifications(using: delivery)
                 guard !delivery.delivered.isEmpty else { return [LockboxNotification]() }
                 // Read back in delivery order, as marked sent (with their sentAt).
@@ -145,7 +145,7 @@ struct Sweep: AsyncParsableCommand {
     @OptionGroup var options: GlobalOptions
 
     func run() async throws {
-        let result = try await options.database.withBroker { broker, _ in try await broker.sweep() }
+        let result = try await options.withBroker { broker, _ in try await broker.sweep() }
         options.printer.object(
             Record([
                 ("expired", .array(result.expired.map { Value($0) })),

@@ -30,7 +30,7 @@ struct AuditorCommand: AsyncParsableCommand {
         @Option(help: ArgumentHelp("The tenant.", valueName: "name")) var tenant: String
 
         func run() async throws {
-            let grants = try await options.database.withBroker { broker, _ in
+            let grants = try await options.withBroker { broker, _ in
                 try await broker.grantAuditor(login: login, tenant: tenant)
             }
             options.printer.list(grants)
@@ -47,7 +47,7 @@ struct AuditorCommand: AsyncParsableCommand {
         @Option(help: ArgumentHelp("The tenant.", valueName: "name")) var tenant: String
 
         func run() async throws {
-            let grants = try await options.database.withBroker { broker, _ in
+            let grants = try await options.withBroker { broker, _ in
                 try await broker.revokeAuditor(login: login, tenant: tenant)
             }
             options.printer.list(grants)
@@ -63,7 +63,7 @@ struct AuditorCommand: AsyncParsableCommand {
         @Option(help: ArgumentHelp("Only this tenant.", valueName: "name")) var tenant: String?
 
         func run() async throws {
-            let grants = try await options.database.withBroker { broker, _ in
+            let grants = try await options.withBroker { broker, _ in
                 try await broker.auditorGrants(tenant: tenant)
             }
             options.printer.list(grants)

@@ -179,12 +179,18 @@ struct Session: Sendable {
     let pool: PGPool
     let registry: ConnectorRegistry
     let clock: ServerCheckedClock
+    /// How long each statement waits for the database's answer (the broker's ``Broker/statementTimeout``).
+    let timeout: Duration
 
     /// Opens the database the options name.
     ///
     /// - Parameter verify: refuse (with the migrator's message) unless the schema is
     ///   exactly the one this binary knows.
-    static func open(_ options: DatabaseOptions, verify: Bool = true) async throws -> Session {
+    /// - Parameter timeout: how long the checks of the schema and the clock, and then the
+    ///   broker's statements, wait for the database's answer.
+    static func open(
+        _ options: DatabaseOptions, verify: Bool = true, timeout: Duration = Broker.defaultStatementTimeout
+    ) async throws -> Session {
         let location = try DatabaseLocation.resolve(options)
         let conninfo: String?
         switch location {
@@ -194,9 +200,10 @@ struct Session: Sendable {
         }
         let pool = PGPool(conninfo: conninfo, maxConnections: 4)
         do {
-            if verify { try await pool.withConnection { try await Schema.migrator.verify(on: $0) } }
-            let clock = try await ServerCheckedClock.measured(against: pool)
-            return Session(location: location, pool: pool, registry: standardConnectors(), clock: clock)
+            if verify { try await pool.withConnection(timeout: timeout) { try await Schema.migrator.verify(on: $0) } }
+            let clock = try await ServerCheckedClock.measured(against: pool, timeout: timeout)
+            return Session(
+                location: location, pool: pool, registry: standardConnectors(), clock: clock, timeout: timeout)
         } catch {
             await pool.close()
             throw error
@@ -207,7 +214,7 @@ struct Session: Sendable {
     func broker(clock: (any LockboxClock)? = nil) -> Broker {
         Broker(
             pool: pool, clock: clock ?? self.clock, workloads: registry.workloads, scopePaths: registry.scopePaths,
-            groupCommit: false)
+            groupCommit: false, statementTimeout: timeout)
     }
 
     func close() async { await pool.close() }
@@ -215,8 +222,10 @@ struct Session: Sendable {
 
 extension DatabaseOptions {
     /// Runs `body` on an open, verified database and closes it afterwards.
-    func withSession<T: Sendable>(verify: Bool = true, _ body: (Session) async throws -> T) async throws -> T {
-        let session = try await Session.open(self, verify: verify)
+    func withSession<T: Sendable>(
+        verify: Bool = true, timeout: Duration = Broker.defaultStatementTimeout, _ body: (Session) async throws -> T
+    ) async throws -> T {
+        let session = try await Session.open(self, verify: verify, timeout: timeout)
         do {
             let value = try await body(session)
             await session.close()
@@ -225,11 +234,6 @@ extension DatabaseOptions {
             await session.close()
             throw error
         }
-    }
-
-    /// Runs `body` with a broker on an open, verified database.
-    func withBroker<T: Sendable>(_ body: (Broker, Session) async throws -> T) async throws -> T {
-        try await withSession { session in try await body(session.broker(), session) }
     }
 
     func validate() throws {

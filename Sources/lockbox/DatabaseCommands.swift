@@ -26,7 +26,8 @@ struct DatabaseCommand: AsyncParsableCommand {
         @OptionGroup var options: GlobalOptions
 
         func run() async throws {
-            let (appliedNow, applied) = try await options.database.withSession(verify: false) { session in
+            let (appliedNow, applied) = try await options.withSession(verify: false) { session in
+                // As long as it takes: a migration may rewrite a large table.
                 try await session.pool.withConnection { connection in
                     let migrator = Schema.migrator
                     let now = try await migrator.migrate(on: connection)
@@ -61,9 +62,9 @@ struct DatabaseCommand: AsyncParsableCommand {
             var applied: [Migrator.Applied]?
             switch location {
             case .url(let url, _):
-                applied = try await Self.applied(conninfo: url)
+                applied = try await Self.applied(conninfo: url, timeout: options.timeout)
             case .environment:
-                applied = try await Self.applied(conninfo: nil)
+                applied = try await Self.applied(conninfo: nil, timeout: options.timeout)
             case .embedded(let home):
                 let running = try await home.cluster.isRunning()
                 record.append("home", .string(home.home))
@@ -72,7 +73,7 @@ struct DatabaseCommand: AsyncParsableCommand {
                 record.append("created", .bool(home.exists))
                 record.append("running", .bool(running))
                 record.append("serverLog", .string(home.cluster.logFile))
-                if running { applied = try await Self.appliedIfExists(home) }
+                if running { applied = try await Self.appliedIfExists(home, timeout: options.timeout) }
             }
             if let applied {
                 record.append("schema", .string(Self.schemaState(applied)))
@@ -89,8 +90,9 @@ struct DatabaseCommand: AsyncParsableCommand {
                 ])
         }
 
-        static func applied(conninfo: String?) async throws -> [Migrator.Applied] {
+        static func applied(conninfo: String?, timeout: Duration) async throws -> [Migrator.Applied] {
             let connection = try await PGConnection.connect(conninfo)
+            connection.defaultTimeout = timeout
             do {
                 let applied = try await Schema.migrator.applied(on: connection)
                 await connection.close()
@@ -101,13 +103,13 @@ struct DatabaseCommand: AsyncParsableCommand {
             }
         }
 
-        static func appliedIfExists(_ home: EmbeddedHome) async throws -> [Migrator.Applied] {
+        static func appliedIfExists(_ home: EmbeddedHome, timeout: Duration) async throws -> [Migrator.Applied] {
             let admin = try await PGConnection.connect(home.cluster.conninfo(database: "postgres"))
             let found = try await admin.query(
-                "SELECT count(*) FROM pg_database WHERE datname = \(EmbeddedHome.databaseName)")
+                "SELECT count(*) FROM pg_database WHERE datname = \(EmbeddedHome.databaseName)", timeout: timeout)
             await admin.close()
             guard try found.first?.decode(Int.self, at: 0) == 1 else { return [] }
-            return try await applied(conninfo: home.conninfo)
+            return try await applied(conninfo: home.conninfo, timeout: timeout)
         }
 
         static func schemaState(_ applied: [Migrator.Applied]) -> String {

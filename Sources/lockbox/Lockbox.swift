@@ -95,6 +95,9 @@ enum FailureLine {
             message = error.message + (error.auditID.map { " (audit record \($0))" } ?? "")
         case let error as MigrationError:
             message = error.message
+        case let error as PostgresError where error.timedOut != nil || error.commitOutcomeUnknown:
+            // Outside the broker, the command line only reads with a timeout (the schema, the clock).
+            message = Broker.translate(error, reading: !error.commitOutcomeUnknown).message
         case let error as PostgresError:
             message =
                 error.isConnectionFailure

@@ -50,7 +50,7 @@ struct Invoke: AsyncParsableCommand {
         let attempt = OperationAttempt(
             operatorAlias: operatorAlias, tenant: tenant, workload: workload, operation: operation,
             arguments: parsed, clientIP: ip?.address)
-        let result = try await options.database.withBroker { broker, session in
+        let result = try await options.withBroker { broker, session in
             try await broker.invoke(attempt, registry: session.registry)
         }
         let access = result.access

@@ -25,9 +25,39 @@ struct FormatOptions: ParsableArguments {
 /// The options shared by every command that reads or changes the database and prints data.
 struct GlobalOptions: ParsableArguments {
     @OptionGroup var database: DatabaseOptions
+    @Option(
+        name: .customLong("database-timeout"),
+        help: ArgumentHelp(
+            "How long each statement waits for the database's answer (and the command for a connection) "
+                + "before the command is refused, naming the wait, e.g. 30s or 2m (1s to 1h). Default: 30s. An "
+                + "invoke's check and audit record has its own 10 s.",
+            valueName: "duration"),
+        transform: GlobalOptions.timeout)
+    var databaseTimeout: Duration?
     @OptionGroup var output: FormatOptions
 
     var printer: Printer { output.printer }
+
+    /// `--database-timeout`, else the broker's default.
+    var timeout: Duration { databaseTimeout ?? Broker.defaultStatementTimeout }
+
+    /// For `transform:`: a duration from 1s to 1h, else a usage error stating the rule.
+    static func timeout(_ text: String) throws -> Duration {
+        guard let value = try? parseDuration(text), value >= .seconds(1), value <= .seconds(3600) else {
+            throw ValidationError("must be between 1s and 1h, like 30s or 2m")
+        }
+        return value
+    }
+
+    /// Runs `body` on an open, verified database (see ``DatabaseOptions/withSession(verify:timeout:_:)``).
+    func withSession<T: Sendable>(verify: Bool = true, _ body: (Session) async throws -> T) async throws -> T {
+        try await database.withSession(verify: verify, timeout: timeout, body)
+    }
+
+    /// Runs `body` with a broker on an open, verified database.
+    func withBroker<T: Sendable>(_ body: (Broker, Session) async throws -> T) async throws -> T {
+        try await withSession { session in try await body(session.broker(), session) }
+    }
 }
 
 /// A point in time given on the command line: ISO 8601 with an offset

@@ -60,7 +60,7 @@ struct RequestCommand: AsyncParsableCommand {
 
         func run() async throws {
             let duration = try parseDuration(duration)
-            let request = try await options.database.withBroker { broker, _ in
+            let request = try await options.withBroker { broker, _ in
                 try await broker.createRequest(
                     NewAccessRequest(
                         requester: requester, tenant: tenant, workload: workload, ticket: ticket,
@@ -102,7 +102,7 @@ struct RequestCommand: AsyncParsableCommand {
 
         func run() async throws {
             let requestID = id.uuid
-            let request = try await options.database.withBroker { broker, _ in
+            let request = try await options.withBroker { broker, _ in
                 try await broker.review(
                     requestID, manager: manager, approve: approve, comment: comment, clientIP: ip?.address)
             }
@@ -141,7 +141,7 @@ struct RequestCommand: AsyncParsableCommand {
 
         func run() async throws {
             let requestID = id.uuid
-            let request = try await options.database.withBroker { broker, _ in
+            let request = try await options.withBroker { broker, _ in
                 try await broker.decide(
                     requestID, decision: decision, by: principal, comment: comment, clientIP: ip?.address)
             }
@@ -170,7 +170,7 @@ struct RequestCommand: AsyncParsableCommand {
 
         func run() async throws {
             let requestID = id.uuid
-            let request = try await options.database.withBroker { broker, _ in
+            let request = try await options.withBroker { broker, _ in
                 try await broker.revoke(requestID, by: principal, comment: comment, clientIP: ip?.address)
             }
             options.printer.object(request.record)
@@ -206,7 +206,7 @@ struct RequestCommand: AsyncParsableCommand {
         func run() async throws {
             let filter = Broker.RequestFilter(
                 tenant: tenant, status: status, createdAfter: createdAfter?.date, limit: Printer.fetchLimit(limit))
-            let requests = try await options.database.withBroker { broker, _ in try await broker.requests(filter) }
+            let requests = try await options.withBroker { broker, _ in try await broker.requests(filter) }
             options.printer.list(
                 requests, limit: limit,
                 notice: "more than \(limit) requests match; only the \(limit) newest are shown: raise --limit or "
@@ -225,7 +225,7 @@ struct RequestCommand: AsyncParsableCommand {
 
         func run() async throws {
             let requestID = id.uuid
-            let (request, timeline) = try await options.database.withBroker { broker, _ in
+            let (request, timeline) = try await options.withBroker { broker, _ in
                 (try await broker.request(requestID), try await broker.timeline(requestID))
             }
             options.printer.object(

@@ -24,7 +24,7 @@ struct TenantCommand: AsyncParsableCommand {
         @Option(help: ArgumentHelp("The first global administrator.", valueName: "upn")) var admin: String
 
         func run() async throws {
-            let tenant = try await options.database.withBroker { broker, _ in
+            let tenant = try await options.withBroker { broker, _ in
                 try await broker.createTenant(name: name, admin: admin)
             }
             options.printer.object(tenant.record)
@@ -38,7 +38,7 @@ struct TenantCommand: AsyncParsableCommand {
         @OptionGroup var options: GlobalOptions
 
         func run() async throws {
-            let tenants = try await options.database.withBroker { broker, _ in try await broker.tenants() }
+            let tenants = try await options.withBroker { broker, _ in try await broker.tenants() }
             options.printer.list(tenants)
         }
     }
@@ -52,7 +52,7 @@ struct TenantCommand: AsyncParsableCommand {
         @Argument(help: "Tenant name.") var name: String
 
         func run() async throws {
-            let (tenant, roles) = try await options.database.withBroker { broker, _ in
+            let (tenant, roles) = try await options.withBroker { broker, _ in
                 (try await broker.tenant(named: name), try await broker.roles(tenant: name))
             }
             options.printer.object(
@@ -81,7 +81,7 @@ struct TenantCommand: AsyncParsableCommand {
         var ip: IPAddressArgument?
 
         func run() async throws {
-            let tenant = try await options.database.withBroker { broker, _ in
+            let tenant = try await options.withBroker { broker, _ in
                 try await broker.setCustomerLockbox(
                     tenant: name, enabled: customerLockbox == .on, by: principal, clientIP: ip?.address)
             }
@@ -121,7 +121,7 @@ struct RoleCommand: AsyncParsableCommand {
         var ip: IPAddressArgument?
 
         func run() async throws {
-            let assignment = try await options.database.withBroker { broker, _ in
+            let assignment = try await options.withBroker { broker, _ in
                 try await broker.addRole(tenant: tenant, upn: upn, role: role, by: principal, clientIP: ip?.address)
             }
             options.printer.object(assignment.record)
@@ -150,7 +150,7 @@ struct RoleCommand: AsyncParsableCommand {
         var ip: IPAddressArgument?
 
         func run() async throws {
-            let roles = try await options.database.withBroker { broker, _ in
+            let roles = try await options.withBroker { broker, _ in
                 try await broker.removeRole(tenant: tenant, upn: upn, role: role, by: principal, clientIP: ip?.address)
             }
             options.printer.list(roles)
@@ -166,7 +166,7 @@ struct RoleCommand: AsyncParsableCommand {
         @Argument(help: "Tenant name.") var tenant: String
 
         func run() async throws {
-            let roles = try await options.database.withBroker { broker, _ in try await broker.roles(tenant: tenant) }
+            let roles = try await options.withBroker { broker, _ in try await broker.roles(tenant: tenant) }
             options.printer.list(roles)
         }
     }
@@ -193,7 +193,7 @@ struct OperatorCommand: AsyncParsableCommand {
         var manager = false
 
         func run() async throws {
-            let added = try await options.database.withBroker { broker, _ in
+            let added = try await options.withBroker { broker, _ in
                 try await broker.addOperator(alias: alias, isManager: manager)
             }
             options.printer.object(added.record)
@@ -207,7 +207,7 @@ struct OperatorCommand: AsyncParsableCommand {
         @OptionGroup var options: GlobalOptions
 
         func run() async throws {
-            let operators = try await options.database.withBroker { broker, _ in try await broker.operators() }
+            let operators = try await options.withBroker { broker, _ in try await broker.operators() }
             options.printer.list(operators)
         }
     }

@@ -40,6 +40,8 @@ struct UsageTests {
             ["tenant", "list", "--format", "xml"],
             ["tenant", "list", "--bogus"],
             ["tenant", "list", "--database-url", ""],
+            ["tenant", "list", "--database-timeout", "0s"],
+            ["tenant", "list", "--database-timeout", "500ms"],
             ["tenant", "set", "contoso", "--customer-lockbox", "maybe", "--as", "admin@contoso.com"],
             ["role", "add", "contoso", "x@contoso.com", "--role", "Owner", "--as", "admin@contoso.com"],
             ["operator", "add"],
@@ -934,6 +936,44 @@ struct RequestCommandTests {
             }
             let after = try await world.snapshot()
             #expect(before == after, "a refusal must change nothing")
+        }
+    }
+
+    @Test("a decision held up in the database past --database-timeout: exit 1, one line naming the wait, nothing done")
+    func heldUpDecision() async throws {
+        try await CLIWorld.with { world in
+            try await world.seed()
+            let id = try await world.newRequest()
+            try await world.ok("request", "review", id, "--manager", "morgan", "--approve")
+            let before = try await world.snapshot()
+            // Another session holds the request, as a decision that never finishes would.
+            let pin = try await PGConnection.connect(world.db.connectionString)
+            try await pin.execute(script: "BEGIN")
+            try await pin.query("SELECT 1 FROM lockbox.requests WHERE request_id = \(UUID(uuidString: id)!) FOR UPDATE")
+            let decision = Task {
+                try await world.lockbox(
+                    "request", "decide", id, "--decision", "Approve", "--as", "approver@contoso.com",
+                    "--database-timeout", "1s")
+            }
+            // Released after 20 s at the latest: a decision that waits for ever would then be made.
+            let released = Task {
+                try? await Task.sleep(for: .seconds(20))
+                try await pin.execute(script: "COMMIT")
+            }
+            let result = try await decision.value
+            released.cancel()
+            _ = try? await released.value
+            await pin.close()
+            #expect(result.status == 1, "\(result)")
+            #expect(result.stderrLines.count == 1, "\(result)")
+            #expect(
+                result.stderr.contains(
+                    "error: the lockbox database did not answer within 1 s, so nothing was done: the change was "
+                        + "cancelled and rolled back"),
+                "\(result)")
+            #expect(result.stdout.isEmpty, "\(result)")
+            #expect(try await world.snapshot() == before, "a refused decision changed something")
+            #expect(try await world.object("request", "show", id)["status"] as? String == "PendingCustomer")
         }
     }
 }
