@@ -41,7 +41,7 @@ extension Broker {
             let tenant = try await lockTenant(name, on: connection)
             // Read once the tenant is held, as for role changes: a grant that waited behind
             // another change of the tenant is not dated before it.
-            let now = try now()
+            let now = try await tenantTime(tenant.tenantId, name: tenant.name, on: connection)
             let role = try await connection.query(
                 """
                 SELECT r.rolcanlogin, EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members m WHERE m.roleid = r.oid)
@@ -94,7 +94,7 @@ extension Broker {
         let login = try Validate.login(login)
         return try await transaction { connection in
             let tenant = try await lockTenant(name, on: connection)
-            let now = try now()  // once the tenant is held, as above
+            let now = try await tenantTime(tenant.tenantId, name: tenant.name, on: connection)  // as above
             let deleted = try await connection.query(
                 "DELETE FROM lockbox.auditor_tenants WHERE login = \(login) AND tenant_id = \(tenant.tenantId)")
             guard deleted.affectedRows == 1 else {

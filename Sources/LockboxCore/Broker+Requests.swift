@@ -194,7 +194,7 @@ extension Broker {
             // The time is read once the tenant and the request are ours: a decision that waited
             // for either (behind a role change, another decision, a cancel or a sweep) is judged
             // at the time it takes effect, so one that waited past the deadline is refused as expired.
-            let now = try now()
+            let now = try await tenantTime(locked.tenantId, name: locked.tenantName, on: connection)
             try locked.requireNotBeforeLastChange(now)
             try await requireCustomerApprover(upn, of: locked, on: connection, action: "approve or deny its requests")
             guard locked.status == .pendingCustomer, let deadline = locked.customerDeadline else {
@@ -308,7 +308,7 @@ extension Broker {
             let locked = try await lockTenantThenRequest(requestID, on: connection)
             // Read under the locks: operations the grant allowed while the revoke waited for it
             // committed before it, and must not be recorded as happening after the grant ended.
-            let now = try now()
+            let now = try await tenantTime(locked.tenantId, name: locked.tenantName, on: connection)
             try locked.requireNotBeforeLastChange(now)
             try await requireCustomerApprover(upn, of: locked, on: connection, action: "revoke its grants")
             let status = locked.effectiveStatus(at: now)
@@ -549,7 +549,7 @@ extension Broker {
         /// notification, a window opened before the approval it follows, or a revoke or cancel
         /// before the operations its grant allowed. The time is ambiguous: nothing is done.
         func requireNotBeforeLastChange(_ now: Date) throws {
-            guard now >= lastChange else {
+            guard !Broker.isBefore(now, lastChange) else {
                 throw LockboxError(
                     .clockUnavailable,
                     "the time is ambiguous: the clock reads \(Broker.timestamp(now)), before request "

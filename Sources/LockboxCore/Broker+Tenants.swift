@@ -95,7 +95,7 @@ extension Broker {
             var tenant = try await lockTenant(name, on: connection)
             // Read once the tenant is ours (see ``lockTenant(_:on:)``): the change is dated when it
             // takes effect, after the reviews and decisions it waited for.
-            let now = try now()
+            let now = try await tenantTime(tenant.tenantId, name: tenant.name, on: connection)
             try await requireGlobalAdmin(upn, of: tenant, on: connection, action: "turn Customer Lockbox on or off")
             let old = tenant.customerLockbox
             guard old != enabled else {
@@ -129,7 +129,7 @@ extension Broker {
         let clientIP = try Validate.clientIP(clientIP)
         return try await transaction { connection in
             let tenant = try await lockTenant(name, on: connection)
-            let now = try now()
+            let now = try await tenantTime(tenant.tenantId, name: tenant.name, on: connection)
             try await requireGlobalAdmin(admin, of: tenant, on: connection, action: "assign roles")
             let inserted = try await connection.query(
                 """
@@ -162,7 +162,7 @@ extension Broker {
         let clientIP = try Validate.clientIP(clientIP)
         return try await transaction { connection in
             let tenant = try await lockTenant(name, on: connection)
-            let now = try now()
+            let now = try await tenantTime(tenant.tenantId, name: tenant.name, on: connection)
             try await requireGlobalAdmin(admin, of: tenant, on: connection, action: "remove roles")
             if role == .globalAdministrator {
                 let admins = try await connection.query(
@@ -233,6 +233,34 @@ extension Broker {
             WHERE lower(name) = lower(\(name)) FOR NO KEY UPDATE
             """)
         return try Self.exactTenant(named: name, in: rows)
+    }
+
+    /// The time of a change or customer decision under the tenant `tenantId` (`name`), which
+    /// the caller holds (``lockTenant(_:on:)`` or ``lockTenantThenRequest(_:on:)``): the clock,
+    /// refused as ambiguous when it reads before the tenant's latest recorded change or
+    /// decision (any record but operator actions: migration 0022). Those hold the tenant
+    /// too, so they happened before this one; dated before them by a clock that is behind,
+    /// the audit log would show, say, an approver's decision after the removal of their role.
+    func tenantTime(_ tenantId: UUID, name: String, on connection: PGConnection) async throws -> Date {
+        let now = try now()
+        let rows = try await connection.query(
+            """
+            SELECT max(occurred_at) FROM lockbox.audit_records
+            WHERE tenant_id = \(tenantId) AND record_type <> 'OperatorAction'
+            """)
+        if let latest = try rows.first?.decode(Date?.self, at: 0), Self.isBefore(now, latest) {
+            throw LockboxError(
+                .clockUnavailable,
+                "the time is ambiguous: the clock reads \(Broker.timestamp(now)), before tenant \(name)'s last "
+                    + "recorded change or decision at \(Broker.timestamp(latest)); nothing was done")
+        }
+        return now
+    }
+
+    /// Whether `date` is before `recorded`, a time read back from the database, at the
+    /// database's precision (whole microseconds): a time recorded at `date` is not after it.
+    static func isBefore(_ date: Date, _ recorded: Date) -> Bool {
+        PGTimestamp.microseconds(date) < PGTimestamp.microseconds(recorded)
     }
 
     func customerRoles(of upn: String, in tenantId: UUID, on connection: PGConnection) async throws -> Set<CustomerRole> {

@@ -59,6 +59,67 @@ struct RequestFailurePathTests {
         }
     }
 
+    @Test("a clock behind the tenant's last change or decision refuses tenant changes and customer decisions")
+    func clockBehindTenant() async throws {
+        try await World.with { world in
+            try await world.db.withLogins([("ida", "lockbox_auditor")]) { logins in
+                let login = logins[0].name
+                let pending = try await world.pendingCustomer()
+                let active = try await world.approved(by: "blake")
+                // A decision at +60 s, then a broker whose clock is 30 s behind it: each change of
+                // the tenant would be dated before the decision it followed.
+                world.clock.set(World.start.addingTimeInterval(60))
+                _ = try await world.broker.decide(pending.requestId, decision: .approve, by: "approver@contoso.com")
+                world.clock.set(World.start.addingTimeInterval(30))
+                let changes: [() async throws -> Void] = [
+                    {
+                        _ = try await world.broker.setCustomerLockbox(
+                            tenant: "contoso", enabled: false, by: "admin@contoso.com")
+                    },
+                    {
+                        _ = try await world.broker.addRole(
+                            tenant: "contoso", upn: "new@contoso.com", role: .customerLockboxApprover,
+                            by: "admin@contoso.com")
+                    },
+                    {
+                        _ = try await world.broker.removeRole(
+                            tenant: "contoso", upn: "approver@contoso.com", role: .customerLockboxApprover,
+                            by: "admin@contoso.com")
+                    },
+                    { _ = try await world.broker.grantAuditor(login: login, tenant: "contoso") },
+                    // The request's own last change (its approval at the start) is before the clock:
+                    // the tenant's decision since is what refuses it.
+                    { _ = try await world.broker.revoke(active.requestId, by: "approver@contoso.com") },
+                ]
+                for change in changes {
+                    try await world.expectRefusal(
+                        .clockUnavailable, containing: "before tenant contoso's last recorded change or decision"
+                    ) { try await change() }
+                }
+                // Another tenant's history does not hold this one back.
+                _ = try await world.broker.grantAuditor(login: login, tenant: "fabrikam")
+                // A role added at +90 s, then a decision by a clock that reads +80 s: refused too
+                // (the request itself was last changed at the start).
+                let waiting = try await world.pendingCustomer(by: "blake")
+                world.clock.set(World.start.addingTimeInterval(90))
+                _ = try await world.broker.addRole(
+                    tenant: "contoso", upn: "second@contoso.com", role: .customerLockboxApprover, by: "admin@contoso.com")
+                world.clock.set(World.start.addingTimeInterval(80))
+                try await world.expectRefusal(
+                    .clockUnavailable, containing: "before tenant contoso's last recorded change or decision"
+                ) {
+                    _ = try await world.broker.decide(waiting.requestId, decision: .approve, by: "approver@contoso.com")
+                }
+                // At the same instant as the latest record, or after it, each goes through.
+                world.clock.set(World.start.addingTimeInterval(90))
+                _ = try await world.broker.decide(waiting.requestId, decision: .deny, by: "approver@contoso.com")
+                _ = try await world.broker.removeRole(
+                    tenant: "contoso", upn: "second@contoso.com", role: .customerLockboxApprover, by: "admin@contoso.com")
+                _ = try await world.broker.revoke(active.requestId, by: "approver@contoso.com")
+            }
+        }
+    }
+
     @Test("a change that committed is not reported as failed when the clock fails right after")
     func clockFailsAfterCommit() async throws {
         try await World.with { world in
