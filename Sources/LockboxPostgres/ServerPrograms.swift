@@ -91,13 +91,29 @@ public struct ServerPrograms: Sendable {
     /// The major version of the cluster in `dataDirectory`, as its `PG_VERSION` names it
     /// (`15`, `9.6`), or nil when there is none (no cluster yet). Throws when the file is
     /// there but cannot be read or does not hold a version: guessing would run the cluster
-    /// with the wrong programs, or create one over it.
+    /// with the wrong programs, or create one over it. Only a regular file is read: it is
+    /// read before the directory's owner is checked (``EmbeddedPostgres/start(logger:)``
+    /// refuses another user's directory only after), so a symbolic link there is not
+    /// followed and a named pipe or a device is not opened, which could wait for ever.
     public static func clusterVersion(_ dataDirectory: String) throws -> String? {
         let path = dataDirectory + "/PG_VERSION"
-        func unreadable(_ error: Int32) -> EmbeddedPostgres.Failure {
+        func unreadable(_ reason: String) -> EmbeddedPostgres.Failure {
             EmbeddedPostgres.Failure(
-                message: "cannot read \(path), the cluster's version: \(String(cString: strerror(error))); "
-                    + "nothing was changed")
+                message: "cannot read \(path), the cluster's version: \(reason); nothing was changed")
+        }
+        func unreadable(_ error: Int32) -> EmbeddedPostgres.Failure {
+            unreadable(String(cString: strerror(error)))
+        }
+        func notRegular(_ mode: mode_t) -> EmbeddedPostgres.Failure {
+            let kind =
+                switch mode & S_IFMT {
+                case S_IFLNK: "a symbolic link"
+                case S_IFIFO: "a named pipe"
+                case S_IFDIR: "a directory"
+                case S_IFSOCK: "a socket"
+                default: "a device"
+                }
+            return unreadable("it is \(kind), not a regular file (PostgreSQL writes a file there)")
         }
         var info = stat()
         if lstat(path, &info) != 0 {
@@ -105,9 +121,13 @@ public struct ServerPrograms: Sendable {
             if error == ENOENT || error == ENOTDIR { return nil }
             throw unreadable(error)
         }
-        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard info.st_mode & S_IFMT == S_IFREG else { throw notRegular(info.st_mode) }
+        // Not following a link, nor waiting, should the file have been replaced since.
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
         guard descriptor >= 0 else { throw unreadable(errno) }
         defer { close(descriptor) }
+        guard fstat(descriptor, &info) == 0 else { throw unreadable(errno) }
+        guard info.st_mode & S_IFMT == S_IFREG else { throw notRegular(info.st_mode) }
         var bytes = [UInt8](repeating: 0, count: 64)
         let count = read(descriptor, &bytes, bytes.count)
         guard count >= 0 else { throw unreadable(errno) }

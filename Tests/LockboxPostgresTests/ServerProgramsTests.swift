@@ -55,9 +55,10 @@ struct ServerProgramsTests {
         for relative in paths {
             let path = relative.isEmpty ? directory : directory + "/" + relative
             let attributes = try FileManager.default.attributesOfItem(atPath: path)
-            var isDirectory: ObjCBool = false
-            _ = FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
-            let contents = isDirectory.boolValue ? "" : (try? String(contentsOfFile: path, encoding: .utf8)) ?? "?"
+            // Only a regular file's contents: reading a named pipe would take them, or wait.
+            let type = attributes[.type] as? FileAttributeType
+            let contents =
+                type == .typeRegular ? (try? String(contentsOfFile: path, encoding: .utf8)) ?? "?" : "\(type.map { $0.rawValue } ?? "?")"
             entries[relative] =
                 "\(attributes[.posixPermissions] ?? "") \(attributes[.ownerAccountID] ?? "") \(contents)"
         }
@@ -166,6 +167,50 @@ struct ServerProgramsTests {
                 try await programs.binDirectory(forCluster: cluster.dataDirectory)
             }
             #expect(try Self.snapshot(directory) == before, "\(contents): left as it was")
+        }
+    }
+
+    // The version was read by following a symbolic link and by opening whatever was there,
+    // before the directory's owner is checked: a named pipe in a directory someone else
+    // made (under /var/tmp, where root's and long homes' clusters live) held every lockbox
+    // command for ever, and a link was read as the cluster's version.
+    @Test("a PG_VERSION that is a symbolic link or a named pipe is refused, neither followed nor waited on")
+    func versionFileNotRegular() async throws {
+        let root = try Self.fakeInstallations(["15", "16"])
+        let elsewhere = try Self.scratch("lbx-pgelsewhere")
+        defer {
+            try? FileManager.default.removeItem(atPath: root)
+            try? FileManager.default.removeItem(atPath: elsewhere)
+        }
+        let programs = ServerPrograms(installations: root, environment: [:])
+        try "15\n".write(toFile: elsewhere + "/PG_VERSION", atomically: false, encoding: .utf8)
+        for kind in ["symbolic link", "named pipe"] {
+            let directory = try Self.fakeCluster(pgVersion: "")
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let path = directory + "/data/PG_VERSION"
+            try FileManager.default.removeItem(atPath: path)
+            var writer: Int32 = -1
+            if kind == "symbolic link" {
+                try FileManager.default.createSymbolicLink(atPath: path, withDestinationPath: elsewhere + "/PG_VERSION")
+            } else {
+                try #require(mkfifo(path, 0o644) == 0)
+                // Held open with a version in it, so that a reader neither waits to open it nor to read.
+                writer = open(path, O_RDWR | O_CLOEXEC)
+                try #require(writer >= 0)
+                _ = "15\n".withCString { write(writer, $0, 3) }
+            }
+            defer { if writer >= 0 { close(writer) } }
+            let before = try Self.snapshot(directory)
+            let failure = try await #require(throws: EmbeddedPostgres.Failure.self, "\(kind)") {
+                try await programs.binDirectory(forCluster: directory + "/data")
+            }
+            #expect(
+                failure.message.contains("cannot read \(path)") && failure.message.contains(kind)
+                    && failure.message.contains("nothing was changed"),
+                "\(failure)")
+            let cluster = EmbeddedPostgres(directory: directory, durable: false, programs: programs)
+            await #expect(throws: EmbeddedPostgres.Failure.self, "\(kind)") { try await cluster.start() }
+            #expect(try Self.snapshot(directory) == before, "\(kind): left as it was")
         }
     }
 
