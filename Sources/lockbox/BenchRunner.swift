@@ -325,7 +325,7 @@ struct BenchRunner {
                     throw PostgresError(kind: .server, message: "the raw statement returned no row: nothing was recorded")
                 }
                 let (result, auditID) = try row.decode((String, Int64).self)
-                return Outcome(result == "Succeeded" ? .allowed : .refused, auditID)
+                return Outcome(result == "Succeeded" ? .allowed : .refused, auditID, actor: grant.alias)
             },
             close: { for connection in connections { await connection.close() } })
     }
@@ -351,24 +351,27 @@ struct BenchRunner {
                             operatorAlias: grant.alias, tenant: grant.tenant, workload: workload,
                             operation: sample.operation, arguments: sample.arguments(grant.tenant), clientIP: "10.0.0.3"),
                         registry: registry)
-                    return Outcome(.allowed, result.access.auditID)
+                    return Outcome(.allowed, result.access.auditID, actor: grant.alias)
                 } catch let error as LockboxError where error.code == .accessDenied && error.auditID != nil {
-                    return Outcome(.refused, error.auditID!)
+                    return Outcome(.refused, error.auditID!, actor: grant.alias)
                 } catch let error as LockboxError where error.code == .operationFailed && error.auditID != nil {
-                    return Outcome(.failedAfterAudit, error.auditID!)
+                    return Outcome(.failedAfterAudit, error.auditID!, actor: grant.alias)
                 }
             },
             close: { await gatewayPool.close() })
     }
 
-    /// How one operation ended, and the audit record its caller was given.
+    /// How one operation ended, the audit record its caller was given, and the operator
+    /// who made it (whom that record must name).
     struct Outcome {
         enum Kind { case allowed, refused, failedAfterAudit }
         var kind: Kind
         var auditID: Int64
-        init(_ kind: Kind, _ auditID: Int64) {
+        var actor: String
+        init(_ kind: Kind, _ auditID: Int64, actor: String) {
             self.kind = kind
             self.auditID = auditID
+            self.actor = actor
         }
     }
 
@@ -399,8 +402,10 @@ struct BenchRunner {
                             }
                             if outcome.kind == .refused {
                                 partial.refusedIDs.append(outcome.auditID)
+                                partial.refusedActors.append(outcome.actor)
                             } else {
                                 partial.allowedIDs.append(outcome.auditID)
+                                partial.allowedActors.append(outcome.actor)
                             }
                             let elapsed = begin.duration(to: clock.now)
                             _ = partial.histogram.record(UInt64(max(1, Self.seconds(elapsed) * 1_000_000)))
@@ -424,7 +429,9 @@ struct BenchRunner {
         sample.cpuSeconds = usageAfter.cpu - usageBefore.cpu
         sample.peakMemoryMB = usageAfter.maxRSSMB
         let check = try await Self.checkAudit(
-            pool, after: lastBefore, allowed: partials.flatMap(\.allowedIDs), refused: partials.flatMap(\.refusedIDs))
+            pool, after: lastBefore,
+            allowed: (partials.flatMap(\.allowedIDs), partials.flatMap(\.allowedActors)),
+            refused: (partials.flatMap(\.refusedIDs), partials.flatMap(\.refusedActors)))
         sample.auditRowsAdded = check.added
         sample.auditProblems = check.problems
         return sample
@@ -436,9 +443,12 @@ struct BenchRunner {
         var refused = 0
         var failedAfterAudit = 0
         /// The audit records the callers were given: of allowed operations (failed
-        /// after audit included) and of refused ones.
+        /// after audit included) and of refused ones; and, at the same positions, the
+        /// operator who made each.
         var allowedIDs: [Int64] = []
         var refusedIDs: [Int64] = []
+        var allowedActors: [String] = []
+        var refusedActors: [String] = []
         var errors = 0
         var lastError: String?
         var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
@@ -491,35 +501,48 @@ struct BenchRunner {
         try await pool.query("SELECT coalesce(max(id), 0) FROM lockbox.audit_records").first!.decode(Int64.self, at: 0)
     }
 
-    /// Compares the records added after `lastID` with the ids the callers were given:
-    /// how many were added, and what is wrong, if anything: a record a caller was given
-    /// that is not there (lost), one given to two callers, a record no caller was given
-    /// (written twice, or by something else), one whose result is not what its caller
-    /// was told. The comparison runs in the server, so that this process holds no
-    /// result set of a whole turn's records.
-    static func checkAudit(_ pool: PGPool, after lastID: Int64, allowed: [Int64], refused: [Int64]) async throws
-        -> (added: Int, problems: [String])
-    {
+    /// Compares the records added after `lastID` with the ids the callers were given
+    /// (with, at the same positions, the operator who made each call): how many were
+    /// added, and what is wrong, if anything: a record a caller was given that is not
+    /// there (lost), one given to two callers, a record no caller was given (written
+    /// twice, or by something else), one whose result is not what its caller was told,
+    /// one that names another operator than its caller (that operation's record lost,
+    /// another's doubled). The comparison runs in the server, so that this process holds
+    /// no result set of a whole turn's records.
+    static func checkAudit(
+        _ pool: PGPool, after lastID: Int64, allowed: (ids: [Int64], actors: [String]),
+        refused: (ids: [Int64], actors: [String])
+    ) async throws -> (added: Int, problems: [String]) {
         let row = try await pool.query(
             """
             WITH given AS (
-                SELECT id, true AS allowed FROM unnest(\(PGArray(allowed.map { String($0) }))::bigint[]) AS id
+                SELECT id, true AS allowed, actor
+                FROM unnest(\(PGArray(allowed.ids.map { String($0) }))::bigint[], \(PGArray(allowed.actors))::text[])
+                    AS g(id, actor)
                 UNION ALL
-                SELECT id, false FROM unnest(\(PGArray(refused.map { String($0) }))::bigint[]) AS id),
-            added AS (SELECT id, result = 'Succeeded' AS allowed FROM lockbox.audit_records WHERE id > \(lastID))
+                SELECT id, false, actor
+                FROM unnest(\(PGArray(refused.ids.map { String($0) }))::bigint[], \(PGArray(refused.actors))::text[])
+                    AS g(id, actor)),
+            added AS (
+                SELECT id, result = 'Succeeded' AS allowed, actor FROM lockbox.audit_records WHERE id > \(lastID))
             SELECT (SELECT count(*) FROM added),
                 (SELECT count(*) FROM given g WHERE NOT EXISTS (SELECT FROM added a WHERE a.id = g.id)),
                 (SELECT count(*) - count(DISTINCT id) FROM given),
                 (SELECT count(*) FROM added a WHERE NOT EXISTS (SELECT FROM given g WHERE g.id = a.id)),
-                (SELECT count(*) FROM added a JOIN given g USING (id) WHERE a.allowed <> g.allowed)
+                (SELECT count(*) FROM added a JOIN given g USING (id) WHERE a.allowed <> g.allowed),
+                (SELECT count(*) FROM added a JOIN given g USING (id) WHERE a.actor IS DISTINCT FROM g.actor)
             """
         ).first!
-        let (added, lost, shared, unclaimed, mismatched) = try row.decode((Int, Int, Int, Int, Int).self)
+        let (added, lost, shared, unclaimed, mismatched, misattributed) = try row.decode(
+            (Int, Int, Int, Int, Int, Int).self)
         var problems: [String] = []
         if lost > 0 { problems.append("\(lost) records given to callers are missing") }
         if shared > 0 { problems.append("\(shared) records were given to more than one caller") }
         if unclaimed > 0 { problems.append("\(unclaimed) records were given to no caller") }
         if mismatched > 0 { problems.append("\(mismatched) records do not have the result their caller was told") }
+        if misattributed > 0 {
+            problems.append("\(misattributed) records name another operator than the caller given them")
+        }
         return (added, problems)
     }
 

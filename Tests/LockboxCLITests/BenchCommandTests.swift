@@ -186,6 +186,51 @@ struct BenchCommandTests {
         }
     }
 
+    // A record written for the wrong operator is one operation's record lost and another's
+    // doubled: counts, ids and results all matched, and the check said ok.
+    @Test("the audit check fails a run whose records name another operator than the caller given them")
+    func auditCheckCatchesRecordsOfAnotherOperator() async throws {
+        try await TestDatabase.with { db in
+            // Once the first phase runs, every 5th record is stored as another operator's.
+            let saboteur = Task { () -> String? in
+                try await Self.onceBenchRuns(on: db) { name in
+                    let bench = try await PGConnection.connect(db.conninfo, database: name)
+                    defer { Task { await bench.close() } }
+                    try await bench.execute(
+                        script: """
+                            CREATE FUNCTION public.misattribute_some() RETURNS trigger LANGUAGE plpgsql AS $$
+                            BEGIN
+                                IF NEW.id % 5 = 0 THEN
+                                    NEW.actor := CASE WHEN NEW.actor = 'op00001' THEN 'op00002' ELSE 'op00001' END;
+                                END IF;
+                                RETURN NEW;
+                            END $$;
+                            CREATE TRIGGER misattribute_some BEFORE INSERT ON lockbox.audit_records
+                                FOR EACH ROW EXECUTE FUNCTION public.misattribute_some();
+                            """)
+                    return name
+                }
+            }
+            let result = try await CLI.run(
+                ["bench", "--database-url", db.connectionString, "--operators", "4", "--duration", "2s",
+                 "--rounds", "1", "--format", "json"] + Self.tiny)
+            saboteur.cancel()
+            try #require(try await saboteur.value != nil, "the benchmark's database was never seen: \(result)")
+            #expect(result.status == 1, "\(result)")
+            #expect(result.stderrLines.last?.hasPrefix("error: bench: audit check FAILED") == true, "\(result)")
+            let report = try result.jsonObject()
+            let level = try #require((report["levels"] as? [[String: Any]])?.first, "\(result)")
+            for mode in ["raw", "gateway"] {
+                let phase = try #require(level[mode] as? [String: Any])
+                #expect(phase["auditRowsAdded"] as? Int == phase["operations"] as? Int, "\(mode): \(phase)")
+                let problems = try #require(phase["auditProblems"] as? [String])
+                #expect(
+                    problems.contains { $0.hasSuffix("records name another operator than the caller given them") },
+                    "\(mode): \(problems)")
+            }
+        }
+    }
+
     @Test("the dataset holds what the report says: the active grants among the requests")
     func datasetSizes() async throws {
         try await TestDatabase.with { db in
