@@ -72,9 +72,16 @@ public struct EmbeddedPostgres: Sendable {
     /// (killed, out of disk) would otherwise leave a cluster that, at its next start,
     /// lets any local user in as its superuser. Written again whole if they were cut
     /// short (a later line overrides an earlier one).
+    ///
+    /// The file is reached without following links, one directory at a time, and must be
+    /// a regular file of the server's user with no other name: as root, the cluster's
+    /// directories belong to `postgres`, who could otherwise replace the file by a link
+    /// (or a hard link) to any file, and have root append the settings to it.
     func completeSettings() throws {
         let path = dataDirectory + "/postgresql.conf"
-        let current = try String(contentsOfFile: path, encoding: .utf8)
+        let file = try Self.openSettings(directory: directory, path: path)
+        defer { try? file.close() }
+        let current = String(decoding: try file.readToEnd() ?? Data(), as: UTF8.self)
         if current.split(separator: "\n").contains(where: { $0 == Self.settingsWritten }) { return }
         let settings = """
 
@@ -90,11 +97,49 @@ public struct EmbeddedPostgres: Sendable {
             \(Self.settingsWritten)
 
             """
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
-        try handle.seekToEnd()
-        try handle.write(contentsOf: Data(settings.utf8))
-        try handle.synchronize()
-        try handle.close()
+        try file.seekToEnd()
+        try file.write(contentsOf: Data(settings.utf8))
+        try file.synchronize()
+    }
+
+    /// `data/postgresql.conf` of the cluster in `directory`, open for reading and appending:
+    /// each step opened without following a link, and the file refused unless it is a regular
+    /// file with one name, owned by this user or (as root) by the server's.
+    private static func openSettings(directory: String, path: String) throws -> FileHandle {
+        func refused(_ why: String) -> Failure {
+            Failure(message: "refused to write the cluster's settings to \(path): \(why); nothing was changed")
+        }
+        func failed(_ what: String) -> Failure { refused("\(what): \(String(cString: strerror(errno)))") }
+        let top = open(directory, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard top >= 0 else { throw failed("cannot open \(directory)") }
+        defer { close(top) }
+        let data = openat(top, "data", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard data >= 0 else { throw failed("cannot open its data directory (a symbolic link is refused)") }
+        defer { close(data) }
+        let descriptor = openat(data, "postgresql.conf", O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+        guard descriptor >= 0 else { throw failed("cannot open it (a symbolic link is refused)") }
+        var info = stat()
+        guard fstat(descriptor, &info) == 0 else {
+            let failure = failed("cannot read it")
+            close(descriptor)
+            throw failure
+        }
+        let server = runningAsRoot ? getpwnam("postgres")?.pointee.pw_uid : nil
+        let problem: String? =
+            if (info.st_mode & S_IFMT) != S_IFREG {
+                "it is not a regular file"
+            } else if info.st_nlink != 1 {
+                "it has \(info.st_nlink) names (hard links): it could be another file"
+            } else if info.st_uid != geteuid() && info.st_uid != server {
+                "it belongs to another user (uid \(info.st_uid))"
+            } else {
+                nil
+            }
+        if let problem {
+            close(descriptor)
+            throw refused(problem)
+        }
+        return FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
     }
 
     /// Removes `postmaster.pid` (and the socket's lock file) when the process it names is

@@ -387,10 +387,10 @@ public final class PGConnection: @unchecked Sendable {
     }
 
     /// COMMIT, waiting for ``defaultTimeout`` when set. A COMMIT the server answers with a
-    /// warning has an unknown outcome: asked to cancel (by the client past the timeout, or by
-    /// the server's `statement_timeout`) while it waited for a synchronous standby, the
-    /// server stops waiting and warns that the transaction committed locally but may not
-    /// have reached the standby.
+    /// warning has an unknown outcome: asked to cancel by the client past the timeout while
+    /// it waited for a synchronous standby (the server's own `statement_timeout` does not
+    /// apply to a COMMIT's wait), the server stops waiting and warns that the transaction
+    /// committed locally but may not have reached the standby.
     private func commit() async throws {
         let deadline = defaultTimeout.map { PGDeadline(after: $0) }
         try await onQueue {

@@ -115,6 +115,39 @@ struct EmbeddedPostgresTests {
         try await cluster.destroy()
     }
 
+    // As root the cluster's directories belong to postgres, who could replace postgresql.conf by
+    // a link to any file: the settings were then appended to that file, by root.
+    @Test("the settings are not written through a symbolic or hard link in place of postgresql.conf")
+    func settingsThroughLink() async throws {
+        let directory = Self.scratch("lbx-conf-link")
+        let cluster = EmbeddedPostgres(directory: directory, durable: false)
+        do {
+            try await cluster.start()
+            try await cluster.stop()
+            let path = directory + "/data/postgresql.conf"
+            let outside = Self.scratch("lbx-conf-target")
+            let original = "# not the cluster's settings\n"
+            for kind in ["symbolic", "hard"] {
+                try original.write(toFile: outside, atomically: false, encoding: .utf8)
+                try FileManager.default.removeItem(atPath: path)
+                if kind == "symbolic" {
+                    try FileManager.default.createSymbolicLink(atPath: path, withDestinationPath: outside)
+                } else {
+                    try FileManager.default.linkItem(atPath: outside, toPath: path)
+                }
+                let error = try await #require(throws: EmbeddedPostgres.Failure.self) { try await cluster.start() }
+                #expect(error.message.contains("refused to write the cluster's settings"), "\(kind): \(error.message)")
+                #expect(try String(contentsOfFile: outside, encoding: .utf8) == original, "\(kind): written through")
+                #expect(!(try await cluster.isRunning()), "\(kind)")
+            }
+            try? FileManager.default.removeItem(atPath: outside)
+        } catch {
+            try? await cluster.destroy()
+            throw error
+        }
+        try await cluster.destroy()
+    }
+
     // After a reboot or a container restart, a postmaster.pid left by a server that did not stop
     // cleanly can name a live process of the server's user that is not PostgreSQL. pg_ctl status
     // called the cluster running, so it was never started: every command failed to connect.
