@@ -115,8 +115,10 @@ extension Broker {
             let lockboxOn = try tenant.first!.decode(Bool.self, at: 0)
             // Read once the request and the tenant are ours (the tenant may have been waited
             // for, behind a role change or a Customer Lockbox switch): the notification time and
-            // the customer's 12 hours count from when the review takes effect.
-            let now = try now()
+            // the customer's 12 hours count from when the review takes effect. It reads the
+            // tenant's setting and roles as the changes before it left them, so it is not dated
+            // before them either (``tenantTime(_:name:on:)``).
+            let now = try await tenantTime(locked.tenantId, name: locked.tenantName, on: connection)
             try locked.requireNotBeforeLastChange(now)
             let activity: String
             if !approve {

@@ -235,8 +235,9 @@ extension Broker {
         return try Self.exactTenant(named: name, in: rows)
     }
 
-    /// The time of a change or customer decision under the tenant `tenantId` (`name`), which
-    /// the caller holds (``lockTenant(_:on:)`` or ``lockTenantThenRequest(_:on:)``): the clock,
+    /// The time of a change, internal review or customer decision under the tenant `tenantId`
+    /// (`name`), which the caller holds (``lockTenant(_:on:)``, ``lockTenantThenRequest(_:on:)``,
+    /// or a review's `FOR SHARE`): the clock,
     /// refused as ambiguous when it reads before the tenant's latest recorded change or
     /// decision (any record but operator actions: migration 0022). Those hold the tenant
     /// too, so they happened before this one; dated before them by a clock that is behind,

@@ -66,6 +66,7 @@ struct RequestFailurePathTests {
                 let login = logins[0].name
                 let pending = try await world.pendingCustomer()
                 let active = try await world.approved(by: "blake")
+                let waiting = try await world.pendingCustomer(by: "blake")
                 // A decision at +60 s, then a broker whose clock is 30 s behind it: each change of
                 // the tenant would be dated before the decision it followed.
                 world.clock.set(World.start.addingTimeInterval(60))
@@ -100,7 +101,6 @@ struct RequestFailurePathTests {
                 _ = try await world.broker.grantAuditor(login: login, tenant: "fabrikam")
                 // A role added at +90 s, then a decision by a clock that reads +80 s: refused too
                 // (the request itself was last changed at the start).
-                let waiting = try await world.pendingCustomer(by: "blake")
                 world.clock.set(World.start.addingTimeInterval(90))
                 _ = try await world.broker.addRole(
                     tenant: "contoso", upn: "second@contoso.com", role: .customerLockboxApprover, by: "admin@contoso.com")
@@ -117,6 +117,33 @@ struct RequestFailurePathTests {
                     tenant: "contoso", upn: "second@contoso.com", role: .customerLockboxApprover, by: "admin@contoso.com")
                 _ = try await world.broker.revoke(active.requestId, by: "approver@contoso.com")
             }
+        }
+    }
+
+    // A review holds the tenant FOR SHARE and reads its Customer Lockbox setting and its roles
+    // (the notifications' recipients) as the changes before it left them: dated by a clock behind
+    // them, the audit log showed a review that skipped the customer before the switch it followed.
+    @Test("a clock behind the tenant's last change refuses the internal review")
+    func clockBehindTenantRefusesReview() async throws {
+        try await World.with { world in
+            let created = try await world.newRequest()
+            world.clock.set(World.start.addingTimeInterval(60))
+            try await world.broker.setCustomerLockbox(tenant: "contoso", enabled: false, by: "admin@contoso.com")
+            world.clock.set(World.start.addingTimeInterval(30))
+            try await world.expectRefusal(
+                .clockUnavailable, containing: "before tenant contoso's last recorded change or decision"
+            ) {
+                _ = try await world.broker.review(created.requestId, manager: "morgan", approve: true)
+            }
+            try await world.expectRefusal(
+                .clockUnavailable, containing: "before tenant contoso's last recorded change or decision"
+            ) {
+                _ = try await world.broker.review(created.requestId, manager: "morgan", approve: false)
+            }
+            // At the switch's instant it goes through, with the setting the switch left.
+            world.clock.set(World.start.addingTimeInterval(60))
+            let reviewed = try await world.broker.review(created.requestId, manager: "morgan", approve: true)
+            #expect(reviewed.status == .approved && reviewed.reviewedAt == World.start.addingTimeInterval(60))
         }
     }
 

@@ -127,12 +127,31 @@ struct RaceTests {
             // Two reviews at once: the second request's reviewer read the clock a moment before the
             // first's but queued its notifications after it, so the sweep (by deadline) meets the
             // second request first while the removal (by notification) meets the first one's first.
+            // Both are held at their audit record (the table locked), so that neither has committed
+            // when the other reads the tenant's latest record: the second is not dated before a
+            // review that committed before it.
             let first = try await world.newRequest()
             let second = try await world.newRequest(by: "blake")
+            let gate = try await world.db.connect()
+            try await gate.execute(script: "BEGIN; LOCK TABLE lockbox.audit_records IN SHARE MODE")
             world.clock.advance(by: .seconds(1))
-            _ = try await world.broker.review(first.requestId, manager: "morgan", approve: true)
+            let firstReview = Task { try await world.broker.review(first.requestId, manager: "morgan", approve: true) }
+            try await world.waitForLockWaits(1)
             world.clock.advance(by: .seconds(-1))
-            _ = try await world.broker.review(second.requestId, manager: "sam", approve: true)
+            let secondReview = Task { try await world.broker.review(second.requestId, manager: "sam", approve: true) }
+            try await world.waitForLockWaits(2)
+            try await gate.execute(script: "COMMIT")
+            await gate.close()
+            let firstReviewed = try await firstReview.value
+            let secondReviewed = try await secondReview.value
+            #expect(try #require(secondReviewed.customerDeadline) < #require(firstReviewed.customerDeadline))
+            let order = try await world.db.pool.query(
+                """
+                SELECT max(notification_id) FILTER (WHERE request_id = \(first.requestId))
+                    < min(notification_id) FILTER (WHERE request_id = \(second.requestId))
+                FROM lockbox.notifications
+                """)
+            #expect(try order.first?.decode(Bool.self, at: 0) == true, "the first's notifications are queued first")
             let ids = try await world.db.pool.query(
                 """
                 SELECT notification_id FROM lockbox.notifications
