@@ -242,14 +242,20 @@ extension Broker {
     /// decision (any record but operator actions: migration 0022). Those hold the tenant
     /// too, so they happened before this one; dated before them by a clock that is behind,
     /// the audit log would show, say, an approver's decision after the removal of their role.
+    ///
+    /// The clock is read after the history: records written without holding the tenant
+    /// against this change (request creations, cancels, sweeps, other decisions and reviews)
+    /// may commit at any moment, and one whose clock was read after this one's, committing
+    /// between the two reads, refused a change whose clock was right.
     func tenantTime(_ tenantId: UUID, name: String, on connection: PGConnection) async throws -> Date {
-        let now = try now()
         let rows = try await connection.query(
             """
             SELECT max(occurred_at) FROM lockbox.audit_records
             WHERE tenant_id = \(tenantId) AND record_type <> 'OperatorAction'
             """)
-        if let latest = try rows.first?.decode(Date?.self, at: 0), Self.isBefore(now, latest) {
+        let latest = try rows.first?.decode(Date?.self, at: 0)
+        let now = try now()
+        if let latest, Self.isBefore(now, latest) {
             throw LockboxError(
                 .clockUnavailable,
                 "the time is ambiguous: the clock reads \(Broker.timestamp(now)), before tenant \(name)'s last "

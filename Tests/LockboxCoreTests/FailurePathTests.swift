@@ -147,6 +147,38 @@ struct RequestFailurePathTests {
         }
     }
 
+    // Cancels, request creations, sweeps and other decisions write the tenant's history without
+    // holding it against a decision. One whose clock was read after the decision's, committed
+    // between the decision's clock read and its reading of that history, got a decision on the
+    // same, correct clock refused as ambiguous. (The table lock stands for the decision being
+    // held up at that point.)
+    @Test("a decision is not refused for a record that committed after it read the clock")
+    func recordCommittedAfterClockRead() async throws {
+        try await World.with { world in
+            let pending = try await world.pendingCustomer()
+            let tenant = try await world.broker.tenant(named: "contoso")
+            let gate = try await world.db.connect()
+            try await gate.execute(script: "BEGIN; LOCK TABLE lockbox.audit_records IN ACCESS EXCLUSIVE MODE")
+            let decision = Task {
+                try await world.broker.decide(pending.requestId, decision: .approve, by: "approver@contoso.com")
+            }
+            try await world.waitForLockWaits(1)
+            // Another command, on the same clock, reads it later and commits first.
+            world.clock.set(World.start.addingTimeInterval(10))
+            try await gate.query(
+                """
+                INSERT INTO lockbox.audit_records (occurred_at, tenant_id, record_type, user_id, actor, activity,
+                    result)
+                VALUES (\(World.start.addingTimeInterval(10)), \(tenant.tenantId), 'CustomerLockbox', 'alex', 'alex',
+                    'New-AccessToCustomerDataRequest', 'Succeeded')
+                """)
+            try await gate.execute(script: "COMMIT")
+            await gate.close()
+            let approved = try await decision.value
+            #expect(approved.status == .approved && approved.decidedAt == World.start.addingTimeInterval(10))
+        }
+    }
+
     @Test("a change that committed is not reported as failed when the clock fails right after")
     func clockFailsAfterCommit() async throws {
         try await World.with { world in
