@@ -549,9 +549,11 @@ extension Broker {
         /// Refuses a `now` before the request's last recorded change: a clock set back (or two
         /// brokers' clocks apart) would date a review before the request, a decision before its
         /// notification, a window opened before the approval it follows, or a revoke or cancel
-        /// before the operations its grant allowed. The time is ambiguous: nothing is done.
+        /// before the operations its grant allowed. The time is ambiguous: nothing is done
+        /// (unless the change recorded is so far ahead that its own clock was wrong:
+        /// ``Broker/isAmbiguouslyBefore(_:_:)``).
         func requireNotBeforeLastChange(_ now: Date) throws {
-            guard !Broker.isBefore(now, lastChange) else {
+            guard !Broker.isAmbiguouslyBefore(now, lastChange) else {
                 throw LockboxError(
                     .clockUnavailable,
                     "the time is ambiguous: the clock reads \(Broker.timestamp(now)), before request "

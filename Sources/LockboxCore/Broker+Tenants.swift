@@ -255,7 +255,7 @@ extension Broker {
             """)
         let latest = try rows.first?.decode(Date?.self, at: 0)
         let now = try now()
-        if let latest, Self.isBefore(now, latest) {
+        if let latest, Self.isAmbiguouslyBefore(now, latest) {
             throw LockboxError(
                 .clockUnavailable,
                 "the time is ambiguous: the clock reads \(Broker.timestamp(now)), before tenant \(name)'s last "
@@ -268,6 +268,20 @@ extension Broker {
     /// database's precision (whole microseconds): a time recorded at `date` is not after it.
     static func isBefore(_ date: Date, _ recorded: Date) -> Bool {
         PGTimestamp.microseconds(date) < PGTimestamp.microseconds(recorded)
+    }
+
+    /// How far apart two brokers' clocks can be while each agrees with the database server's
+    /// (``ServerCheckedClock/tolerance`` either way).
+    public static let clockSpread: TimeInterval = 2 * ServerCheckedClock.tolerance
+
+    /// Whether a change at `date` that follows one recorded at `recorded` must be refused as
+    /// ambiguous: `date` is before it by no more than ``clockSpread``. A record further ahead
+    /// was stamped by a clock that was wrong (no broker within the tolerance could have written
+    /// it, say one ahead before it was corrected, or a demo's): refusing everything after it
+    /// would block the tenant or request, a customer's revoke included, until real time caught
+    /// up with it, and would make its order no truer.
+    static func isAmbiguouslyBefore(_ date: Date, _ recorded: Date) -> Bool {
+        isBefore(date, recorded) && recorded.timeIntervalSince(date) <= clockSpread
     }
 
     func customerRoles(of upn: String, in tenantId: UUID, on connection: PGConnection) async throws -> Set<CustomerRole> {

@@ -30,7 +30,7 @@ struct RequestFailurePathTests {
     func clockBehindRequest() async throws {
         try await World.with { world in
             let created = try await world.newRequest()
-            world.clock.advance(by: .seconds(-60))
+            world.clock.advance(by: .seconds(-5))
             try await world.expectRefusal(.clockUnavailable, containing: "before") {
                 _ = try await world.broker.review(created.requestId, manager: "morgan", approve: true)
             }
@@ -46,7 +46,7 @@ struct RequestFailurePathTests {
             }
             world.clock.set(World.start.addingTimeInterval(3600))
             _ = try await world.broker.decide(created.requestId, decision: .approve, by: "approver@contoso.com")
-            world.clock.set(World.start.addingTimeInterval(1800))
+            world.clock.set(World.start.addingTimeInterval(3595))
             try await world.expectRefusal(.clockUnavailable, containing: "before") {
                 _ = try await world.broker.revoke(created.requestId, by: "approver@contoso.com")
             }
@@ -67,11 +67,11 @@ struct RequestFailurePathTests {
                 let pending = try await world.pendingCustomer()
                 let active = try await world.approved(by: "blake")
                 let waiting = try await world.pendingCustomer(by: "blake")
-                // A decision at +60 s, then a broker whose clock is 30 s behind it: each change of
+                // A decision at +60 s, then a broker whose clock is 5 s behind it: each change of
                 // the tenant would be dated before the decision it followed.
                 world.clock.set(World.start.addingTimeInterval(60))
                 _ = try await world.broker.decide(pending.requestId, decision: .approve, by: "approver@contoso.com")
-                world.clock.set(World.start.addingTimeInterval(30))
+                world.clock.set(World.start.addingTimeInterval(55))
                 let changes: [() async throws -> Void] = [
                     {
                         _ = try await world.broker.setCustomerLockbox(
@@ -99,12 +99,12 @@ struct RequestFailurePathTests {
                 }
                 // Another tenant's history does not hold this one back.
                 _ = try await world.broker.grantAuditor(login: login, tenant: "fabrikam")
-                // A role added at +90 s, then a decision by a clock that reads +80 s: refused too
+                // A role added at +90 s, then a decision by a clock that reads +85 s: refused too
                 // (the request itself was last changed at the start).
                 world.clock.set(World.start.addingTimeInterval(90))
                 _ = try await world.broker.addRole(
                     tenant: "contoso", upn: "second@contoso.com", role: .customerLockboxApprover, by: "admin@contoso.com")
-                world.clock.set(World.start.addingTimeInterval(80))
+                world.clock.set(World.start.addingTimeInterval(85))
                 try await world.expectRefusal(
                     .clockUnavailable, containing: "before tenant contoso's last recorded change or decision"
                 ) {
@@ -129,7 +129,7 @@ struct RequestFailurePathTests {
             let created = try await world.newRequest()
             world.clock.set(World.start.addingTimeInterval(60))
             try await world.broker.setCustomerLockbox(tenant: "contoso", enabled: false, by: "admin@contoso.com")
-            world.clock.set(World.start.addingTimeInterval(30))
+            world.clock.set(World.start.addingTimeInterval(55))
             try await world.expectRefusal(
                 .clockUnavailable, containing: "before tenant contoso's last recorded change or decision"
             ) {
@@ -176,6 +176,32 @@ struct RequestFailurePathTests {
             await gate.close()
             let approved = try await decision.value
             #expect(approved.status == .approved && approved.decidedAt == World.start.addingTimeInterval(10))
+        }
+    }
+
+    // A record stamped by a clock far ahead (one corrected since, a demo's) would otherwise block
+    // every change of its tenant, a customer's revoke included, until real time caught up with it.
+    @Test("a record far ahead of the brokers' clock spread does not block the tenant or the request")
+    func recordFarAhead() async throws {
+        try await World.with { world in
+            let active = try await world.approved(by: "blake")
+            let pending = try await world.pendingCustomer()
+            // A decision stamped an hour ahead.
+            world.clock.set(World.start.addingTimeInterval(3600))
+            _ = try await world.broker.decide(pending.requestId, decision: .approve, by: "approver@contoso.com")
+            // Within the spread of two brokers' clocks (10 s) it is ambiguous, beyond it not.
+            world.clock.set(World.start.addingTimeInterval(3600 - Broker.clockSpread))
+            try await world.expectRefusal(.clockUnavailable, containing: "before tenant contoso's last recorded") {
+                _ = try await world.broker.revoke(active.requestId, by: "approver@contoso.com")
+            }
+            world.clock.set(World.start.addingTimeInterval(60))
+            let revoked = try await world.broker.revoke(active.requestId, by: "approver@contoso.com")
+            #expect(revoked.status == .revoked && revoked.endedAt == World.start.addingTimeInterval(60))
+            _ = try await world.broker.removeRole(
+                tenant: "contoso", upn: "approver@contoso.com", role: .customerLockboxApprover, by: "admin@contoso.com")
+            // The request decided an hour ahead can be cancelled now too.
+            let cancelled = try await world.broker.decide(pending.requestId, decision: .cancel, by: "alex")
+            #expect(cancelled.status == .cancelled)
         }
     }
 
