@@ -536,8 +536,8 @@ extension Broker {
         var durationMinutes: Int
         var customerDeadline: Date?
         var accessEndsAt: Date?
-        /// The latest time recorded on the request (created, reviewed, decided, ended).
-        var lastChange: Date
+        /// The times recorded on the request (created, reviewed, decided, window start, ended).
+        var changes: [Date]
 
         /// The status as of `now`, counting deadlines the sweeper has not recorded yet.
         func effectiveStatus(at now: Date) -> RequestStatus {
@@ -549,11 +549,11 @@ extension Broker {
         /// Refuses a `now` before the request's last recorded change: a clock set back (or two
         /// brokers' clocks apart) would date a review before the request, a decision before its
         /// notification, a window opened before the approval it follows, or a revoke or cancel
-        /// before the operations its grant allowed. The time is ambiguous: nothing is done
-        /// (unless the change recorded is so far ahead that its own clock was wrong:
-        /// ``Broker/isAmbiguouslyBefore(_:_:)``).
+        /// before the operations its grant allowed. The time is ambiguous: nothing is done.
+        /// A change recorded so far ahead that its own clock was wrong is passed over
+        /// (``Broker/isAmbiguouslyBefore(_:_:)``), but not the changes recorded after it.
         func requireNotBeforeLastChange(_ now: Date) throws {
-            guard !Broker.isAmbiguouslyBefore(now, lastChange) else {
+            if let lastChange = changes.filter({ Broker.isAmbiguouslyBefore(now, $0) }).max() {
                 throw LockboxError(
                     .clockUnavailable,
                     "the time is ambiguous: the clock reads \(Broker.timestamp(now)), before request "
@@ -615,7 +615,7 @@ extension Broker {
             """
             SELECT r.request_id, r.tenant_id, t.name, t.service_account, r.workload, r.requester, r.status,
                 (extract(epoch FROM r.duration) / 60)::bigint, r.customer_deadline, r.access_ends_at,
-                greatest(r.created_at, r.reviewed_at, r.decided_at, r.access_starts_at, r.ended_at)
+                r.created_at, r.reviewed_at, r.decided_at, r.access_starts_at, r.ended_at
             FROM lockbox.requests r JOIN lockbox.tenants t ON t.tenant_id = r.tenant_id
             WHERE r.request_id = \(id)
             FOR UPDATE OF r
@@ -623,12 +623,13 @@ extension Broker {
         guard let row = rows.first else {
             throw LockboxError(.notFound, "no request with id \(id.lowercased)", field: "request id")
         }
-        let (requestId, tenantId, tenantName, account, workload, requester, status, minutes, deadline, ends, last) =
-            try row.decode((UUID, UUID, String, String, String, String, String, Int, Date?, Date?, Date).self)
+        let (requestId, tenantId, tenantName, account, workload, requester, status, minutes, deadline, ends) =
+            try row.decode((UUID, UUID, String, String, String, String, String, Int, Date?, Date?).self)
+        let changes = try (10...14).compactMap { try row.decode(Date?.self, at: $0) }
         return LockedRequest(
             requestId: requestId, tenantId: tenantId, tenantName: tenantName, serviceAccount: account,
             workload: workload, requester: requester, status: RequestStatus(rawValue: status) ?? .pendingInternal,
-            durationMinutes: minutes, customerDeadline: deadline, accessEndsAt: ends, lastChange: last)
+            durationMinutes: minutes, customerDeadline: deadline, accessEndsAt: ends, changes: changes)
     }
 }
 

@@ -243,18 +243,29 @@ extension Broker {
     /// too, so they happened before this one; dated before them by a clock that is behind,
     /// the audit log would show, say, an approver's decision after the removal of their role.
     ///
-    /// The clock is read after the history: records written without holding the tenant
-    /// against this change (request creations, cancels, sweeps, other decisions and reviews)
-    /// may commit at any moment, and one whose clock was read after this one's, committing
-    /// between the two reads, refused a change whose clock was right.
+    /// The history is bounded before the clock is read: records written without holding the
+    /// tenant against this change (request creations, cancels, sweeps, other decisions and
+    /// reviews) may commit at any moment, and one whose clock was read after this one's,
+    /// committing between the two reads, refused a change whose clock was right. Only records
+    /// numbered up to the last one committed before the clock is read count (a record's clock
+    /// is read before it is numbered, so any of them committing later still read its clock
+    /// first).
+    ///
+    /// The latest of them within ``clockSpread`` after `now` decides, not the latest of all: a
+    /// record far ahead (its clock wrong) is passed over, but not the changes recorded after it
+    /// by right clocks, which a clock behind them by a few seconds would still be dated before.
     func tenantTime(_ tenantId: UUID, name: String, on connection: PGConnection) async throws -> Date {
+        let bound = try await connection.query("SELECT max(id) FROM lockbox.audit_records")
+        let lastId = try bound.first?.decode(Int64?.self, at: 0) ?? 0
+        let now = try now()
         let rows = try await connection.query(
             """
-            SELECT max(occurred_at) FROM lockbox.audit_records
-            WHERE tenant_id = \(tenantId) AND record_type <> 'OperatorAction'
+            SELECT occurred_at FROM lockbox.audit_records
+            WHERE tenant_id = \(tenantId) AND record_type <> 'OperatorAction' AND id <= \(lastId)
+              AND occurred_at > \(now) AND occurred_at <= \(now.addingTimeInterval(Self.clockSpread))
+            ORDER BY occurred_at DESC LIMIT 1
             """)
-        let latest = try rows.first?.decode(Date?.self, at: 0)
-        let now = try now()
+        let latest = try rows.first?.decode(Date.self, at: 0)
         if let latest, Self.isAmbiguouslyBefore(now, latest) {
             throw LockboxError(
                 .clockUnavailable,

@@ -205,6 +205,58 @@ struct RequestFailurePathTests {
         }
     }
 
+    // A record far ahead is passed over, not every record after it: a later record within the
+    // spread of the clock still makes it ambiguous.
+    @Test("a record far ahead does not lift the clock-behind check against the records after it")
+    func recordFarAheadThenRecent() async throws {
+        try await World.with { world in
+            let pending = try await world.pendingCustomer()
+            let waiting = try await world.pendingCustomer(by: "blake")
+            // A decision stamped an hour ahead, then a role added at +60 s by a right clock.
+            world.clock.set(World.start.addingTimeInterval(3600))
+            _ = try await world.broker.decide(pending.requestId, decision: .approve, by: "approver@contoso.com")
+            world.clock.set(World.start.addingTimeInterval(60))
+            _ = try await world.broker.addRole(
+                tenant: "contoso", upn: "second@contoso.com", role: .customerLockboxApprover, by: "admin@contoso.com")
+            // A broker 5 s behind that one dates its change before the role added.
+            world.clock.set(World.start.addingTimeInterval(55))
+            try await world.expectRefusal(
+                .clockUnavailable, containing: "before tenant contoso's last recorded change or decision"
+            ) {
+                _ = try await world.broker.removeRole(
+                    tenant: "contoso", upn: "second@contoso.com", role: .customerLockboxApprover,
+                    by: "admin@contoso.com")
+            }
+            try await world.expectRefusal(.clockUnavailable, containing: "before tenant contoso's last recorded") {
+                _ = try await world.broker.decide(waiting.requestId, decision: .approve, by: "second@contoso.com")
+            }
+            world.clock.set(World.start.addingTimeInterval(60))
+            let approved = try await world.broker.decide(
+                waiting.requestId, decision: .approve, by: "second@contoso.com")
+            #expect(approved.status == .approved)
+        }
+    }
+
+    @Test("a request change far ahead does not lift the clock-behind check against its later changes")
+    func requestChangeFarAheadThenRecent() async throws {
+        try await World.with { world in
+            let created = try await world.newRequest()
+            // Reviewed an hour ahead, then approved by the customer at +60 s by a right clock.
+            world.clock.set(World.start.addingTimeInterval(3600))
+            _ = try await world.broker.review(created.requestId, manager: "morgan", approve: true)
+            world.clock.set(World.start.addingTimeInterval(60))
+            _ = try await world.broker.decide(created.requestId, decision: .approve, by: "approver@contoso.com")
+            // A cancel by a clock 5 s behind would end the grant before it was approved.
+            world.clock.set(World.start.addingTimeInterval(55))
+            try await world.expectRefusal(.clockUnavailable, containing: "before request") {
+                _ = try await world.broker.decide(created.requestId, decision: .cancel, by: "alex")
+            }
+            world.clock.set(World.start.addingTimeInterval(61))
+            let cancelled = try await world.broker.decide(created.requestId, decision: .cancel, by: "alex")
+            #expect(cancelled.status == .cancelled)
+        }
+    }
+
     @Test("a change that committed is not reported as failed when the clock fails right after")
     func clockFailsAfterCommit() async throws {
         try await World.with { world in
