@@ -132,43 +132,30 @@ struct BenchCommandTests {
             // written a second time (a record no caller was given), and every 7th allowed one
             // is stored as Failed (raw reads its result back, so only the gateway's callers
             // are told something else).
-            let saboteur = Task { () -> String? in
-                try await Self.onceBenchRuns(on: db) { name in
-                    let bench = try await PGConnection.connect(db.conninfo, database: name)
-                    defer { Task { await bench.close() } }
-                    try await bench.execute(
-                        script: """
-                            CREATE FUNCTION public.double_some() RETURNS trigger LANGUAGE plpgsql AS $$
-                            BEGIN
-                                IF pg_trigger_depth() = 1 AND NEW.id % 5 = 0 THEN
-                                    INSERT INTO lockbox.audit_records (occurred_at, tenant_id, record_type, user_id,
-                                        actor, client_ip, activity, item, request_id, workload, result, parameters)
-                                    VALUES (NEW.occurred_at, NEW.tenant_id, NEW.record_type, NEW.user_id, NEW.actor,
-                                        NEW.client_ip, NEW.activity, NEW.item, NEW.request_id, NEW.workload,
-                                        NEW.result, NEW.parameters);
-                                END IF;
-                                RETURN NULL;
-                            END $$;
-                            CREATE FUNCTION public.fail_some() RETURNS trigger LANGUAGE plpgsql AS $$
-                            BEGIN
-                                IF NEW.result = 'Succeeded' AND NEW.id % 7 = 0 THEN NEW.result := 'Failed'; END IF;
-                                RETURN NEW;
-                            END $$;
-                            CREATE TRIGGER double_some AFTER INSERT ON lockbox.audit_records
-                                FOR EACH ROW EXECUTE FUNCTION public.double_some();
-                            CREATE TRIGGER fail_some BEFORE INSERT ON lockbox.audit_records
-                                FOR EACH ROW EXECUTE FUNCTION public.fail_some();
-                            """)
-                    return name
-                }
-            }
-            let result = try await CLI.run(
-                ["bench", "--database-url", db.connectionString, "--operators", "4", "--duration", "2s",
-                 "--rounds", "1", "--format", "json"] + Self.tiny)
-            saboteur.cancel()
-            try #require(try await saboteur.value != nil, "the benchmark's database was never seen: \(result)")
-            #expect(result.status == 1, "\(result)")
-            #expect(result.stderrLines.last?.hasPrefix("error: bench: audit check FAILED") == true, "\(result)")
+            let result = try await Self.sabotagedRun(
+                on: db,
+                """
+                CREATE FUNCTION public.double_some() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    IF pg_trigger_depth() = 1 AND NEW.id % 5 = 0 THEN
+                        INSERT INTO lockbox.audit_records (occurred_at, tenant_id, record_type, user_id,
+                            actor, client_ip, activity, item, request_id, workload, result, parameters)
+                        VALUES (NEW.occurred_at, NEW.tenant_id, NEW.record_type, NEW.user_id, NEW.actor,
+                            NEW.client_ip, NEW.activity, NEW.item, NEW.request_id, NEW.workload,
+                            NEW.result, NEW.parameters);
+                    END IF;
+                    RETURN NULL;
+                END $$;
+                CREATE FUNCTION public.fail_some() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    IF NEW.result = 'Succeeded' AND NEW.id % 7 = 0 THEN NEW.result := 'Failed'; END IF;
+                    RETURN NEW;
+                END $$;
+                CREATE TRIGGER double_some AFTER INSERT ON lockbox.audit_records
+                    FOR EACH ROW EXECUTE FUNCTION public.double_some();
+                CREATE TRIGGER fail_some BEFORE INSERT ON lockbox.audit_records
+                    FOR EACH ROW EXECUTE FUNCTION public.fail_some();
+                """)
             let report = try result.jsonObject()
             let level = try #require((report["levels"] as? [[String: Any]])?.first, "\(result)")
             let raw = try #require(level["raw"] as? [String: Any])
@@ -192,32 +179,19 @@ struct BenchCommandTests {
     func auditCheckCatchesRecordsOfAnotherOperator() async throws {
         try await TestDatabase.with { db in
             // Once the first phase runs, every 5th record is stored as another operator's.
-            let saboteur = Task { () -> String? in
-                try await Self.onceBenchRuns(on: db) { name in
-                    let bench = try await PGConnection.connect(db.conninfo, database: name)
-                    defer { Task { await bench.close() } }
-                    try await bench.execute(
-                        script: """
-                            CREATE FUNCTION public.misattribute_some() RETURNS trigger LANGUAGE plpgsql AS $$
-                            BEGIN
-                                IF NEW.id % 5 = 0 THEN
-                                    NEW.actor := CASE WHEN NEW.actor = 'op00001' THEN 'op00002' ELSE 'op00001' END;
-                                END IF;
-                                RETURN NEW;
-                            END $$;
-                            CREATE TRIGGER misattribute_some BEFORE INSERT ON lockbox.audit_records
-                                FOR EACH ROW EXECUTE FUNCTION public.misattribute_some();
-                            """)
-                    return name
-                }
-            }
-            let result = try await CLI.run(
-                ["bench", "--database-url", db.connectionString, "--operators", "4", "--duration", "2s",
-                 "--rounds", "1", "--format", "json"] + Self.tiny)
-            saboteur.cancel()
-            try #require(try await saboteur.value != nil, "the benchmark's database was never seen: \(result)")
-            #expect(result.status == 1, "\(result)")
-            #expect(result.stderrLines.last?.hasPrefix("error: bench: audit check FAILED") == true, "\(result)")
+            let result = try await Self.sabotagedRun(
+                on: db,
+                """
+                CREATE FUNCTION public.misattribute_some() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    IF NEW.id % 5 = 0 THEN
+                        NEW.actor := CASE WHEN NEW.actor = 'op00001' THEN 'op00002' ELSE 'op00001' END;
+                    END IF;
+                    RETURN NEW;
+                END $$;
+                CREATE TRIGGER misattribute_some BEFORE INSERT ON lockbox.audit_records
+                    FOR EACH ROW EXECUTE FUNCTION public.misattribute_some();
+                """)
             let report = try result.jsonObject()
             let level = try #require((report["levels"] as? [[String: Any]])?.first, "\(result)")
             for mode in ["raw", "gateway"] {
@@ -289,6 +263,27 @@ struct BenchCommandTests {
             await connection.close()
             #expect(try left.first?.decode(Int.self, at: 0) == 0, "\(name) is left behind")
         }
+    }
+
+    /// Runs a 2-second benchmark at 4 operators whose audit table gets `script`'s faults once
+    /// its first phase runs; requires it to fail its audit check, and returns what it printed.
+    static func sabotagedRun(on db: TestDatabase, _ script: String) async throws -> CLIResult {
+        let saboteur = Task { () -> String? in
+            try await Self.onceBenchRuns(on: db) { name in
+                let bench = try await PGConnection.connect(db.conninfo, database: name)
+                defer { Task { await bench.close() } }
+                try await bench.execute(script: script)
+                return name
+            }
+        }
+        let result = try await CLI.run(
+            ["bench", "--database-url", db.connectionString, "--operators", "4", "--duration", "2s",
+             "--rounds", "1", "--format", "json"] + Self.tiny)
+        saboteur.cancel()
+        try #require(try await saboteur.value != nil, "the benchmark's database was never seen: \(result)")
+        #expect(result.status == 1, "\(result)")
+        #expect(result.stderrLines.last?.hasPrefix("error: bench: audit check FAILED") == true, "\(result)")
+        return result
     }
 
     /// Waits (polling, until cancelled) for a benchmark on `db`'s server to run its first
