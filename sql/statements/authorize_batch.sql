@@ -61,7 +61,18 @@ WITH decided AS (
                 WITH ORDINALITY AS u(operator, tenant, workload, operation, resource, client_ip, arguments, now,
                                      denial, ord)
         ) i
-        LEFT JOIN lockbox.tenants t ON lower(t.name) = lower(i.tenant)
+        -- The tenant by its exact name (a hash join on the name itself), and only for an
+        -- attempt that names none, ignoring case: lower() over every tenant's name for
+        -- every batch cost the server about 25 us a batch (pgbench, 8 calls: 311 against
+        -- 288 us of CPU). The LIMIT keeps the planner from merging the second lookup into
+        -- a join that would run it for every attempt.
+        LEFT JOIN lockbox.tenants e ON e.name = i.tenant
+        LEFT JOIN LATERAL (
+            SELECT f.tenant_id, f.name FROM lockbox.tenants f
+            WHERE e.tenant_id IS NULL AND lower(f.name) = lower(i.tenant)
+            LIMIT 1
+        ) f ON true
+        CROSS JOIN LATERAL (SELECT coalesce(e.tenant_id, f.tenant_id) AS tenant_id, coalesce(e.name, f.name) AS name) t
         LEFT JOIN LATERAL (
             SELECT r.request_id, r.access_ends_at FROM lockbox.requests r
             WHERE i.denial IS NULL AND t.name = i.tenant AND r.requester = i.operator AND r.tenant_id = t.tenant_id
