@@ -55,8 +55,10 @@ extension Broker {
         return try rows.map(Self.tenant)
     }
 
-    /// One tenant; `notFound` if there is none of that name.
+    /// One tenant; `notFound` if there is none of that name, `invalidInput` (naming the rule)
+    /// if `name` could not be a tenant's.
     public func tenant(named name: String) async throws -> Tenant {
+        let name = try Validate.tenantName(name)
         let rows = try await read(
             """
             SELECT tenant_id, name, customer_lockbox, service_account, created_at FROM lockbox.tenants
@@ -227,6 +229,9 @@ extension Broker {
     /// withdraws that person's queued notifications) deadlocked with a decision that
     /// had just withdrawn one of them and was writing its audit record.
     func lockTenant(_ name: String, on connection: PGConnection) async throws -> Tenant {
+        // A name no tenant can have is refused by the rule it breaks, not as one that is not there
+        // (`contoso\n` was `no tenant named contoso`, the newline shown as a space and dropped).
+        let name = try Validate.tenantName(name)
         let rows = try await connection.query(
             """
             SELECT tenant_id, name, customer_lockbox, service_account, created_at FROM lockbox.tenants

@@ -409,6 +409,35 @@ struct AdminCommandTests {
             }
         }
     }
+
+    @Test("a tenant named in a malformed way is refused by the name rule, not as a tenant that does not exist")
+    func malformedTenantNames() async throws {
+        try await CLIWorld.with { world in
+            try await world.seed()
+            let rule = "tenant: must be 1 to 63 letters, digits or hyphens, starting with a letter or digit"
+            // "contoso\n" was refused as `no tenant named contoso` (the newline made a space, then
+            // dropped), which exists; "" as `no tenant named`, naming neither the field nor the rule.
+            for (name, shown) in [("contoso\n", "contoso?"), ("", ""), (" contoso", " contoso"), ("con toso", "con toso")] {
+                let expected = "\(rule) (got \"\(shown)\")"
+                let commands: [[String]] = [
+                    ["tenant", "show", name],
+                    ["tenant", "set", name, "--customer-lockbox", "off", "--as", "admin@contoso.com"],
+                    ["role", "add", name, "eve@contoso.com", "--role", "CustomerLockboxApprover", "--as", "admin@contoso.com"],
+                    ["role", "remove", name, "approver@contoso.com", "--role", "CustomerLockboxApprover", "--as", "admin@contoso.com"],
+                    ["role", "list", name],
+                    ["request", "list", "--tenant", name],
+                    ["audit", "search", "--tenant", name],
+                    ["notifications", "list", "--tenant", name],
+                    ["auditor", "grant", "postgres", "--tenant", name],
+                    ["auditor", "revoke", "postgres", "--tenant", name],
+                    ["auditor", "list", "--tenant", name],
+                ]
+                let before = try await world.snapshot()
+                for arguments in commands { try await world.refused(arguments, expected) }
+                #expect(try await world.snapshot() == before, "a refusal must change nothing")
+            }
+        }
+    }
 }
 
 @Suite("lockbox requests, invoke and audit")
