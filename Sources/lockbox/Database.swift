@@ -73,9 +73,24 @@ enum DatabaseLocation: Sendable {
                     $0.name == "password" ? URLQueryItem(name: "password", value: "***") : $0
                 }
             }
-            return components.string ?? conninfo
+            if let redacted = components.string { return redacted }
+        }
+        if conninfo.hasPrefix("postgres://") || conninfo.hasPrefix("postgresql://") {
+            // A URL that URLComponents cannot read (`postgres://u:pw@[::1`): the password is what
+            // libpq would take, from the user's ':' to the '@', and any password= parameter.
+            return conninfo.replacing(/^(postgres(?:ql)?:\/\/[^:@\/?#]*:)[^@\/?#]*@/) { "\($0.1)***@" }
+                .replacing(/([?&]password=)[^&#]*/) { "\($0.1)***" }
         }
         return conninfo.replacing(/password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)/) { _ in "password=***" }
+    }
+
+    /// `error`, with `conninfo` in its message shown as ``redact(_:)`` shows it: libpq's
+    /// complaint about a malformed URL quotes it whole, password included
+    /// (`… in IPv6 host address in URI: "postgres://u:secret@[::1"`).
+    static func redacting(_ conninfo: String, in error: any Error) -> any Error {
+        guard var error = error as? PostgresError, error.message.contains(conninfo) else { return error }
+        error.message = error.message.replacingOccurrences(of: conninfo, with: redact(conninfo))
+        return error
     }
 }
 
@@ -206,7 +221,7 @@ struct Session: Sendable {
                 location: location, pool: pool, registry: standardConnectors(), clock: clock, timeout: timeout)
         } catch {
             await pool.close()
-            throw error
+            throw conninfo.map { DatabaseLocation.redacting($0, in: error) } ?? error
         }
     }
 

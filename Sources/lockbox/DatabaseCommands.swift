@@ -91,7 +91,12 @@ struct DatabaseCommand: AsyncParsableCommand {
         }
 
         static func applied(conninfo: String?, timeout: Duration) async throws -> [Migrator.Applied] {
-            let connection = try await PGConnection.connect(conninfo)
+            let connection: PGConnection
+            do {
+                connection = try await PGConnection.connect(conninfo)
+            } catch {
+                throw conninfo.map { DatabaseLocation.redacting($0, in: error) } ?? error
+            }
             connection.defaultTimeout = timeout
             do {
                 let applied = try await Schema.migrator.applied(on: connection)
