@@ -71,11 +71,12 @@ struct Demo: AsyncParsableCommand {
     static let mailbox = "alice@contoso.com"
     static let message = "alice@contoso.com/Inbox/msg-1001"
 
-    /// A named database must not already hold the demo's tenant or operators.
+    /// A named database must not already hold the demo's tenant (in any letter case: names are
+    /// unique ignoring case, so `Contoso` would stop the story at its first step) or operators.
     static func requireFreshNames(_ pool: PGPool) async throws {
         let rows = try await pool.query(
             """
-            SELECT (SELECT count(*) FROM lockbox.tenants WHERE name = \(tenant))
+            SELECT (SELECT count(*) FROM lockbox.tenants WHERE lower(name) = lower(\(tenant)))
                 + (SELECT count(*) FROM lockbox.operators WHERE alias IN (\(engineer), \(manager)))
             """)
         if try rows.first?.decode(Int.self, at: 0) ?? 0 > 0 {

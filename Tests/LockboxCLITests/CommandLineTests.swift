@@ -1399,6 +1399,20 @@ struct DemoTests {
                 "a named database is never reused silently: \(again)")
         }
     }
+
+    @Test("the demo refuses up front a database whose tenant has its tenant's name in another letter case")
+    func demoTenantInAnotherCase() async throws {
+        try await CLIWorld.with { world in
+            let created = try await world.lockbox("tenant", "create", "Contoso", "--admin", "admin@contoso.com")
+            #expect(created.status == 0, "\(created)")
+            let demo = try await world.lockbox("demo")
+            #expect(demo.status == 1 && demo.stderr.contains("already has the demo's tenant"), "\(demo)")
+            #expect(!demo.stdout.contains("A tenant with Customer Lockbox on"), "refused before the story starts: \(demo)")
+            let tenants = try await world.array("tenant", "list")
+            #expect(tenants.compactMap { $0["name"] as? String } == ["Contoso"], "nothing created: \(tenants)")
+            #expect(try await world.array("operator", "list").isEmpty, "nothing created")
+        }
+    }
 }
 
 /// ISO 8601 as the CLI accepts it.
