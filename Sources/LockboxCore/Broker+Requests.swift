@@ -258,6 +258,7 @@ extension Broker {
             // waited are recorded before the end recorded here (see ``revoke(_:by:comment:clientIP:)``).
             let now = try now()
             try locked.requireNotBeforeLastChange(now)
+            try await requireNotBeforeAllowedOperations(locked, now, on: connection)
             guard locked.requester == alias else {
                 throw LockboxError(
                     .notAuthorized,
@@ -312,6 +313,7 @@ extension Broker {
             // committed before it, and must not be recorded as happening after the grant ended.
             let now = try await tenantTime(locked.tenantId, name: locked.tenantName, on: connection)
             try locked.requireNotBeforeLastChange(now)
+            try await requireNotBeforeAllowedOperations(locked, now, on: connection)
             try await requireCustomerApprover(upn, of: locked, on: connection, action: "revoke its grants")
             let status = locked.effectiveStatus(at: now)
             guard status == .approved else {
@@ -560,6 +562,32 @@ extension Broker {
                         + "\(requestId.lowercased)'s last recorded change at \(Broker.timestamp(lastChange)); "
                         + "nothing was done")
             }
+        }
+    }
+
+    /// For a cancel or a revoke, which end a grant at `now`: refuses, as ambiguous with nothing
+    /// done, a `now` before an operation the grant allowed (by at most ``Broker/clockSpread``).
+    ///
+    /// The caller holds the request `FOR UPDATE`, so every operation the grant allowed has
+    /// committed; but each was stamped by its own broker's clock, and one a few seconds ahead
+    /// of this one would read as done after the grant ended: the auditors' alarm query
+    /// (`access_outside_grant`, `operator_actions.within_grant`) would list it.
+    func requireNotBeforeAllowedOperations(_ request: LockedRequest, _ now: Date, on connection: PGConnection)
+        async throws
+    {
+        guard request.status == .approved else { return }
+        let rows = try await connection.query(
+            """
+            SELECT occurred_at FROM lockbox.audit_records
+            WHERE request_id = \(request.requestId) AND record_type = 'OperatorAction' AND result = 'Succeeded'
+              AND occurred_at > \(now) AND occurred_at <= \(now.addingTimeInterval(Self.clockSpread))
+            ORDER BY occurred_at DESC LIMIT 1
+            """)
+        if let latest = try rows.first?.decode(Date.self, at: 0), Self.isAmbiguouslyBefore(now, latest) {
+            throw LockboxError(
+                .clockUnavailable,
+                "the time is ambiguous: the clock reads \(Broker.timestamp(now)), before an operation allowed under "
+                    + "request \(request.requestId.lowercased) at \(Broker.timestamp(latest)); nothing was done")
         }
     }
 

@@ -59,6 +59,36 @@ struct RequestFailurePathTests {
         }
     }
 
+    @Test("a revoke or cancel on a clock behind an operation the grant allowed is refused, not a false alarm")
+    func clockBehindAllowedOperation() async throws {
+        try await World.with { world in
+            let grant = try await world.approved()
+            // The operation runs on another broker whose clock is 3 s ahead (both within the spread).
+            world.clock.advance(by: .seconds(60))
+            let ahead = Broker(pool: world.db.pool, clock: ManualClock(World.start.addingTimeInterval(63)))
+            _ = try await ahead.authorize(
+                OperationAttempt(
+                    operatorAlias: "alex", tenant: "contoso", workload: .exchange, operation: "Get-MailboxFolder",
+                    arguments: ["resource": "user@contoso.com/Inbox"], clientIP: "10.9.8.7"),
+                operation: "Get-MailboxFolder", resource: "user@contoso.com/Inbox")
+            // Ending the grant at +61 s would date the end before that operation: the alarm query
+            // (operator_actions.within_grant) would list an operation that ran inside the grant.
+            world.clock.advance(by: .seconds(1))
+            try await world.expectRefusal(.clockUnavailable, containing: "before an operation allowed") {
+                _ = try await world.broker.revoke(grant.requestId, by: "approver@contoso.com")
+            }
+            try await world.expectRefusal(.clockUnavailable, containing: "before an operation allowed") {
+                _ = try await world.broker.decide(grant.requestId, decision: .cancel, by: "alex")
+            }
+            #expect(try await RaceTests.actionsOutsideGrant(world) == [])
+            // At the operation's own instant it goes through, and nothing reads as outside the grant.
+            world.clock.set(World.start.addingTimeInterval(63))
+            let revoked = try await world.broker.revoke(grant.requestId, by: "approver@contoso.com")
+            #expect(revoked.status == .revoked)
+            #expect(try await RaceTests.actionsOutsideGrant(world) == [])
+        }
+    }
+
     @Test("a clock behind the tenant's last change or decision refuses tenant changes and customer decisions")
     func clockBehindTenant() async throws {
         try await World.with { world in
