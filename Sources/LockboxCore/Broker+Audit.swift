@@ -70,6 +70,9 @@ extension Broker {
         }
         if let from = filter.from { query += " AND a.occurred_at >= \(from)" }
         if let to = filter.to { query += " AND a.occurred_at < \(to)" }
+        // Every record has an activity and a user: an empty one would match nothing, silently.
+        if filter.activity?.isEmpty == true { throw LockboxError.invalid("activity", "must not be empty") }
+        if filter.user?.isEmpty == true { throw LockboxError.invalid("user", "must not be empty") }
         if let activity = filter.activity { query += " AND lower(a.activity) = lower(\(activity))" }
         if let user = filter.user { query += " AND lower(a.user_id) = lower(\(user))" }
         if let id = filter.requestId { query += " AND a.request_id = \(id)" }

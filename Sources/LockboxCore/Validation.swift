@@ -63,6 +63,18 @@ enum Validate {
         if value.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
             throw LockboxError.invalid(field, "must not contain control characters (such as newlines or tabs)")
         }
+        // They are not control characters, but a line separator breaks a line of output as a newline
+        // does, and a bidirectional control (U+202E, right-to-left override) makes what follows it
+        // display in another order than it is stored and read by the approver's tools.
+        if let scalar = value.unicodeScalars.first(where: {
+            $0.properties.isBidiControl || $0.properties.generalCategory == .lineSeparator
+                || $0.properties.generalCategory == .paragraphSeparator
+        }) {
+            throw LockboxError.invalid(
+                field,
+                "must not contain line or paragraph separators or bidirectional text controls "
+                    + "(got U+\(String(scalar.value, radix: 16, uppercase: true)))")
+        }
         return value
     }
 

@@ -877,6 +877,16 @@ struct RequestCommandTests {
                 (create(["--ticket": "SR-1\u{7}2"]), "ticket: must not contain control characters"),
                 (create(["--reason": "first line\nsecond line"]), "reason: must not contain control characters"),
                 (create(["--reason": "tab\there"]), "reason: must not contain control characters"),
+                (
+                    create(["--reason": "refund \u{202E}gnp.exe"]),
+                    "reason: must not contain line or paragraph separators or bidirectional text controls (got U+202E)"
+                ),
+                (
+                    create(["--ticket": "SR-1\u{2028}SR-2"]),
+                    "ticket: must not contain line or paragraph separators or bidirectional text controls (got U+2028)"
+                ),
+                (["audit", "search", "--activity", ""], "activity: must not be empty"),
+                (["audit", "search", "--user", ""], "user: must not be empty"),
                 (create(["--reason": String(repeating: "x", count: 2001)]), "reason: must be at most 2000 characters"),
                 (
                     ["request", "review", managersOwn, "--manager", "morgan", "--approve"],
