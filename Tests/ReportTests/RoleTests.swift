@@ -285,6 +285,16 @@ struct RoleTests {
                     await expectRefused("CREATE TABLE lockbox.scratch (v int)", on: app)
                     await expectRefused("DROP VIEW lockbox.audit_log", on: app)
                     await expectRefused("DELETE FROM lockbox.requests", on: app)
+                    // Nor rename a tenant (its whole history would change name) or make an engineer a
+                    // support manager; the one tenant column the broker updates stays open to it.
+                    await expectRefused("UPDATE lockbox.tenants SET name = 'renamed'", on: app)
+                    await expectRefused("UPDATE lockbox.tenants SET service_account = 'x@example.com'", on: app)
+                    await expectRefused("UPDATE lockbox.operators SET is_manager = true", on: app)
+                    try await app.execute(script: "BEGIN")
+                    try await app.query(
+                        "UPDATE lockbox.tenants SET customer_lockbox = NOT customer_lockbox WHERE tenant_id = \(scenario.contoso.id)")
+                    _ = try await app.query("SELECT 1 FROM lockbox.tenants FOR NO KEY UPDATE")
+                    try await app.execute(script: "ROLLBACK")
 
                     let count = try await db.pool.query("SELECT count(*) FROM lockbox.audit_records WHERE id = \(id)")
                     #expect(try count.first?.decode(Int.self, at: 0) == 1)
