@@ -58,6 +58,9 @@ extension Broker {
 
     /// Audit records matching the filter (`from` inclusive, `to` exclusive).
     public func auditRecords(_ filter: AuditFilter = AuditFilter()) async throws -> [AuditRecord] {
+        // Every record has an activity and a user: an empty one would match nothing, silently.
+        if filter.activity?.isEmpty == true { throw LockboxError.invalid("activity", "must not be empty") }
+        if filter.user?.isEmpty == true { throw LockboxError.invalid("user", "must not be empty") }
         var query: PGQuery = """
             SELECT a.id, a.occurred_at, t.name, a.record_type, a.user_id, a.actor, host(a.client_ip), a.activity,
                 a.item, a.request_id, a.workload, a.result, a.parameters::text
@@ -70,9 +73,6 @@ extension Broker {
         }
         if let from = filter.from { query += " AND a.occurred_at >= \(from)" }
         if let to = filter.to { query += " AND a.occurred_at < \(to)" }
-        // Every record has an activity and a user: an empty one would match nothing, silently.
-        if filter.activity?.isEmpty == true { throw LockboxError.invalid("activity", "must not be empty") }
-        if filter.user?.isEmpty == true { throw LockboxError.invalid("user", "must not be empty") }
         if let activity = filter.activity { query += " AND lower(a.activity) = lower(\(activity))" }
         if let user = filter.user { query += " AND lower(a.user_id) = lower(\(user))" }
         if let id = filter.requestId { query += " AND a.request_id = \(id)" }
