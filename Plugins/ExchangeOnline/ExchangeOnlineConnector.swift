@@ -1,3 +1,4 @@
+import Foundation
 import LockboxCore
 
 /// The pre-approved operations of the Exchange Online connector, by catalogue name.
@@ -54,6 +55,14 @@ public enum ExchangeOperation: String, CaseIterable, Sendable {
                     + "a message with that id.",
                 requiredArguments: ["mailbox", "messageId"], optionalArguments: ["folder"])
         }
+    }
+
+    /// Whether a `Search-Mailbox` query is blank: only white space, by Swift's rule or by
+    /// Foundation's (which also counts U+200B, zero width space). The connector refuses such a
+    /// query before the broker's check, and the service by the same rule, so that no query the
+    /// service refuses is first recorded as an allowed operation.
+    static func isBlankQuery(_ query: String) -> Bool {
+        query.allSatisfy(\.isWhitespace) || query.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty
     }
 
     /// How many path segments the operation's resource has.
@@ -120,7 +129,7 @@ public struct ExchangeOnlineConnector: Connector {
             pathArguments = arguments.filter { $0.key == "mailbox" || $0.key == "resource" }
             _ = try Self.restoredMessage(arguments)
         }
-        if known == .searchMailbox, (arguments["query"] ?? "").allSatisfy(\.isWhitespace) {
+        if known == .searchMailbox, ExchangeOperation.isBlankQuery(arguments["query"] ?? "") {
             throw LockboxError(.invalidInput, "Search-Mailbox needs the argument query", field: "query")
         }
         let segments = try Self.paths.segments(for: known.rawValue, depth: known.depth, arguments: pathArguments)

@@ -82,7 +82,7 @@ public final class ExchangeOnlineService: Sendable {
         try access.require(
             workload: .exchange, operation: ExchangeOperation.searchMailbox.rawValue,
             resource: folder.map { "\(address)/\($0)" } ?? address)
-        guard !query.trimmingCharacters(in: .whitespaces).isEmpty else {
+        guard !ExchangeOperation.isBlankQuery(query) else {
             throw LockboxError(.invalidInput, "Search-Mailbox needs a non-empty query", field: "query")
         }
         let box = try mailbox(address, in: access)

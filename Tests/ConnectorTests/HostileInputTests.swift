@@ -165,3 +165,23 @@ enum ExchangeOnlineSample {
         path: ["mailbox": "alice@contoso.com", "folder": "Inbox", "messageId": "msg-1001"],
         resource: "alice@contoso.com/Inbox/msg-1001", expect: "Invoice 4471 from Northwind Traders")
 }
+
+extension HostileInputTests {
+    @Test("a Search-Mailbox query of zero width spaces is refused as blank before the check, recorded as Denied")
+    func blankSearchQuery() async throws {
+        try await Gateway.with { gateway in
+            let grant = try await gateway.grant(.exchange, scope: "alice@contoso.com")
+            // Not white space to Swift, but to Foundation's trim, which the service used: the
+            // attempt was allowed and recorded as Succeeded, then refused by the service.
+            for query in ["\u{200B}", " \u{200B} "] {
+                let search = SampleCall(
+                    operation: "Search-Mailbox", path: ["mailbox": "alice@contoso.com"], extra: ["query": query],
+                    resource: "alice@contoso.com", expect: "")
+                try await gateway.expectDenied(
+                    gateway.attempt(.exchange, search), because: "Search-Mailbox needs the argument query",
+                    request: .unchecked, resource: "")
+            }
+            _ = grant
+        }
+    }
+}
