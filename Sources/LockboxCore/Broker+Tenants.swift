@@ -178,6 +178,13 @@ extension Broker {
                         "\(upn) is the last global administrator of \(tenant.name) and cannot be removed", field: "upn")
                 }
             }
+            // The deletion's trigger withdraws the notifications still queued for someone left with
+            // no role in the tenant: at this removal's time, as its audit record says (migration 0025).
+            try await connection.query(
+                """
+                SELECT set_config('lockbox.change_time',
+                    to_char(\(now)::timestamptz AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), true)
+                """)
             let deleted = try await connection.query(
                 """
                 DELETE FROM lockbox.tenant_roles

@@ -770,6 +770,25 @@ struct NotificationTests {
         }
     }
 
+    @Test("a role removal withdraws the notifications at the time it records, the broker's, not the database server's")
+    func roleRemovalWithdrawsAtItsTime() async throws {
+        try await World.with { world in
+            let request = try await world.pendingCustomer()
+            world.clock.advance(by: .seconds(90))
+            try await world.broker.removeRole(
+                tenant: "contoso", upn: "approver@contoso.com", role: .customerLockboxApprover, by: "admin@contoso.com")
+            let removal = try #require(
+                try await world.broker.auditRecords(AuditFilter(activity: "Remove-RoleGroupMember")).first)
+            #expect(removal.occurredAt == World.start.addingTimeInterval(90))
+            let withdrawn = try #require(
+                try await world.broker.notifications().first {
+                    $0.requestId == request.requestId && $0.recipient == "approver@contoso.com"
+                })
+            #expect(withdrawn.createdAt == World.start)
+            #expect(withdrawn.withdrawnAt == removal.occurredAt, "\(withdrawn)")
+        }
+    }
+
     @Test("removing an approver and deciding one of their requests at the same moment both succeed")
     func roleRemovalBesideDecision() async throws {
         try await World.with { world in
