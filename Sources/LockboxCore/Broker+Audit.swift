@@ -150,7 +150,6 @@ extension Broker {
     private func deliverNext(
         using delivery: any NotificationDelivery, attempt: inout DeliveryAttempt
     ) async throws -> Bool? {
-        let now = try now()
         // Not ``transaction(_:)``: a database error is told by ``deliveryFailure(_:attempt:sent:)``;
         // and the delivery, inside the transaction (the notification stays locked meanwhile),
         // takes as long as it takes: no idle-in-transaction timeout, which would end the session
@@ -167,6 +166,9 @@ extension Broker {
                 """)
             guard let row = rows.first else { return nil }
             let notification = try Self.notification(row)
+            // Read once the notification is ours: a step that waited for a connection is judged
+            // (deadline passed or not) and dated when it delivers, not when it started waiting.
+            let now = try now()
             if let deadline = try row.decode(Date?.self, column: "customer_deadline"), deadline <= now {
                 try await connection.query(
                     """

@@ -770,6 +770,58 @@ struct NotificationTests {
         }
     }
 
+    @Test("a delivery that waited for a connection past the customer deadline withdraws the notification, not sends it")
+    func deliveryJudgedWhenItHoldsTheNotification() async throws {
+        /// The world's clock, counting its reads.
+        final class CountingClock: LockboxClock {
+            let base: ManualClock
+            let reads = Mutex(0)
+            init(_ base: ManualClock) { self.base = base }
+            func now() throws -> Date {
+                reads.withLock { $0 += 1 }
+                return try base.now()
+            }
+        }
+        final class Recorder: NotificationDelivery, @unchecked Sendable {
+            let sent = Mutex<[String]>([])
+            func deliver(_ notification: LockboxNotification) async throws {
+                sent.withLock { $0.append(notification.recipient) }
+            }
+        }
+        try await World.with { world in
+            let request = try await world.pendingCustomer()
+            let deadline = try #require(request.customerDeadline)
+            world.clock.set(deadline.addingTimeInterval(-1))
+            // A deliverer whose one connection is in use: it reads the clock, then waits for it.
+            let pool = PGPool(conninfo: world.db.conninfo, database: world.db.name, maxConnections: 1)
+            let clock = CountingClock(world.clock)
+            let deliverer = Broker(pool: pool, clock: clock)
+            let release = Mutex(false)
+            let holder = Task {
+                try await pool.withConnection { _ in
+                    while !release.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(5)) }
+                }
+            }
+            let recorder = Recorder()
+            let delivery = Task { try await deliverer.deliverNotifications(using: recorder) }
+            // Give it the time to read the clock before it waits, if it does (it did, without the fix;
+            // with it the clock is read only once the notification is held: nothing to wait for).
+            for _ in 0..<100 where clock.reads.withLock({ $0 }) == 0 {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            // The deadline passes while it waits; then it gets the connection.
+            world.clock.set(deadline)
+            release.withLock { $0 = true }
+            try await holder.value
+            #expect(try await delivery.value == 0)
+            #expect(recorder.sent.withLock { $0 } == [])
+            let notifications = try await world.broker.notifications().filter { $0.requestId == request.requestId }
+            #expect(!notifications.isEmpty)
+            #expect(notifications.allSatisfy { $0.sentAt == nil && $0.withdrawnAt == deadline }, "\(notifications)")
+            await pool.close()
+        }
+    }
+
     @Test("a role removal withdraws the notifications at the time it records, the broker's, not the database server's")
     func roleRemovalWithdrawsAtItsTime() async throws {
         try await World.with { world in
