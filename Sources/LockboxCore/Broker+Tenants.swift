@@ -179,7 +179,7 @@ extension Broker {
                 }
             }
             // The deletion's trigger withdraws the notifications still queued for someone left with
-            // no role in the tenant: at this removal's time, as its audit record says (migration 0025).
+            // no role in the tenant: at this removal's time, as its audit record says (migration 0024).
             try await connection.query(
                 """
                 SELECT set_config('lockbox.change_time',
