@@ -191,8 +191,23 @@ public final class Broker: Sendable {
 
     /// A time as the broker's messages and the CLI print it: ISO 8601 in UTC with
     /// milliseconds (truncated), e.g. `2026-03-01T09:30:00.125Z`. One format, so
-    /// that a deadline in a refusal reads the same as in `request show`.
-    public static func timestamp(_ date: Date) -> String { timestampStyle.format(date) }
-    private static let timestampStyle = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+    /// that a deadline in a refusal reads the same as in `request show`, and as PostgreSQL's
+    /// `to_char(…, 'MS')` reads it. The milliseconds are counted on the whole microseconds the
+    /// database holds, not on the `Double` a `Date` is: `.001` is a hair below 0.001 s as a
+    /// `Double`, and a formatter truncating that printed `.000`.
+    public static func timestamp(_ date: Date) -> String {
+        let (seconds, micros) = floorDivision(PGTimestamp.microseconds(date), by: 1_000_000)
+        let whole = secondsStyle.format(Date(timeIntervalSince1970: Double(seconds)))
+        let milliseconds = String(micros / 1000)
+        return whole.dropLast() + "." + String(repeating: "0", count: 3 - milliseconds.count) + milliseconds + "Z"
+    }
+    /// Whole seconds: `2026-03-01T09:30:00Z`.
+    private static let secondsStyle = Date.ISO8601FormatStyle()
+
+    /// The quotient rounded down and a remainder in `0..<divisor` (times before 1970 included).
+    private static func floorDivision(_ value: Int64, by divisor: Int64) -> (Int64, Int64) {
+        let (quotient, remainder) = value.quotientAndRemainder(dividingBy: divisor)
+        return remainder < 0 ? (quotient - 1, remainder + divisor) : (quotient, remainder)
+    }
 }
 
