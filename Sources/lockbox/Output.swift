@@ -8,7 +8,8 @@ enum OutputFormat: String, CaseIterable, ExpressibleByArgument, Sendable {
     case table
     /// Pretty-printed JSON with camelCase keys; lists are arrays, single objects are objects.
     case json
-    /// RFC 4180 CSV with a header line; nested values are compact JSON in one cell.
+    /// RFC 4180 CSV with a header line; nested values are compact JSON in one cell; text a
+    /// spreadsheet would run as a formula is prefixed with `'`.
     case csv
 }
 
@@ -300,10 +301,23 @@ enum CSVText {
     static func render(_ records: [Record], keys: [String]) -> String {
         var lines = [keys.map(escape).joined(separator: ",")]
         for record in records {
-            lines.append(keys.map { escape(cell(record[$0] ?? .null)) }.joined(separator: ","))
+            lines.append(keys.map { escape(field(record[$0] ?? .null)) }.joined(separator: ","))
         }
         return lines.joined(separator: "\n") + "\n"
     }
+
+    /// A cell as CSV holds it: text that a spreadsheet would run as a formula (it starts with
+    /// `=`, `+`, `-`, `@`, a tab or a carriage return, OWASP's list) is prefixed with `'`, so that
+    /// a ticket, reason or resource written by an operator or a customer opens as text.
+    static func field(_ value: Value) -> String {
+        let text = cell(value)
+        guard case .string = value, let first = text.unicodeScalars.first, formulaStarts.contains(first) else {
+            return text
+        }
+        return "'" + text
+    }
+
+    private static let formulaStarts: Set<Unicode.Scalar> = ["=", "+", "-", "@", "\t", "\r"]
 
     static func cell(_ value: Value) -> String {
         switch value {

@@ -34,4 +34,35 @@ struct OutputFormatTests {
             }
         }
     }
+
+    @Test("CSV cells an operator or customer wrote that a spreadsheet would run as a formula start with a quote")
+    func csvFormulas() async throws {
+        try await CLIWorld.with { world in
+            try await world.seed()
+            let ticket = "=HYPERLINK(\"http://evil.example\",\"SR-1\")"
+            let reason = "+cmd|' /C calc'!A0"
+            let id = try await world.object(
+                "request", "create", "--operator", "alex", "--tenant", "contoso", "--workload", "Exchange",
+                "--ticket", ticket, "--reason", reason)["requestId"] as? String
+            let request = try #require(id)
+            for arguments in [["request", "list"], ["request", "show", request]] {
+                let csv = try await world.lockbox(arguments + ["--format", "csv"])
+                #expect(csv.status == 0 && csv.stderr.isEmpty, "\(csv)")
+                let row = try #require(csv.stdout.split(separator: "\n").dropFirst().first.map(String.init))
+                #expect(row.contains(#","'=HYPERLINK(""http://evil.example"",""SR-1"")","#), "\(csv)")
+                #expect(row.contains(",'+cmd|' /C calc'!A0,"), "\(csv)")
+                #expect(!row.contains(",=") && !row.contains(",+") && !row.contains(",\"="), "\(csv)")
+            }
+            // JSON and tables print the text as written; a CSV cell that is JSON starts with {.
+            let json = try await world.object("request", "show", request)
+            #expect(json["ticket"] as? String == ticket && json["reason"] as? String == reason)
+            let table = try await world.ok("request", "show", request)
+            #expect(table.stdout.contains("ticket:           \(ticket)\n"), "\(table)")
+            let audit = try await world.ok("audit", "search", "--request", request, "--format", "csv")
+            #expect(audit.stdout.contains(#","{""DurationMinutes"":""240"",""Reason"":""+cmd"#), "\(audit)")
+            // Numbers stay numbers, and text starting otherwise is unchanged.
+            let tenants = try await world.ok("tenant", "list", "--format", "csv")
+            #expect(tenants.stdout.contains(",contoso,true,contosoBOXServiceAccount@"), "\(tenants)")
+        }
+    }
 }
