@@ -342,13 +342,15 @@ enum TableText {
     static func render(_ records: [Record], columns: [String], indent: String = "") -> String {
         guard !records.isEmpty else { return indent + "(none)\n" }
         let rows = records.map { record in columns.map { shorten(cell(record[$0] ?? .null)) } }
-        var widths = columns.map(\.count)
+        var widths = columns.map(width)
         for row in rows {
-            for (index, cell) in row.enumerated() { widths[index] = max(widths[index], cell.count) }
+            for (index, cell) in row.enumerated() { widths[index] = max(widths[index], width(cell)) }
         }
+        // Padded by the columns a terminal shows, not by `padding(toLength:)`, which counts UTF-16
+        // units and cut a cell of emoji short (in the middle of one) when it was the widest.
         func line(_ cells: [String]) -> String {
             let padded = cells.enumerated().map { index, cell in
-                index == cells.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
+                index == cells.count - 1 ? cell : cell + String(repeating: " ", count: widths[index] - width(cell))
             }
             return indent + padded.joined(separator: "  ")
         }
@@ -395,10 +397,45 @@ enum TableText {
         String(text.unicodeScalars.map { $0.properties.generalCategory == .control ? " " : Character($0) })
     }
 
+    /// At most ``maxCell`` columns wide, ending in `…` when cut.
     static func shorten(_ text: String) -> String {
         let line = singleLine(text)
-        return line.count > maxCell ? String(line.prefix(maxCell - 1)) + "…" : line
+        guard width(line) > maxCell else { return line }
+        var kept = ""
+        var used = 0
+        for character in line {
+            let next = width(character)
+            if used + next > maxCell - 1 { break }
+            kept.append(character)
+            used += next
+        }
+        return kept + "…"
     }
+
+    /// The columns a terminal shows `text` in: East Asian wide and fullwidth characters and
+    /// emoji take two, combining marks and format characters none, everything else one.
+    static func width(_ text: String) -> Int { text.reduce(0) { $0 + width($1) } }
+
+    static func width(_ character: Character) -> Int {
+        let scalars = character.unicodeScalars
+        guard let first = scalars.first else { return 0 }
+        if first.properties.isEmojiPresentation || (first.properties.isEmoji && scalars.contains("\u{FE0F}")) {
+            return 2
+        }
+        switch first.properties.generalCategory {
+        case .nonspacingMark, .enclosingMark, .format: return 0
+        default: break
+        }
+        return wideRanges.contains { $0.contains(first.value) } ? 2 : 1
+    }
+
+    /// East Asian Wide (W) and Fullwidth (F) blocks (Unicode's EastAsianWidth.txt, by block).
+    private static let wideRanges: [ClosedRange<UInt32>] = [
+        0x1100...0x115F, 0x2329...0x232A, 0x2E80...0x303E, 0x3041...0x33FF, 0x3400...0x4DBF, 0x4E00...0x9FFF,
+        0xA000...0xA4CF, 0xA960...0xA97F, 0xAC00...0xD7A3, 0xF900...0xFAFF, 0xFE10...0xFE19, 0xFE30...0xFE6F,
+        0xFF00...0xFF60, 0xFFE0...0xFFE6, 0x1B000...0x1B2FF, 0x1F200...0x1F2FF, 0x20000...0x2FFFD,
+        0x30000...0x3FFFD,
+    ]
 }
 
 // MARK: Models as records

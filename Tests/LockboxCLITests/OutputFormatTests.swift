@@ -19,7 +19,9 @@ struct OutputFormatTests {
             for index in stored.indices { try await world.ok("operator", "add", "engineer\(index)") }
             for (index, time) in stored.enumerated() {
                 try await world.db.pool.query(
-                    "UPDATE lockbox.operators SET created_at = \(time)::timestamptz WHERE alias = \("engineer\(index)")")
+                    """
+                    UPDATE lockbox.operators SET created_at = \(time)::timestamptz WHERE alias = \("engineer\(index)")
+                    """)
             }
             let json = try await world.array("operator", "list")
             for index in stored.indices {
@@ -63,6 +65,36 @@ struct OutputFormatTests {
             // Numbers stay numbers, and text starting otherwise is unchanged.
             let tenants = try await world.ok("tenant", "list", "--format", "csv")
             #expect(tenants.stdout.contains(",contoso,true,contosoBOXServiceAccount@"), "\(tenants)")
+        }
+    }
+
+    @Test("table columns line up under wide text (CJK, emoji), and no cell is cut in the middle of a character")
+    func wideTextInTables() async throws {
+        try await CLIWorld.with { world in
+            try await world.seed()
+            let tickets = ["😀😀😀😀😀😀😀", "日本語チケット", "SR-1"]
+            for ticket in tickets {
+                try await world.ok(
+                    "request", "create", "--operator", "alex", "--tenant", "fabrikam", "--workload", "SharePoint",
+                    "--ticket", ticket, "--reason", "Sync fails")
+            }
+            let table = try await world.ok("request", "list", "--tenant", "fabrikam")
+            let lines = table.stdout.split(separator: "\n").map(String.init)
+            #expect(lines.count == 4, "\(table)")
+            for ticket in tickets { #expect(table.stdout.contains("  \(ticket)  "), "\(table)") }
+            #expect(!table.stdout.contains("\u{FFFD}"), "\(table)")
+            // Every line reaches the createdAt column at the same terminal column (the text before
+            // it, as wide as it shows: CJK and emoji take two columns).
+            func columns(_ text: Substring) -> Int {
+                text.unicodeScalars.reduce(0) { $0 + ($1.value >= 0x1100 ? 2 : 1) }
+            }
+            let header = try #require(lines.first?.range(of: "createdAt"))
+            let starts = lines.dropFirst().compactMap { line in
+                line.range(of: #"20[0-9]{2}-[0-9]{2}-[0-9]{2}T"#, options: .regularExpression).map {
+                    columns(line[..<$0.lowerBound])
+                }
+            }
+            #expect(starts == Array(repeating: columns(lines[0][..<header.lowerBound]), count: 3), "\(table)")
         }
     }
 }
