@@ -329,8 +329,12 @@ enum CSVText {
         }
     }
 
+    /// Quotes a field holding a comma, a quote or a line break. Checked by Unicode scalar: a
+    /// CR LF pair is one `Character`, equal to neither `"\r"` nor `"\n"`.
     static func escape(_ text: String) -> String {
-        guard text.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return text }
+        guard text.unicodeScalars.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else {
+            return text
+        }
         return "\"" + text.replacingOccurrences(of: "\"", with: "\"\"") + "\""
     }
 }

@@ -97,4 +97,15 @@ struct OutputFormatTests {
             #expect(starts == Array(repeating: columns(lines[0][..<header.lowerBound]), count: 3), "\(table)")
         }
     }
+
+    @Test("a CSV field holding a CR LF line break is quoted, as one with a lone CR or LF is")
+    func csvQuotesCRLF() async throws {
+        let home = FileManager.default.temporaryDirectory.appendingPathComponent("lockbox-home-\(UUID())\r\nx").path
+        var environment: [String: String?] = ["LOCKBOX_HOME": home, "LOCKBOX_DATABASE_URL": nil]
+        for key in ProcessInfo.processInfo.environment.keys where key.hasPrefix("PG") { environment[key] = nil }
+        let result = try await CLI.run(["db", "status", "--format", "csv"], environment: environment)
+        #expect(result.status == 0, "\(result)")
+        #expect(result.stdout.contains(",\"\(home)\","), "\(result)")
+        #expect(!FileManager.default.fileExists(atPath: home), "db status creates nothing")
+    }
 }
