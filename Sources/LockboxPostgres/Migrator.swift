@@ -60,7 +60,11 @@ public struct Migrator: Sendable {
     public func migrate(on connection: PGConnection) async throws -> [Int] {
         _ = try await connection.query("SELECT pg_advisory_lock(\(Self.lockKey))")
         do {
-            try await connection.execute(script: Self.createTable)
+            // Created only when missing: CREATE TABLE IF NOT EXISTS needs CREATE on the schema even
+            // when the table is there, so a login that may not change the schema (lockbox_app) was
+            // refused ("permission denied for schema public") with nothing to apply.
+            let exists = try await connection.query("SELECT to_regclass('public.lockbox_schema_migrations') IS NOT NULL")
+            if try exists.first?.decode(Bool.self, at: 0) != true { try await connection.execute(script: Self.createTable) }
             let appliedNow = try await applyPending(on: connection)
             _ = try await connection.query("SELECT pg_advisory_unlock(\(Self.lockKey))")
             return appliedNow

@@ -309,6 +309,28 @@ struct RoleTests {
         }
     }
 
+    @Test("db migrate as lockbox_app: nothing to apply is not an error; a pending migration fails naming it, changing nothing")
+    func migrateAsApp() async throws {
+        try await TestDatabase.with { db in
+            try await db.withLogins([("app", "lockbox_app")]) { logins in
+                try await db.withConnection(as: logins[0]) { app in
+                    #expect(try await Migrator(migrations: TestCluster.migrationScripts).migrate(on: app) == [])
+                    let next = (TestCluster.migrationScripts.last?.version ?? 0) + 1
+                    let pending = MigrationScript(version: next, name: "scratch", sql: "CREATE TABLE lockbox.scratch (v int)")
+                    do {
+                        _ = try await Migrator(migrations: TestCluster.migrationScripts + [pending]).migrate(on: app)
+                        Issue.record("lockbox_app applied a migration")
+                    } catch let error as MigrationError {
+                        #expect(error.message.contains("migration \(next) (scratch) failed"), "\(error)")
+                        #expect(error.message.contains("permission denied"), "\(error)")
+                    }
+                    let applied = try await Migrator(migrations: TestCluster.migrationScripts).applied(on: app)
+                    #expect(applied.map(\.version) == TestCluster.migrationScripts.map(\.version))
+                }
+            }
+        }
+    }
+
     @Test("the owner cannot update, delete or truncate audit rows either; TRUNCATE only inside a migration")
     func ownerTruncateOnlyInMigration() async throws {
         try await TestDatabase.with { db in
