@@ -109,7 +109,7 @@ public struct Migrator: Sendable {
         for migration in migrations where !applied.contains(where: { $0.version == migration.version }) {
             logger.debug("applying migration", metadata: ["version": "\(migration.version)", "name": "\(migration.name)"])
             do {
-                try await connection.execute(script: "BEGIN; SET LOCAL lockbox.migrating = 'on'")
+                try await connection.execute(script: Self.begin)
                 try await connection.execute(script: migration.sql)
                 try await connection.query(
                     """
@@ -145,6 +145,12 @@ public struct Migrator: Sendable {
             }
         }
     }
+
+    /// Opens a migration's transaction with the settings the scripts are written for. A database
+    /// or role default of `standard_conforming_strings = off` made a backslash in a quoted literal an
+    /// escape: the link rule (0014, 0017) and the UPN rule (0001) lost theirs and were kept weaker,
+    /// with no error. (Names are schema-qualified, so the scripts need no search_path.)
+    static let begin = "BEGIN; SET LOCAL lockbox.migrating = 'on'; SET LOCAL standard_conforming_strings = on"
 
     static let createTable = """
         CREATE TABLE IF NOT EXISTS public.lockbox_schema_migrations (

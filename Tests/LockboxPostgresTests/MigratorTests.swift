@@ -76,6 +76,40 @@ struct MigratorTests {
         }
     }
 
+    @Test("a database whose default is standard_conforming_strings off is migrated to the same rules as any other")
+    func settingsOfTheDatabase() async throws {
+        try await TestDatabase.with { db in
+            // A database (or role) default the migrations cannot rely on: with it off, a backslash in a
+            // quoted literal is an escape, so 0014/0017's link rule and 0001's UPN rule lost theirs
+            // (`\.` became `.`, `\u00AD` became `u00AD`) and the database kept weaker rules.
+            let other = db.name + "_scs"
+            let admin = try await PGConnection.connect(db.conninfo)
+            try await admin.execute(script: "CREATE DATABASE \(other) TEMPLATE template0")
+            try await admin.execute(script: "ALTER DATABASE \(other) SET standard_conforming_strings = off")
+            do {
+                let connection = try await PGConnection.connect(db.conninfo, database: other)
+                try await Migrator(migrations: TestCluster.migrationScripts).migrate(on: connection)
+                let rules: PGQuery = """
+                    SELECT pg_get_functiondef('lockbox.carries_link(text)'::regprocedure),
+                        (SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'tenant_roles_upn_format')
+                    """
+                // Read as the fresh one is (the deparsed text doubles backslashes under the default).
+                try await connection.execute(script: "SET standard_conforming_strings = on")
+                let migrated = try #require(try await connection.query(rules).first).decode((String, String).self)
+                await connection.close()
+                let fresh = try #require(try await db.pool.query(rules).first).decode((String, String).self)
+                #expect(migrated.0 == fresh.0)
+                #expect(migrated.1 == fresh.1)
+            } catch {
+                try? await admin.execute(script: "DROP DATABASE IF EXISTS \(other) WITH (FORCE)")
+                await admin.close()
+                throw error
+            }
+            try await admin.execute(script: "DROP DATABASE IF EXISTS \(other) WITH (FORCE)")
+            await admin.close()
+        }
+    }
+
     @Test("two migrators racing apply each file once", arguments: 0..<3)
     func racing(_ round: Int) async throws {
         try await TestDatabase.with { db in
