@@ -280,8 +280,8 @@ public final class PGConnection: @unchecked Sendable {
             try self.tracked {
                 let handle = try self.liveHandle()
                 let name = prepared ? try self.prepareIfNeeded(query, handle: handle, deadline: deadline) : nil
-                guard try Self.send(query, name: name, handle: handle) else {
-                    throw self.connectionError(handle, "cannot send the statement")
+                try self.send(handle, deadline: deadline, "cannot send the statement") {
+                    try Self.send(query, name: name, handle: handle)
                 }
             }.get()
         }
@@ -439,11 +439,11 @@ public final class PGConnection: @unchecked Sendable {
         let result: OpaquePointer?
         if let deadline {
             if simple {
-                guard PQsendQuery(handle, query.sql) == 1 else { throw connectionError(handle, "cannot send the statement") }
+                try send(handle, deadline: deadline, "cannot send the statement") { PQsendQuery(handle, query.sql) == 1 }
             } else {
                 let name = prepared ? try prepareIfNeeded(query, handle: handle, deadline: deadline) : nil
-                guard try Self.send(query, name: name, handle: handle) else {
-                    throw connectionError(handle, "cannot send the statement")
+                try send(handle, deadline: deadline, "cannot send the statement") {
+                    try Self.send(query, name: name, handle: handle)
                 }
             }
             result = try statementResult(handle, deadline: deadline)
@@ -468,10 +468,11 @@ public final class PGConnection: @unchecked Sendable {
         let types = query.binds.map { Oid($0.type) }
         let result: OpaquePointer?
         if let deadline {
-            let sent = types.withUnsafeBufferPointer { typePointer in
-                PQsendPrepare(handle, name, query.sql, Int32(types.count), typePointer.baseAddress)
+            try send(handle, deadline: deadline, "cannot send the statement to prepare") {
+                types.withUnsafeBufferPointer { typePointer in
+                    PQsendPrepare(handle, name, query.sql, Int32(types.count), typePointer.baseAddress) == 1
+                }
             }
-            guard sent == 1 else { throw connectionError(handle, "cannot send the statement to prepare") }
             result = try statementResult(handle, deadline: deadline)
         } else {
             result = types.withUnsafeBufferPointer { typePointer in
@@ -559,6 +560,55 @@ public final class PGConnection: @unchecked Sendable {
     private static func isError(_ result: OpaquePointer) -> Bool {
         let status = PQresultStatus(result)
         return status == PGRES_FATAL_ERROR || status == PGRES_BAD_RESPONSE
+    }
+
+    /// Sends a statement with `send` (a `PQsend…` call; false if libpq refused), and, with a
+    /// deadline, returns only once all of it is written, in nonblocking mode, waiting for
+    /// the server to read it until the deadline: in blocking mode libpq waits for as long
+    /// as the network does to write what the socket's buffers do not take at once (a
+    /// statement of more than a few hundred kB, or any once a server stopped reading, as a
+    /// stopped server process or a network that drops everything). Past the deadline the
+    /// connection is closed (``abandon(_:)``), the statement incomplete: nothing of it can
+    /// have been committed, since closing it rolls back whatever it began.
+    private func send(
+        _ handle: OpaquePointer, deadline: PGDeadline?, _ failure: String, _ send: () throws -> Bool
+    ) throws {
+        guard let deadline else {
+            guard try send() else { throw connectionError(handle, failure) }
+            return
+        }
+        guard PQsetnonblocking(handle, 1) == 0 else { throw connectionError(handle, failure) }
+        // Back to blocking mode for the calls without a deadline; all is written by then.
+        defer { if self.handle != nil { PQsetnonblocking(handle, 0) } }
+        guard try send() else { throw connectionError(handle, failure) }
+        while true {
+            let flushed = PQflush(handle)
+            if flushed == 0 { return }
+            if flushed < 0 { throw connectionError(handle, failure) }
+            let remaining = ContinuousClock.now.duration(to: deadline.instant)
+            guard remaining > .zero else {
+                abandon(handle)
+                var error = PostgresError(
+                    kind: .connection,
+                    message: "the database did not take the statement within \(PGDeadline.describe(deadline.timeout)) "
+                        + "(it stopped reading): the connection was closed before the statement was sent in full, so "
+                        + "nothing of it was committed")
+                error.timedOut = .answer(after: deadline.timeout)
+                throw error
+            }
+            let milliseconds = Int32(clamping: PGDeadline.milliseconds(remaining) + 1)
+            var descriptor = pollfd(fd: PQsocket(handle), events: Int16(POLLIN | POLLOUT), revents: 0)
+            let ready = poll(&descriptor, 1, milliseconds)
+            if ready < 0 && errno != EINTR {
+                let reason = String(cString: strerror(errno))
+                abandon(handle)
+                throw PostgresError(kind: .connection, message: "cannot wait for the server: \(reason)")
+            }
+            // The server may answer before it reads everything (an error, a shutdown): libpq reads it.
+            if ready > 0 && descriptor.revents & Int16(POLLIN) != 0 && PQconsumeInput(handle) != 1 {
+                throw connectionError(handle, failure)
+            }
+        }
     }
 
     /// Returns once libpq can hand over the next result without blocking, or at once

@@ -11,7 +11,9 @@ import LockboxPostgres
 /// answering while it keeps reading, as a server that stalls or a network that
 /// partitions after the connection was made. A cancel request is read and closed.
 /// Each client is hung up on after `hangUpAfter`, so that a client that waits
-/// for ever is freed when the test ends.
+/// for ever is freed when the test ends. With `keepsReading` false it stops reading
+/// too once it has answered, as a server process that is stopped, or a network
+/// that drops everything: what a client sends past the socket's buffers then waits.
 public final class StalledServer: Sendable {
     /// The directory holding the socket, for a conninfo's `host`.
     public let directory: String
@@ -39,8 +41,9 @@ public final class StalledServer: Sendable {
         return listener
     }
 
-    /// Starts listening; the server answers `answering` requests of each client.
-    public init(answering: Int, hangUpAfter: Duration = .seconds(20)) throws {
+    /// Starts listening; the server answers `answering` requests of each client, and then
+    /// keeps reading what they send (or not, with `keepsReading` false).
+    public init(answering: Int, keepsReading: Bool = true, hangUpAfter: Duration = .seconds(20)) throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("lbx-stall-\(UUID())").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let listener = try Self.listeningSocket(at: directory + "/.s.PGSQL.5432")
@@ -49,7 +52,9 @@ public final class StalledServer: Sendable {
             while true {
                 let client = accept(listener, nil, nil)
                 guard client >= 0 else { return }
-                let serving = Thread { Self.serve(client, answering: answering, hangUpAfter: hangUpAfter) }
+                let serving = Thread {
+                    Self.serve(client, answering: answering, keepsReading: keepsReading, hangUpAfter: hangUpAfter)
+                }
                 serving.start()
             }
         }
@@ -66,7 +71,7 @@ public final class StalledServer: Sendable {
         try? FileManager.default.removeItem(atPath: directory)
     }
 
-    private static func serve(_ client: Int32, answering: Int, hangUpAfter: Duration) {
+    private static func serve(_ client: Int32, answering: Int, keepsReading: Bool, hangUpAfter: Duration) {
         defer { close(client) }
         let (seconds, attoseconds) = hangUpAfter.components
         var limit = timeval(tv_sec: Int(seconds), tv_usec: Int(attoseconds / 1_000_000_000_000))
@@ -97,7 +102,7 @@ public final class StalledServer: Sendable {
             message("R", [0, 0, 0, 0]) + message("K", [0, 0, 0, 1, 0, 0, 0, 2]) + message("Z", [UInt8(ascii: "I")]))
         var answered = 0
         var pending: [UInt8] = []
-        while let header = read(5) {
+        while keepsReading || answered < answering, let header = read(5) {
             guard let body = read(int32(header[1...]) - 4) else { return }
             _ = body
             switch Character(UnicodeScalar(header[0])) {
@@ -115,5 +120,7 @@ public final class StalledServer: Sendable {
             default: break
             }
         }
+        // Not reading any more: hold the connection open (unread) until it is time to hang up.
+        if !keepsReading { Thread.sleep(forTimeInterval: Double(seconds) + Double(attoseconds) / 1e18) }
     }
 }

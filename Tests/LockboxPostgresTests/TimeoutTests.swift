@@ -101,6 +101,28 @@ struct TimeoutTests {
         #expect(waited < .seconds(8), "the connection's set-up waited \(waited) for a server that never answers")
     }
 
+    @Test("a statement too large for the socket's buffers, to a server that stops reading, is given up on at its timeout")
+    func stallWhileSending() async throws {
+        // The server answers the connection's session settings (and the statement's preparation),
+        // then reads nothing more: a statement larger than the socket's buffers cannot all be
+        // sent. Without a bound on the sending, the call waited until the server hung up, and
+        // then failed as a lost connection, its timeout never applied.
+        let large = String(repeating: "x", count: 8 << 20)
+        for prepared in [false, true] {
+            let server = try StalledServer(answering: prepared ? 2 : 1, keepsReading: false, hangUpAfter: .seconds(15))
+            defer { server.stop() }
+            let connection = try await PGConnection.connect(server.conninfo, connectTimeout: 2)
+            let error = try await #require(throws: PostgresError.self, "prepared: \(prepared)") {
+                try await connection.query("SELECT \(large)", prepared: prepared, timeout: .milliseconds(300))
+            }
+            #expect(error.timedOut == .answer(after: .milliseconds(300)), "\(error.debugDescription)")
+            #expect(error.isConnectionFailure, "\(error.debugDescription)")
+            #expect(error.message.contains("did not take the statement within 300 ms"), "\(error.message)")
+            #expect(!connection.isUsable)
+            await connection.close()
+        }
+    }
+
     @Test("a statement whose commit is held up past its timeout is reported as it ended, not as not done")
     func commitPastTheTimeout() async throws {
         // Commits wait for a synchronous standby that never comes: a commit the client gave up
