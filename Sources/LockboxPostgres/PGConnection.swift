@@ -108,6 +108,12 @@ public final class PGConnection: @unchecked Sendable {
         }
         keys.append("fallback_application_name")
         values.append("lockbox")
+        // Last, so that it overrides the conninfo's and `PGCLIENTENCODING`: Swift sends and reads
+        // text as UTF-8, and a server told the client uses another encoding converts it as such
+        // (LATIN1: `Zoë` stored as `ZoÃ«`, read back the same way, so only other readers of the
+        // audit log see it; WIN1252: refused).
+        keys.append("client_encoding")
+        values.append("UTF8")
         let handle: OpaquePointer? = withCStringArray(keys) { keyPointers in
             withCStringArray(values) { valuePointers in
                 PQconnectdbParams(keyPointers, valuePointers, 1)

@@ -149,6 +149,31 @@ struct PostgresLayerTests {
         }
     }
 
+    @Test("text is sent and read as UTF-8 whatever client encoding the connection string or environment asks for")
+    func clientEncoding() async throws {
+        try await TestDatabase.with { db in
+            try await db.pool.query("CREATE TABLE enc (s text)")
+            let text = "Zoë 東京 🚀 ā"
+            // As PGCLIENTENCODING=LATIN1 in the environment would ask (which a test cannot set for
+            // itself alone). Without the fix the server took the UTF-8 bytes for Latin-1 and stored
+            // "ZoÃ«…" (or refused them, for an encoding without some bytes), reading them back
+            // the same way, so that only other clients (auditors, psql) saw the damage.
+            for encoding in ["LATIN1", "SQL_ASCII", "WIN1252"] {
+                let base = db.connectionString
+                let separator = !base.hasPrefix("postgres") ? " " : base.contains("?") ? "&" : "?"
+                let connection = try await PGConnection.connect(base + separator + "client_encoding=\(encoding)")
+                try await connection.query("INSERT INTO enc VALUES (\(text))")
+                #expect(try await connection.query("SELECT s FROM enc").first?.decode(String.self, at: 0) == text, "\(encoding)")
+                #expect(try await connection.query("SHOW client_encoding").first?.decode(String.self, at: 0) == "UTF8")
+                await connection.close()
+                let stored = try await db.pool.query("SELECT s, length(s) FROM enc")
+                #expect(try stored.decode((String, Int).self).map(\.0) == [text], "\(encoding)")
+                #expect(try stored.decode((String, Int).self).map(\.1) == [text.unicodeScalars.count], "\(encoding)")
+                try await db.pool.query("DELETE FROM enc")
+            }
+        }
+    }
+
     @Test("a unique violation carries SQLSTATE 23505 and the constraint name")
     func uniqueViolation() async throws {
         try await TestDatabase.with { db in
