@@ -356,7 +356,14 @@ public enum PGTimestamp {
         guard index == bytes.count else { throw PGDecodeFailure("not a timestamp: \(text.prefix(40))") }
         let days = daysFromCivil(year: year, month: month, day: day)
         let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offsetSeconds
-        return date(microseconds: seconds * 1_000_000 + micros)
+        // PostgreSQL goes to the year 294276, past Int64 microseconds since 1970 (the year 294247):
+        // refused, not trapped on.
+        let (scaled, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000)
+        let (total, overflowAgain) = scaled.addingReportingOverflow(micros)
+        guard !overflow, !overflowAgain else {
+            throw PGDecodeFailure("timestamp too far from 1970 to count in microseconds: \(text.prefix(40))")
+        }
+        return date(microseconds: total)
     }
 
     private static func pad(_ value: Int64, _ width: Int) -> String {

@@ -67,6 +67,20 @@ struct PostgresLayerTests {
         }
     }
 
+    @Test("a timestamp too far from 1970 to count in microseconds is refused, not trapped on")
+    func timestampOverflow() async throws {
+        try await TestDatabase.with { db in
+            // PostgreSQL's last timestamp; without the fix, decoding it stopped the process
+            // (arithmetic overflow) instead of failing the read.
+            let rows = try await db.pool.query(
+                "SELECT '294276-12-31 23:59:59.999999+00'::timestamptz, '2026-01-01 00:00:00+00'::timestamptz")
+            let error = #expect(throws: PostgresError.self) { try rows.first!.decode(Date.self, at: 0) }
+            #expect(error?.kind == .decoding, "\(String(describing: error))")
+            #expect(error?.message.contains("too far from 1970") == true, "\(String(describing: error))")
+            #expect(try PGTimestamp.microseconds(rows.first!.decode(Date.self, at: 1)) == 1_767_225_600_000_000)
+        }
+    }
+
     @Test("a UUID is read from the server's text in either case, and anything else is refused")
     func uuidText() throws {
         for _ in 0..<200 {
