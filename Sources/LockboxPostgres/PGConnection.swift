@@ -602,16 +602,9 @@ public final class PGConnection: @unchecked Sendable {
                 error.timedOut = .answer(after: deadline.timeout)
                 throw error
             }
-            let milliseconds = Int32(clamping: PGDeadline.milliseconds(remaining) + 1)
-            var descriptor = pollfd(fd: PQsocket(handle), events: Int16(POLLIN | POLLOUT), revents: 0)
-            let ready = poll(&descriptor, 1, milliseconds)
-            if ready < 0 && errno != EINTR {
-                let reason = String(cString: strerror(errno))
-                abandon(handle)
-                throw PostgresError(kind: .connection, message: "cannot wait for the server: \(reason)")
-            }
+            let ready = try waitForSocket(handle, Int16(POLLIN | POLLOUT), within: remaining)
             // The server may answer before it reads everything (an error, a shutdown): libpq reads it.
-            if ready > 0 && descriptor.revents & Int16(POLLIN) != 0 && PQconsumeInput(handle) != 1 {
+            if ready & Int16(POLLIN) != 0 && PQconsumeInput(handle) != 1 {
                 throw connectionError(handle, failure)
             }
         }
@@ -644,18 +637,25 @@ public final class PGConnection: @unchecked Sendable {
                 error.timedOut = .answer(after: deadline.timeout)
                 throw error
             }
-            let milliseconds = Int32(clamping: PGDeadline.milliseconds(remaining) + 1)
-            var descriptor = pollfd(fd: PQsocket(handle), events: Int16(POLLIN), revents: 0)
-            let ready = poll(&descriptor, 1, milliseconds)
-            if ready < 0 && errno != EINTR {
-                let reason = String(cString: strerror(errno))
-                abandon(handle)
-                throw PostgresError(kind: .connection, message: "cannot wait for the server: \(reason)")
-            }
-            if ready > 0 && PQconsumeInput(handle) != 1 {
+            if try waitForSocket(handle, Int16(POLLIN), within: remaining) != 0 && PQconsumeInput(handle) != 1 {
                 throw connectionError(handle, "lost the connection while waiting for the answer")
             }
         }
+    }
+
+    /// Waits up to `remaining` for the connection's socket to be ready for `events`: the
+    /// events that are (`revents`: none at the timeout or on a signal). A failing `poll`
+    /// closes the connection (``abandon(_:)``).
+    private func waitForSocket(_ handle: OpaquePointer, _ events: Int16, within remaining: Duration) throws -> Int16 {
+        let milliseconds = Int32(clamping: PGDeadline.milliseconds(remaining) + 1)
+        var descriptor = pollfd(fd: PQsocket(handle), events: events, revents: 0)
+        let ready = poll(&descriptor, 1, milliseconds)
+        if ready < 0 && errno != EINTR {
+            let reason = String(cString: strerror(errno))
+            abandon(handle)
+            throw PostgresError(kind: .connection, message: "cannot wait for the server: \(reason)")
+        }
+        return ready > 0 ? descriptor.revents : 0
     }
 
     /// Asks the server to cancel the statement in flight, on a thread of its own: the
