@@ -47,18 +47,44 @@ public struct EmbeddedPostgres: Sendable {
         let bin = try await programs.binDirectory(version: version, dataDirectory: dataDirectory)
         if let problem = Self.socketDirectoryProblem(directory) { throw Failure(message: problem) }
         try Self.claimDirectory(directory)
-        if version == nil {
-            logger.debug("creating PostgreSQL cluster", metadata: ["directory": "\(directory)"])
-            var arguments = ["-D", dataDirectory, "-U", superuser, "--auth=trust", "-E", "UTF8", "--no-locale"]
-            if !durable { arguments.append("--no-sync") }
-            try await Self.exec(bin + "/initdb", arguments, asServer: true)
-        }
+        if version == nil { try await create(bin: bin, logger: logger) }
         try completeSettings()
         removeStaleLockFiles(logger: logger)
         if try await isRunning() { return }
         logger.debug("starting PostgreSQL", metadata: ["directory": "\(directory)"])
         try await Self.exec(
             bin + "/pg_ctl", ["-D", dataDirectory, "-l", logFile, "-w", "-t", "60", "start"], asServer: true)
+    }
+
+    /// Where initdb builds a new cluster before it is renamed to `data/`.
+    var stagingDirectory: String { directory + "/data.initdb" }
+
+    /// Creates the cluster with `initdb` in ``stagingDirectory`` and renames it to `data/` once
+    /// initdb has finished: initdb writes `PG_VERSION` among its first files, so an initdb cut
+    /// short where it builds `data/` itself (killed, the machine stopped) left a cluster every
+    /// later command took for a made one and started, half made (no `postgres` database:
+    /// every command failed to connect, for ever). What an earlier cut-short initdb left in
+    /// the staging directory is removed first.
+    private func create(bin: String, logger: Logger) async throws {
+        logger.debug("creating PostgreSQL cluster", metadata: ["directory": "\(directory)"])
+        var info = stat()
+        if lstat(stagingDirectory, &info) == 0 {
+            do {
+                try FileManager.default.removeItem(atPath: stagingDirectory)
+            } catch {
+                throw Failure(
+                    message: "cannot remove \(stagingDirectory), left by a cluster's creation that did not finish: "
+                        + "\(error.localizedDescription)")
+            }
+        }
+        var arguments = ["-D", stagingDirectory, "-U", superuser, "--auth=trust", "-E", "UTF8", "--no-locale"]
+        if !durable { arguments.append("--no-sync") }
+        try await Self.exec(bin + "/initdb", arguments, asServer: true)
+        guard rename(stagingDirectory, dataDirectory) == 0 else {
+            throw Failure(
+                message: "cannot rename the new cluster \(stagingDirectory) to \(dataDirectory): "
+                    + String(cString: strerror(errno)))
+        }
     }
 
     /// The last line of lockbox's settings in `postgresql.conf`: written after them, so

@@ -115,6 +115,47 @@ struct EmbeddedPostgresTests {
         try await cluster.destroy()
     }
 
+    // initdb writes PG_VERSION among its first files: an initdb killed while it built data/ left a
+    // cluster every later start took for a made one, and started half made (no postgres database).
+    @Test("a cluster whose initdb was killed part way is made afresh at the next start, not taken for a made one")
+    func initdbCutShort() async throws {
+        let version = try #require(ServerPrograms().installedVersions().first)
+        let directory = Self.scratch("lockbox-cut")
+        let bin = Self.scratch("lockbox-cutbin")
+        try FileManager.default.createDirectory(
+            atPath: bin, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o755])
+        defer { try? FileManager.default.removeItem(atPath: bin) }
+        // Writes the cluster's first files where it is told to, then is killed.
+        let initdb = """
+            #!/bin/sh
+            while [ "$1" != -D ]; do shift; done
+            mkdir -p "$2/global" && echo \(version) > "$2/PG_VERSION" && echo > "$2/postgresql.conf"
+            kill -9 $$
+
+            """
+        for name in ["initdb", "pg_ctl"] {
+            try initdb.write(toFile: bin + "/" + name, atomically: false, encoding: .utf8)
+            try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: bin + "/" + name)
+        }
+        let killed = EmbeddedPostgres(
+            directory: directory, durable: false, programs: ServerPrograms(environment: ["LOCKBOX_PG_BIN": bin]))
+        let cluster = EmbeddedPostgres(directory: directory, durable: false)
+        do {
+            let failure = try await #require(throws: EmbeddedPostgres.Failure.self) { try await killed.start() }
+            #expect(failure.message.contains("initdb"), "\(failure)")
+            #expect(try ServerPrograms.clusterVersion(cluster.dataDirectory) == nil, "no cluster taken for made")
+            try await cluster.start()
+            let connection = try await PGConnection.connect(cluster.conninfo())
+            let rows = try await connection.query("SELECT count(*) FROM pg_database WHERE datname = 'postgres'")
+            await connection.close()
+            #expect(try rows.first?.decode(Int.self, at: 0) == 1)
+        } catch {
+            try? await cluster.destroy()
+            throw error
+        }
+        try await cluster.destroy()
+    }
+
     // As root the cluster's directories belong to postgres, who could replace postgresql.conf by
     // a link to any file: the settings were then appended to that file, by root.
     @Test("the settings are not written through a symbolic or hard link in place of postgresql.conf")
