@@ -135,7 +135,16 @@ struct EmbeddedHome: Sendable {
     /// A cluster (or its database) created now is migrated now; an existing one is
     /// left as it is for `lockbox db migrate`. Concurrent invocations wait for each other.
     func open() async throws -> String {
-        try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true)
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: home, isDirectory: &isDirectory), !isDirectory.boolValue {
+            throw CLIError("LOCKBOX_HOME \(home) is not a directory: set LOCKBOX_HOME to a directory, or remove it")
+        }
+        do {
+            try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true)
+        } catch {
+            let reason = ((error as NSError).userInfo[NSUnderlyingErrorKey] as? NSError)?.localizedDescription
+            throw CLIError("cannot create LOCKBOX_HOME \(home): \(reason ?? error.localizedDescription)")
+        }
         return try await withLock {
             do {
                 try await cluster.start()

@@ -1251,6 +1251,22 @@ struct DatabaseCommandTests {
         #expect(try status.jsonObject()["location"] as? String == "embedded", "\(status)")
     }
 
+    @Test("a LOCKBOX_HOME that is a file is refused in one clear line, and the file left as it was")
+    func homeIsAFile() async throws {
+        let home = NSTemporaryDirectory() + "lockbox-cli-file-\(UUID().uuidString.prefix(8))"
+        try "mine\n".write(toFile: home, atomically: false, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: home) }
+        var environment: [String: String?] = ["LOCKBOX_HOME": home, "LOCKBOX_DATABASE_URL": nil]
+        for key in ProcessInfo.processInfo.environment.keys where key.hasPrefix("PG") { environment[key] = nil }
+        let result = try await CLI.run(["tenant", "list"], environment: environment)
+        #expect(result.status == 1, "\(result)")
+        #expect(
+            result.stderr
+                == "error: LOCKBOX_HOME \(home) is not a directory: set LOCKBOX_HOME to a directory, or remove it\n",
+            "\(result)")
+        #expect(try String(contentsOfFile: home, encoding: .utf8) == "mine\n")
+    }
+
     @Test("without a database named, an embedded cluster in LOCKBOX_HOME is created, used and stopped")
     func embedded() async throws {
         let home = NSTemporaryDirectory() + "lockbox-cli-home-\(UUID().uuidString.prefix(8))"
