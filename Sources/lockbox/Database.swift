@@ -178,6 +178,14 @@ struct EmbeddedHome: Sendable {
         }
     }
 
+    /// Stops the cluster holding the home's lock, as ``open()`` starts it: a command started
+    /// meanwhile waits, then starts it again, instead of finding a server still shutting down
+    /// (`the database system is shutting down`).
+    func stop() async throws {
+        guard FileManager.default.fileExists(atPath: home) else { return try await cluster.stop() }
+        try await withLock { try await cluster.stop() }
+    }
+
     /// Holds an exclusive lock on `$LOCKBOX_HOME/.lock` while `body` runs.
     private func withLock<T>(_ body: () async throws -> T) async throws -> T {
         let descriptor = Foundation.open(home + "/.lock", O_CREAT | O_RDWR | O_CLOEXEC, 0o600)

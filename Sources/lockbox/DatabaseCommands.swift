@@ -145,7 +145,7 @@ struct DatabaseCommand: AsyncParsableCommand {
                         + (try DatabaseLocation.resolve(options.database)).summary)
             }
             let wasRunning = try await home.cluster.isRunning()
-            try await home.cluster.stop()
+            try await home.stop()
             options.printer.object(
                 Record([
                     ("clusterDirectory", .string(home.cluster.directory)), ("wasRunning", .bool(wasRunning)),

@@ -1267,6 +1267,45 @@ struct DatabaseCommandTests {
         #expect(try String(contentsOfFile: home, encoding: .utf8) == "mine\n")
     }
 
+    @Test("db stop waits for a command holding LOCKBOX_HOME's lock, as a command waits for db stop")
+    func stopTakesTheHomeLock() async throws {
+        let home = NSTemporaryDirectory() + "lockbox-cli-stop-\(UUID().uuidString.prefix(8))"
+        var environment: [String: String?] = ["LOCKBOX_HOME": home, "LOCKBOX_DATABASE_URL": nil]
+        for key in ProcessInfo.processInfo.environment.keys where key.hasPrefix("PG") { environment[key] = nil }
+        let started = try await CLI.run(["tenant", "list"], environment: environment)
+        let clusterDirectory = try? String(contentsOfFile: home + "/cluster-location", encoding: .utf8)
+        defer {
+            if let clusterDirectory { try? FileManager.default.removeItem(atPath: clusterDirectory) }
+            try? FileManager.default.removeItem(atPath: home)
+        }
+        #expect(started.status == 0, "\(started)")
+        let cluster = EmbeddedPostgres(directory: try #require(clusterDirectory), durable: true)
+        // The lock a starting command holds (`open`): taken here, as such a command would.
+        let descriptor = open(home + "/.lock", O_RDWR | O_CLOEXEC)
+        #expect(descriptor >= 0 && flock(descriptor, LOCK_EX) == 0)
+        var status = stat()
+        #expect(fstat(descriptor, &status) == 0)
+        let stopping = Task { try await CLI.run(["db", "stop"], environment: environment) }
+        // Until db stop waits for the lock (the kernel lists it as blocked on that file), or has
+        // stopped the cluster without waiting.
+        var waiting = false
+        for _ in 0..<3000 where !waiting {
+            let locks = (try? String(contentsOfFile: "/proc/locks", encoding: .utf8)) ?? ""
+            waiting = locks.split(separator: "\n").contains { $0.contains("->") && $0.contains(":\(status.st_ino) ") }
+            if !waiting {
+                if try await !cluster.isRunning() { break }
+                try await Task.sleep(for: .milliseconds(10))
+            }
+        }
+        #expect(waiting, "db stop did not wait for the home's lock")
+        #expect(try await cluster.isRunning(), "stopped while a command held the home's lock")
+        flock(descriptor, LOCK_UN)
+        close(descriptor)
+        let stop = try await stopping.value
+        #expect(stop.status == 0, "\(stop)")
+        #expect(try await !cluster.isRunning())
+    }
+
     @Test("without a database named, an embedded cluster in LOCKBOX_HOME is created, used and stopped")
     func embedded() async throws {
         let home = NSTemporaryDirectory() + "lockbox-cli-home-\(UUID().uuidString.prefix(8))"
