@@ -105,6 +105,15 @@ struct BenchRunner {
                     "\(phase.mode) at \(level) operators: \(phase.errors) of \(phase.errors + phase.operations) "
                         + "operations failed, e.g. \(sample.work.lastError ?? "?")")
             }
+            // The ~5 % refused is by design (every 20th operation): any other refusal, or an
+            // allowed operation that was meant to be refused, means the grants did not hold as
+            // loaded (a run that outlasts their window, a grant changed under the run).
+            for (sample, phase) in [(rawSample, raw), (gatewaySample, gateway)] where sample.work.unintended > 0 {
+                failures.append(
+                    "\(phase.mode) at \(level) operators: \(sample.work.unintended) of \(phase.operations) operations "
+                        + "were not refused or allowed as the benchmark meant (every 20th refused), so its "
+                        + "\(phase.refused) refused are not the ~5 % it measures")
+            }
             results.append(
                 BenchLevel(
                     operators: level, raw: raw, gateway: gateway,
@@ -304,6 +313,10 @@ struct BenchRunner {
             """
     }
 
+    /// Whether a simulated operator's `iteration`-th operation is meant to be refused (every
+    /// 20th: ~5 %), in both modes; the run fails unless exactly those were refused.
+    static func refuses(_ iteration: Int) -> Bool { iteration % 20 == 19 }
+
     /// What one simulated operator does once: (worker, iteration) → outcome.
     struct PhaseWork: Sendable {
         let run: @Sendable (Int, Int) async throws -> Outcome
@@ -318,7 +331,7 @@ struct BenchRunner {
         return PhaseWork(
             run: { worker, iteration in
                 let grant = grants[(worker * 7919 + iteration) % grants.count]
-                let refused = iteration % 20 == 19
+                let refused = Self.refuses(iteration)
                 let rows = try await connections[worker].query(
                     Self.rawQuery(grant, refused: refused, now: Date()), prepared: true)
                 guard let row = rows.first else {
@@ -339,7 +352,7 @@ struct BenchRunner {
         return PhaseWork(
             run: { worker, iteration in
                 let grant = grants[(worker * 7919 + iteration) % grants.count]
-                let refused = iteration % 20 == 19
+                let refused = Self.refuses(iteration)
                 // A refused attempt: a workload this operator holds no grant for.
                 let workload =
                     refused ? Workload.builtIn.subtracting([grant.workload]).sorted()[iteration % 2] : grant.workload
@@ -400,6 +413,7 @@ struct BenchRunner {
                             case .refused: partial.refused += 1
                             case .failedAfterAudit: partial.failedAfterAudit += 1
                             }
+                            if (outcome.kind == .refused) != Self.refuses(iteration) { partial.unintended += 1 }
                             if outcome.kind == .refused {
                                 partial.refusedIDs.append(outcome.auditID)
                                 partial.refusedActors.append(outcome.actor)
@@ -449,6 +463,8 @@ struct BenchRunner {
         var refusedIDs: [Int64] = []
         var allowedActors: [String] = []
         var refusedActors: [String] = []
+        /// Operations refused that were meant to be allowed, or allowed that were meant to be refused.
+        var unintended = 0
         var errors = 0
         var lastError: String?
         var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
@@ -468,6 +484,7 @@ struct BenchRunner {
             work.refused += partial.refused
             work.failedAfterAudit += partial.failedAfterAudit
             work.errors += partial.errors
+            work.unintended += partial.unintended
             work.lastError = work.lastError ?? partial.lastError
             work.histogram.add(partial.histogram)
         }

@@ -205,6 +205,45 @@ struct BenchCommandTests {
         }
     }
 
+    @Test("a run whose grants stop holding fails, since its refused are not the ~5 % it measures")
+    func grantsEndingMidRunFail() async throws {
+        try await TestDatabase.with { db in
+            // Ends the active grants once the first phase runs, as a run that outlasts their
+            // window would see: every operation from then on is refused.
+            let saboteur = Task { () -> String? in
+                try await Self.onceBenchRuns(on: db) { name in
+                    let bench = try await PGConnection.connect(db.conninfo, database: name)
+                    defer { Task { await bench.close() } }
+                    try await bench.execute(
+                        script: """
+                            ALTER TABLE lockbox.requests DISABLE TRIGGER USER;
+                            UPDATE lockbox.requests SET created_at = created_at - interval '1 day',
+                                reviewed_at = reviewed_at - interval '1 day', notified_at = notified_at - interval '1 day',
+                                customer_deadline = customer_deadline - interval '1 day',
+                                decided_at = decided_at - interval '1 day',
+                                access_starts_at = access_starts_at - interval '1 day',
+                                access_ends_at = access_ends_at - interval '1 day'
+                            WHERE status = 'Approved';
+                            ALTER TABLE lockbox.requests ENABLE TRIGGER USER
+                            """)
+                    return name
+                }
+            }
+            let result = try await CLI.run(
+                ["bench", "--database-url", db.connectionString, "--operators", "1", "--duration", "2s",
+                 "--rounds", "1", "--format", "json"] + Self.tiny)
+            saboteur.cancel()
+            try #require(try await saboteur.value != nil, "the benchmark's database was never seen: \(result)")
+            #expect(result.status == 1, "\(result)")
+            #expect(result.stderrLines.last?.hasPrefix("error: bench: operations failed") == true, "\(result)")
+            let failures = try #require(try result.jsonObject()["failures"] as? [String], "\(result)")
+            #expect(
+                failures.contains {
+                    $0.hasPrefix("gateway at 1 operators:") && $0.contains("not refused or allowed as the benchmark meant")
+                }, "\(failures)")
+        }
+    }
+
     @Test("the dataset holds what the report says: the active grants among the requests")
     func datasetSizes() async throws {
         try await TestDatabase.with { db in
