@@ -63,8 +63,7 @@ public struct Migrator: Sendable {
             // Created only when missing: CREATE TABLE IF NOT EXISTS needs CREATE on the schema even
             // when the table is there, so a login that may not change the schema (lockbox_app) was
             // refused ("permission denied for schema public") with nothing to apply.
-            let exists = try await connection.query("SELECT to_regclass('public.lockbox_schema_migrations') IS NOT NULL")
-            if try exists.first?.decode(Bool.self, at: 0) != true { try await connection.execute(script: Self.createTable) }
+            if try await !Self.hasTable(on: connection) { try await connection.execute(script: Self.createTable) }
             let appliedNow = try await applyPending(on: connection)
             _ = try await connection.query("SELECT pg_advisory_unlock(\(Self.lockKey))")
             return appliedNow
@@ -92,8 +91,7 @@ public struct Migrator: Sendable {
 
     /// The migrations recorded in the database (empty if the table does not exist).
     public func applied(on connection: PGConnection) async throws -> [Applied] {
-        let exists = try await connection.query("SELECT to_regclass('public.lockbox_schema_migrations') IS NOT NULL")
-        guard try exists.first?.decode(Bool.self, at: 0) == true else { return [] }
+        guard try await Self.hasTable(on: connection) else { return [] }
         let rows = try await connection.query(
             "SELECT version, name, checksum, applied_at FROM public.lockbox_schema_migrations ORDER BY version")
         return try rows.map { row in
@@ -151,6 +149,12 @@ public struct Migrator: Sendable {
     /// escape: the link rule (0014, 0017) and the UPN rule (0001) lost theirs and were kept weaker,
     /// with no error. (Names are schema-qualified, so the scripts need no search_path.)
     static let begin = "BEGIN; SET LOCAL lockbox.migrating = 'on'; SET LOCAL standard_conforming_strings = on"
+
+    /// Whether `public.lockbox_schema_migrations` exists.
+    private static func hasTable(on connection: PGConnection) async throws -> Bool {
+        let exists = try await connection.query("SELECT to_regclass('public.lockbox_schema_migrations') IS NOT NULL")
+        return try exists.first?.decode(Bool.self, at: 0) == true
+    }
 
     static let createTable = """
         CREATE TABLE IF NOT EXISTS public.lockbox_schema_migrations (
