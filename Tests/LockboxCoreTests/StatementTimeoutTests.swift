@@ -23,7 +23,9 @@ struct StatementTimeoutTests {
     func heldUpByLock(change: String) async throws {
         try await World.with { world in
             let request = change == "decide" ? try await world.pendingCustomer() : try await world.approved()
-            let broker = Broker(pool: world.db.pool, clock: world.clock, statementTimeout: .milliseconds(200))
+            // Long enough that a busy machine's pauses between the change's statements do not
+            // reach it: the server ends a transaction left idle as long (idle-in-transaction).
+            let broker = Broker(pool: world.db.pool, clock: world.clock, statementTimeout: .seconds(1))
             @Sendable func attempt() async throws -> AccessRequest {
                 change == "decide"
                     ? try await broker.decide(request.requestId, decision: .approve, by: "approver@contoso.com")
@@ -40,7 +42,7 @@ struct StatementTimeoutTests {
                 return try await attempt()
             }
             try await Self.waitUntil(answered)
-            #expect(answered.withLock { $0 }, "the \(change) was still waiting 10 s after its 200 ms timeout")
+            #expect(answered.withLock { $0 }, "the \(change) was still waiting 10 s after its 1 s timeout")
             try await pin.execute(script: "COMMIT")
             await pin.close()
 
@@ -48,7 +50,7 @@ struct StatementTimeoutTests {
             #expect(error.code == .databaseUnavailable, "\(error.debugDescription)")
             #expect(
                 error.message
-                    == "the lockbox database did not answer within 200 ms, so nothing was done: the change was "
+                    == "the lockbox database did not answer within 1 s, so nothing was done: the change was "
                     + "cancelled and rolled back",
                 "\(error.debugDescription)")
             #expect(try await world.snapshot() == before, "a refused \(change) changed something")
@@ -123,7 +125,8 @@ struct StatementTimeoutTests {
     func leaseWait() async throws {
         try await World.with { world in
             let pool = PGPool(conninfo: world.db.conninfo, database: world.db.name, maxConnections: 1)
-            let broker = Broker(pool: pool, clock: world.clock, statementTimeout: .milliseconds(200))
+            // Long enough for the change made once the connection is free, on a busy machine.
+            let broker = Broker(pool: pool, clock: world.clock, statementTimeout: .seconds(1))
             let before = try await world.snapshot()
             // Another task holds the pool's only connection.
             let (held, release) = AsyncStream.makeStream(of: Void.self)
@@ -141,14 +144,14 @@ struct StatementTimeoutTests {
                 return try await broker.addOperator(alias: "casey", isManager: false)
             }
             try await Self.waitUntil(answered)
-            #expect(answered.withLock { $0 }, "the command was still waiting 10 s after its 200 ms timeout")
+            #expect(answered.withLock { $0 }, "the command was still waiting 10 s after its 1 s timeout")
             release.yield()
             try await holder.value
 
             let error = try await #require(throws: LockboxError.self) { _ = try await waiting.value }
             #expect(error.code == .databaseUnavailable, "\(error.debugDescription)")
             #expect(
-                error.message == "no connection to the lockbox database became free within 200 ms, so nothing was done",
+                error.message == "no connection to the lockbox database became free within 1 s, so nothing was done",
                 "\(error.debugDescription)")
             #expect(try await world.snapshot() == before)
             // The pool is whole: the next command gets the connection.
