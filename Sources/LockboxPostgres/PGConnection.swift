@@ -56,8 +56,14 @@ public final class PGConnection: @unchecked Sendable {
         self.queue = DispatchQueue(label: "lockbox.pg.connection")
     }
 
+    /// A connection dropped without ``close()`` (a pool discarding it, say) is closed on
+    /// another thread: the last reference may go on a thread of Swift's cooperative pool,
+    /// and closing sends the server a goodbye.
     deinit {
-        if let handle { PQfinish(handle) }
+        guard let handle else { return }
+        PQsetNoticeReceiver(handle, { _, _ in }, nil)
+        let abandoned = Abandoned(handle: handle)
+        DispatchQueue.global().async { PQfinish(abandoned.handle) }
     }
 
     /// Opens a connection.
@@ -179,16 +185,22 @@ public final class PGConnection: @unchecked Sendable {
 
     /// The value libpq uses for the connection option `keyword` (e.g. `connect_timeout`),
     /// from the conninfo, the environment, a service file or its default; nil if unset.
-    public func option(_ keyword: String) -> String? {
-        queue.sync {
-            guard let handle, let options = PQconninfo(handle) else { return nil }
-            defer { PQconninfoFree(options) }
-            var option = options
-            while let name = option.pointee.keyword {
-                if String(cString: name) == keyword { return option.pointee.val.map { String(cString: $0) } }
-                option += 1
+    public func option(_ keyword: String) async -> String? {
+        await withCheckedContinuation { continuation in
+            queue.async {
+                guard let handle = self.handle, let options = PQconninfo(handle) else {
+                    return continuation.resume(returning: nil)
+                }
+                defer { PQconninfoFree(options) }
+                var option = options
+                while let name = option.pointee.keyword {
+                    if String(cString: name) == keyword {
+                        return continuation.resume(returning: option.pointee.val.map { String(cString: $0) })
+                    }
+                    option += 1
+                }
+                continuation.resume(returning: nil)
             }
-            return nil
         }
     }
 
@@ -236,11 +248,6 @@ public final class PGConnection: @unchecked Sendable {
     /// instead: a pool does not hand such a connection out again.
     public var hasSentCancel: Bool {
         cancelSent.load(ordering: .acquiring)
-    }
-
-    /// The server's process id for this connection (useful to terminate it in tests).
-    public var backendPID: Int32 {
-        queue.sync { handle.map { PQbackendPID($0) } ?? 0 }
     }
 
     // MARK: Queries

@@ -163,6 +163,23 @@ struct PostgresLayerTests {
         }
     }
 
+    @Test("a connection dropped without being closed ends its session on the server")
+    func droppedConnectionIsClosed() async throws {
+        try await TestDatabase.with { db in
+            var connection: PGConnection? = try await db.connect()
+            let pid = try await connection!.query("SELECT pg_backend_pid()").first!.decode(Int.self, at: 0)
+            connection = nil
+            var open = -1
+            for _ in 0..<1000 where open != 0 {
+                open = try await db.pool.query("SELECT count(*) FROM pg_stat_activity WHERE pid = \(pid)")
+                    .first!.decode(Int.self, at: 0)
+                if open != 0 { try await Task.sleep(for: .milliseconds(10)) }
+            }
+            #expect(open == 0, "the server session of a dropped connection still runs")
+            _ = connection
+        }
+    }
+
     @Test("text is sent and read as UTF-8 whatever client encoding the connection string or environment asks for")
     func clientEncoding() async throws {
         try await TestDatabase.with { db in

@@ -55,9 +55,9 @@ struct TimeoutTests {
     func connectTimeoutSources() async throws {
         try await TestDatabase.with { db in
             let plain = try await PGConnection.connect(db.connectionString)
-            #expect(plain.option("connect_timeout") == String(PGConnection.defaultConnectTimeout))
+            #expect(await plain.option("connect_timeout") == String(PGConnection.defaultConnectTimeout))
             let own = try await PGConnection.connect(db.connectionString + " connect_timeout=7")
-            #expect(own.option("connect_timeout") == "7")
+            #expect(await own.option("connect_timeout") == "7")
             let url = "postgresql:///x?host=%2Ftmp&connect_timeout=5"
             for conninfo in [db.connectionString, url, "somedb", nil] {
                 #expect(PGConnection.appliesDefaultConnectTimeout(to: conninfo, environment: [:]), "\(conninfo ?? "nil")")
