@@ -146,6 +146,57 @@ struct AuthorizeStatementTests {
         }
     }
 
+    /// Runs `attempts` one at a time, as one batch and through the database function, requires
+    /// the three to agree, and returns what they agreed on.
+    static func decidedAlike(
+        _ attempts: [Attempt], world: World, sourceLocation: SourceLocation = #_sourceLocation
+    ) async throws -> [Decision] {
+        var lone: [Decision] = []
+        for attempt in attempts {
+            let rows = try await world.db.pool.query(Self.one(attempt), prepared: true)
+            lone += try await Self.decisions(rows, count: 1, world: world)
+        }
+        let batched = try await Self.decisions(
+            try await world.db.pool.query(Self.batch(attempts), prepared: true), count: attempts.count, world: world)
+        var function = Self.batch(attempts)
+        function.sql = """
+            SELECT ord, allowed, audit_id, request_id, reason, access_ends_at
+            FROM lockbox.authorize_batch($1, $2, $3, $4, $5, $6, $7, $8, $9)
+            """
+        let viaFunction = try await Self.decisions(
+            try await world.db.pool.query(function), count: attempts.count, world: world)
+        #expect(batched == lone, sourceLocation: sourceLocation)
+        #expect(viaFunction == lone, sourceLocation: sourceLocation)
+        return lone
+    }
+
+    @Test("an alias no support engineer has is refused as an unknown operator, not as one without a request")
+    func unknownOperator() async throws {
+        try await World.with { world in
+            _ = try await world.approved(resource: "user@contoso.com")
+            let now = try world.clock.now()
+            let decided = try await Self.decidedAlike(
+                [
+                    Attempt(operatorAlias: "nobody", resource: "user@contoso.com/Inbox", now: now),
+                    // A registered engineer (blake) without a request keeps the reason it had.
+                    Attempt(operatorAlias: "blake", resource: "user@contoso.com/Inbox", now: now),
+                ], world: world)
+            // Auditors read only the views, never the operators table: the reason is all they have.
+            #expect(decided[0].reason == "unknown operator nobody (no support engineer has that alias)")
+            #expect(!decided[0].allowed && decided[0].requestID == nil && decided[0].record[9] == "Denied")
+            #expect(decided[0].record[3] == "nobody" && decided[0].record[0] != nil)
+            #expect(decided[1].reason == "no access request of operator blake for Exchange in tenant contoso")
+            // Through the broker, as `lockbox invoke --operator nobody` asks.
+            let refused = try await #require(throws: LockboxError.self) { _ = try await world.authorize("nobody") }
+            #expect(refused.code == .accessDenied)
+            #expect(refused.message == "access denied: unknown operator nobody (no support engineer has that alias)")
+            let auditID = try #require(refused.auditID)
+            let seen = try await world.db.pool.query(
+                "SELECT reason FROM lockbox.operator_actions WHERE audit_id = \(auditID)")
+            #expect(try seen.first?.decode(String.self, at: 0) == "unknown operator nobody (no support engineer has that alias)")
+        }
+    }
+
     @Test("a writer whose connection died fails the next call, records nothing, then reconnects")
     func writerReconnects() async throws {
         try await World.with { world in

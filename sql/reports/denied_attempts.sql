@@ -1,6 +1,7 @@
 -- denied_attempts.sql — operator attempts the gateway refused, with the
 -- reason it gave (no grant, window over, request expired, operation not in
--- the connector's pre-approved catalogue, resource outside the scope, ...).
+-- the connector's pre-approved catalogue, resource outside the scope, unknown
+-- tenant, unknown operator: an alias no support engineer has, ...).
 --
 -- Answers: "who tried to reach our data without a valid grant, and why were
 -- they stopped?"
