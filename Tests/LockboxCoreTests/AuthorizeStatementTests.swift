@@ -197,6 +197,51 @@ struct AuthorizeStatementTests {
         }
     }
 
+    @Test("an operator action's record names the tenant as the attempt gave it, also one no tenant has")
+    func tenantAsNamed() async throws {
+        try await World.with { world in
+            let grant = try await world.approved(resource: "user@contoso.com")
+            let now = try world.clock.now()
+            let catalogue = "operation Remove-Mailbox is not in the pre-approved catalogue"
+            let decided = try await Self.decidedAlike(
+                [
+                    // Refused before the database looks at the tenant: the name was recorded nowhere.
+                    Attempt(
+                        operatorAlias: "alex", tenant: "northwind", operation: "Remove-Mailbox",
+                        resource: "user@contoso.com", now: now, denial: catalogue),
+                    Attempt(operatorAlias: "alex", tenant: "northwind", resource: "user@contoso.com/Inbox", now: now),
+                    Attempt(
+                        operatorAlias: "alex", tenant: "CONTOSO", operation: "Remove-Mailbox",
+                        resource: "user@contoso.com", now: now, denial: catalogue),
+                    Attempt(operatorAlias: "alex", resource: "user@contoso.com/Inbox", now: now),
+                ], world: world)
+            let named = try decided.map { decision -> String? in
+                let parameters = try #require(decision.record[10])
+                let object = try #require(
+                    try JSONSerialization.jsonObject(with: Data(parameters.utf8)) as? [String: Any])
+                return object["tenant"] as? String
+            }
+            #expect(named == ["northwind", "northwind", "CONTOSO", "contoso"])
+            #expect(decided[0].reason == catalogue && decided[0].record[0] == nil)
+            #expect(decided[1].reason == "unknown tenant northwind" && decided[1].record[0] == nil)
+            #expect(decided[2].record[0] == decided[3].record[0] && decided[3].record[0] != nil)
+            #expect(decided[3].allowed && decided[3].requestID == grant.requestId)
+            // Through the broker, as `lockbox invoke --tenant northwind --operation Remove-Mailbox` asks.
+            let refused = try await #require(throws: LockboxError.self) {
+                _ = try await world.broker.authorize(
+                    OperationAttempt(
+                        operatorAlias: "alex", tenant: "northwind", workload: .exchange, operation: "Remove-Mailbox",
+                        arguments: ["mailbox": "user@contoso.com"]),
+                    operation: "Remove-Mailbox", resource: "user@contoso.com", denial: catalogue)
+            }
+            let auditID = try #require(refused.auditID)
+            let seen = try await world.db.pool.query(
+                "SELECT tenant_id IS NULL, parameters ->> 'tenant' FROM lockbox.audit_records WHERE id = \(auditID)")
+            let (noTenant, tenantNamed) = try #require(seen.first).decode((Bool, String?).self)
+            #expect(noTenant && tenantNamed == "northwind")
+        }
+    }
+
     @Test("a writer whose connection died fails the next call, records nothing, then reconnects")
     func writerReconnects() async throws {
         try await World.with { world in

@@ -18,7 +18,8 @@
 -- are drawn before the insert, so each caller gets exactly its own record.
 -- The tenant is found ignoring case (names are unique ignoring case: 0008), so
 -- that an attempt naming `CONTOSO` is recorded under contoso, where its
--- auditors see it; only the exact name is granted (migration 0020).
+-- auditors see it; only the exact name is granted (migration 0020). The
+-- parameters name the tenant as the attempt gave it (`tenant`, migration 0029).
 -- The grant's request row is locked FOR KEY SHARE until the batch commits: a
 -- revoke or cancel (which lock it FOR UPDATE first) waits for a batch that
 -- found the grant, and a batch that finds it while one is in flight waits for
@@ -29,8 +30,8 @@
 -- The same rule as lockbox.authorize_batch (the function SQL tools call), as a
 -- plain statement: a PL/pgSQL call would cost more than a one-row batch itself.
 WITH decided AS (
-    SELECT c.ord, c.operator, c.workload, c.operation, c.resource, c.client_ip, c.arguments, c.now, c.tenant_id,
-        c.grant_ends,
+    SELECT c.ord, c.operator, c.tenant, c.workload, c.operation, c.resource, c.client_ip, c.arguments, c.now,
+        c.tenant_id, c.grant_ends,
         coalesce(c.grant_id, (c.refusal).request_id) AS request_id,
         CASE WHEN c.grant_id IS NOT NULL THEN NULL
              WHEN c.denial IS NOT NULL THEN c.denial
@@ -96,9 +97,9 @@ recorded AS (
         CASE WHEN d.reason IS NULL THEN 'Succeeded' ELSE 'Denied' END,
         CASE WHEN d.reason IS NULL
              THEN jsonb_build_object('operation', d.operation, 'resource', d.resource, 'operator', d.operator,
-                                     'arguments', d.arguments)
+                                     'tenant', d.tenant, 'arguments', d.arguments)
              ELSE jsonb_build_object('operation', d.operation, 'resource', d.resource, 'operator', d.operator,
-                                     'arguments', d.arguments, 'reason', d.reason)
+                                     'tenant', d.tenant, 'arguments', d.arguments, 'reason', d.reason)
         END
     FROM decided d
 )

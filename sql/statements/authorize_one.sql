@@ -8,7 +8,9 @@
 -- could not be read, so refused and stamped with the server's clock), $9 a
 -- refusal decided before the database. Returns one row shaped like the batch
 -- statement's, with `ord` 1. A refusal is explained by lockbox.refusal_of, as
--- in the batch statement.
+-- in the batch statement. The parameters name the tenant as the attempt gave
+-- it (`tenant`): the record's tenant column is empty for a tenant that does not
+-- exist, and that name was otherwise lost when another refusal was recorded.
 -- The tenant is found ignoring case (names are unique ignoring case: 0008), so
 -- that an attempt naming `CONTOSO` is recorded under contoso, where its
 -- auditors see it; only the exact name is granted (migration 0020).
@@ -69,9 +71,9 @@ recorded AS (
         CASE WHEN d.reason IS NULL THEN 'Succeeded' ELSE 'Denied' END,
         CASE WHEN d.reason IS NULL
              THEN jsonb_build_object('operation', $4::text, 'resource', $5::text, 'operator', $1::text,
-                                     'arguments', coalesce($7::jsonb, '{}'))
+                                     'tenant', $2::text, 'arguments', coalesce($7::jsonb, '{}'))
              ELSE jsonb_build_object('operation', $4::text, 'resource', $5::text, 'operator', $1::text,
-                                     'arguments', coalesce($7::jsonb, '{}'), 'reason', d.reason)
+                                     'tenant', $2::text, 'arguments', coalesce($7::jsonb, '{}'), 'reason', d.reason)
         END
     FROM decided d
     RETURNING id
