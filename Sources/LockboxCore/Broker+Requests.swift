@@ -638,6 +638,16 @@ extension Broker {
     /// statements lock an approved request `FOR KEY SHARE` (migration 0021), which only
     /// `FOR UPDATE` conflicts with, so that a revoke or cancel and an operation under the
     /// grant wait for each other instead of both succeeding.
+    ///
+    /// In three steps, so that operations that come while it waits for those in flight queue
+    /// behind it (migration 0026): PostgreSQL grants a row lock that does not conflict with the
+    /// row's holders at once, and operations under the grant, one overlapping the next, took
+    /// `FOR KEY SHARE` ahead of a waiting `FOR UPDATE` for as long as they came. First the row
+    /// `FOR NO KEY UPDATE`, which waits for other changes of the request (a sweep, a decision)
+    /// but not for operations, and is read; then, for an approved request, the grant's lock in
+    /// the lock manager, exclusively: it waits for the operations in flight, which hold it
+    /// shared, and the lock manager makes the ones that come after wait behind it; then the row
+    /// `FOR UPDATE`, which no operation holds by then.
     func lockRequest(_ id: UUID, on connection: PGConnection) async throws -> LockedRequest {
         let rows = try await connection.query(
             """
@@ -646,13 +656,17 @@ extension Broker {
                 r.created_at, r.reviewed_at, r.decided_at, r.access_starts_at, r.ended_at
             FROM lockbox.requests r JOIN lockbox.tenants t ON t.tenant_id = r.tenant_id
             WHERE r.request_id = \(id)
-            FOR UPDATE OF r
+            FOR NO KEY UPDATE OF r
             """)
         guard let row = rows.first else {
             throw LockboxError(.notFound, "no request with id \(id.lowercased)", field: "request id")
         }
         let (requestId, tenantId, tenantName, account, workload, requester, status, minutes, deadline, ends) =
             try row.decode((UUID, UUID, String, String, String, String, String, Int, Date?, Date?).self)
+        if status == RequestStatus.approved.rawValue {
+            try await connection.query("SELECT pg_advisory_xact_lock(lockbox.grant_lock_key(\(id)))")
+        }
+        try await connection.query("SELECT 1 FROM lockbox.requests WHERE request_id = \(id) FOR UPDATE")
         let changes = try (10...14).compactMap { try row.decode(Date?.self, at: $0) }
         return LockedRequest(
             requestId: requestId, tenantId: tenantId, tenantName: tenantName, serviceAccount: account,

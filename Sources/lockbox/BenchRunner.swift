@@ -290,7 +290,8 @@ struct BenchRunner {
     /// The raw reference: the same check-and-insert as one prepared statement per
     /// transaction, straight through libpq, no broker code. Like the broker's
     /// statements, it locks the grant FOR KEY SHARE (so that a revoke in flight is
-    /// waited for: migration 0021).
+    /// waited for: migration 0021), after its lock in the lock manager, shared (so that
+    /// a revoke waiting for the operations in flight is not overtaken: migration 0026).
     static func rawQuery(_ grant: Grant, refused: Bool, now: Date) -> PGQuery {
         let workload = refused ? Workload("Teams").rawValue : grant.workload.rawValue
         let resource = "bench/resource"
@@ -300,6 +301,7 @@ struct BenchRunner {
                 WHERE r.requester = \(grant.alias) AND t.name = \(grant.tenant) AND r.workload = \(workload)
                   AND r.status = 'Approved' AND r.access_starts_at <= \(now) AND \(now) < r.access_ends_at
                   AND (r.resource IS NULL OR r.resource = \(resource) OR starts_with(\(resource), r.resource || '/'))
+                  AND pg_advisory_xact_lock_shared(lockbox.grant_lock_key(r.request_id)) IS NOT NULL
                 LIMIT 1
                 FOR KEY SHARE OF r)
             INSERT INTO lockbox.audit_records (occurred_at, tenant_id, record_type, user_id, actor, client_ip,

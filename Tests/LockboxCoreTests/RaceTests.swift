@@ -100,6 +100,54 @@ struct RaceTests {
         }
     }
 
+    @Test("an operation that comes while a revoke waits for the operations in flight queues behind it and is refused")
+    func operationQueuesBehindWaitingRevoke() async throws {
+        try await World.with { world in
+            let grant = try await world.approved()
+            world.clock.advance(by: .seconds(60))
+            // An operation in flight holds the grant until it commits: this one is held at its audit
+            // record, whose id another session has taken (inserted, not committed).
+            let held = try await world.db.connect()
+            try await held.execute(script: "BEGIN")
+            try await held.query(
+                """
+                INSERT INTO lockbox.audit_records (id, occurred_at, record_type, user_id, actor, activity, result)
+                OVERRIDING SYSTEM VALUE
+                SELECT last_value + CASE WHEN is_called THEN 1 ELSE 0 END, now(), 'OperatorAction',
+                    'Microsoft Operator', 'held', 'held', 'Denied'
+                FROM lockbox.audit_records_id_seq
+                """)
+            let first = Task { try await world.authorize() }
+            try await world.waitForLockWaits(1)
+            // The customer revokes: it waits for the operation in flight.
+            let revoke = Task { try await world.broker.revoke(grant.requestId, by: "approver@contoso.com") }
+            try await world.waitForLockWaits(2)
+            // Another operation comes while the revoke waits. It was let in ahead of the revoke, and
+            // so was each one after it: an operator running operations at once kept the customer's
+            // revoke (or their own cancel) waiting for as long as they kept it up, until its
+            // statement timeout refused it with nothing done.
+            world.clock.advance(by: .seconds(1))
+            let answered = Mutex(false)
+            let second = Task {
+                defer { answered.withLock { $0 = true } }
+                return try await world.authorize(resource: "user@contoso.com/Inbox/2")
+            }
+            try await world.waitForLockWaits(3, orUntil: { answered.withLock { $0 } })
+            try await held.execute(script: "ROLLBACK")
+            await held.close()
+            let allowed = try await first.value
+            let revoked = try await revoke.value
+            #expect(revoked.status == .revoked)
+            let error = try await #require(throws: LockboxError.self) { _ = try await second.value }
+            #expect(error.code == .accessDenied && error.message.contains("Revoked"), "\(error.message)")
+            let action = try #require(
+                try await world.broker.auditRecords(AuditFilter(requestId: grant.requestId))
+                    .first { $0.id == allowed.auditID })
+            #expect(try #require(revoked.endedAt) >= action.occurredAt)
+            #expect(try await Self.actionsOutsideGrant(world) == [])
+        }
+    }
+
     @Test("sweeps running at once record each expiry and completion exactly once")
     func concurrentSweeps() async throws {
         try await World.with { world in

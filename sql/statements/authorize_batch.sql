@@ -27,6 +27,9 @@
 -- that was revoked or cancelled before the attempt committed (migration 0021).
 -- Sweeps do not wait for it (they lock no key), nor do customer decisions
 -- (they lock a pending request, which no operation locks).
+-- Before the row, the grant's lock in the lock manager is taken shared, so that
+-- an attempt that comes while a revoke or cancel waits for the attempts in
+-- flight queues behind it instead of overtaking it (migration 0026).
 -- The same rule as lockbox.authorize_batch (the function SQL tools call), as a
 -- plain statement: a PL/pgSQL call would cost more than a one-row batch itself.
 WITH decided AS (
@@ -80,6 +83,9 @@ WITH decided AS (
               AND r.workload = i.workload AND r.status = 'Approved'
               AND r.access_starts_at <= i.now AND i.now < r.access_ends_at
               AND (r.resource IS NULL OR i.resource = r.resource OR starts_with(i.resource, r.resource || '/'))
+              -- Queues behind a revoke or cancel of the grant that waits for the operations
+              -- in flight, instead of overtaking it (migration 0026).
+              AND pg_advisory_xact_lock_shared(lockbox.grant_lock_key(r.request_id)) IS NOT NULL
             ORDER BY r.access_ends_at DESC
             LIMIT 1
             -- Waits for a revoke or cancel in flight (they lock the row FOR UPDATE) and
