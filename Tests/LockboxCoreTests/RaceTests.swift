@@ -275,3 +275,45 @@ struct RoleRemovalRaceTests {
         }
     }
 }
+
+@Suite("global administrators removed at once")
+struct AdministratorRemovalRaceTests {
+    @Test("two sessions removing a tenant's last two global administrators at once do not leave it with none")
+    func concurrentRemovalsKeepOne() async throws {
+        try await World.with { world in
+            _ = try await world.broker.addRole(
+                tenant: "contoso", upn: "second@contoso.com", role: .globalAdministrator, by: "admin@contoso.com")
+            // Two sessions as the brokers' login, as two brokers (or an administrator's SQL beside a
+            // broker) would remove roles; neither goes through the broker's check.
+            try await world.db.withLogins([("one", "lockbox_app"), ("two", "lockbox_app")]) { logins in
+                let first = try await world.db.connect(user: logins[0].name, password: logins[0].password)
+                let second = try await world.db.connect(user: logins[1].name, password: logins[1].password)
+                try await first.execute(
+                    script: """
+                        BEGIN; DELETE FROM lockbox.tenant_roles
+                        WHERE upn = 'admin@contoso.com' AND role = 'GlobalAdministrator'
+                        """)
+                try await second.execute(script: "BEGIN")
+                let done = Mutex(false)
+                let removal = Task {
+                    defer { done.withLock { $0 = true } }
+                    try await second.query(
+                        """
+                        DELETE FROM lockbox.tenant_roles
+                        WHERE upn = 'second@contoso.com' AND role = 'GlobalAdministrator'
+                        """)
+                }
+                try await world.waitForLockWaits(1, orUntil: { done.withLock { $0 } })
+                try await first.execute(script: "COMMIT")
+                let error = try await #require(throws: PostgresError.self) { try await removal.value }
+                #expect(error.constraint == "tenant_roles_last_global_admin", "\(error.message)")
+                // (A COMMIT of the failed transaction rolls it back; without the rule it removed the other.)
+                try await second.execute(script: "COMMIT")
+                await first.close()
+                await second.close()
+                let admins = try await world.broker.roles(tenant: "contoso").filter { $0.role == .globalAdministrator }
+                #expect(admins.map(\.upn) == ["second@contoso.com"])
+            }
+        }
+    }
+}
