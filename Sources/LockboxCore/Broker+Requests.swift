@@ -258,7 +258,6 @@ extension Broker {
             // waited are recorded before the end recorded here (see ``revoke(_:by:comment:clientIP:)``).
             let now = try now()
             try locked.requireNotBeforeLastChange(now)
-            try await requireNotBeforeAllowedOperations(locked, now, on: connection)
             guard locked.requester == alias else {
                 throw LockboxError(
                     .notAuthorized,
@@ -271,9 +270,10 @@ extension Broker {
                     "request \(requestID.lowercased) is \(status.rawValue): only a pending request or an active grant "
                         + "can be cancelled")
             }
+            let end = try await grantEnd(locked, at: now, on: connection)
             try await connection.query(
                 """
-                UPDATE lockbox.requests SET status = 'Cancelled', ended_at = \(now),
+                UPDATE lockbox.requests SET status = 'Cancelled', ended_at = \(end),
                     ended_reason = 'cancelled by requester',
                     decision = CASE WHEN status = 'Approved' THEN decision ELSE 'Cancel' END,
                     decided_at = CASE WHEN status = 'Approved' THEN decided_at ELSE \(now) END,
@@ -290,12 +290,12 @@ extension Broker {
             if let comment { parameters["Comment"] = comment }
             try await audit(
                 AuditEntry(
-                    occurredAt: now, tenantId: locked.tenantId, recordType: "CustomerLockbox",
+                    occurredAt: end, tenantId: locked.tenantId, recordType: "CustomerLockbox",
                     user: locked.serviceAccount, actor: alias, clientIP: clientIP, activity: Self.lockboxActivity,
                     item: requestID.lowercased, requestId: requestID, workload: locked.workload,
                     parameters: parameters),
                 on: connection)
-            return try await request(requestID, at: now, on: connection)
+            return try await request(requestID, at: end, on: connection)
         }
     }
 
@@ -313,27 +313,27 @@ extension Broker {
             // committed before it, and must not be recorded as happening after the grant ended.
             let now = try await tenantTime(locked.tenantId, name: locked.tenantName, on: connection)
             try locked.requireNotBeforeLastChange(now)
-            try await requireNotBeforeAllowedOperations(locked, now, on: connection)
             try await requireCustomerApprover(upn, of: locked, on: connection, action: "revoke its grants")
             let status = locked.effectiveStatus(at: now)
             guard status == .approved else {
                 throw LockboxError(
                     .notActive, "request \(requestID.lowercased) is \(status.rawValue), not an active grant to revoke")
             }
+            let end = try await grantEnd(locked, at: now, on: connection)
             try await connection.query(
                 """
-                UPDATE lockbox.requests SET status = 'Revoked', ended_at = \(now), ended_reason = 'revoked by customer'
+                UPDATE lockbox.requests SET status = 'Revoked', ended_at = \(end), ended_reason = 'revoked by customer'
                 WHERE request_id = \(requestID)
                 """)
             var parameters = ["Identity": requestID.lowercased, "RevokedBy": upn]
             if let comment { parameters["Comment"] = comment }
             try await audit(
                 AuditEntry(
-                    occurredAt: now, tenantId: locked.tenantId, recordType: "CustomerLockbox", user: upn, actor: upn,
+                    occurredAt: end, tenantId: locked.tenantId, recordType: "CustomerLockbox", user: upn, actor: upn,
                     clientIP: clientIP, activity: "Revoke-AccessToCustomerDataRequest", item: requestID.lowercased,
                     requestId: requestID, workload: locked.workload, parameters: parameters),
                 on: connection)
-            return try await request(requestID, at: now, on: connection)
+            return try await request(requestID, at: end, on: connection)
         }
     }
 
@@ -551,7 +551,9 @@ extension Broker {
         /// Refuses a `now` before the request's last recorded change: a clock set back (or two
         /// brokers' clocks apart) would date a review before the request, a decision before its
         /// notification, a window opened before the approval it follows, or a revoke or cancel
-        /// before the operations its grant allowed. The time is ambiguous: nothing is done.
+        /// before the window it ends. The time is ambiguous: nothing is done. (Operations the
+        /// grant allowed, stamped by other brokers' clocks, date the end instead:
+        /// ``Broker/grantEnd(_:at:on:)``.)
         /// A change recorded so far ahead that its own clock was wrong is passed over
         /// (``Broker/isAmbiguouslyBefore(_:_:)``), but not the changes recorded after it.
         func requireNotBeforeLastChange(_ now: Date) throws {
@@ -565,17 +567,22 @@ extension Broker {
         }
     }
 
-    /// For a cancel or a revoke, which end a grant at `now`: refuses, as ambiguous with nothing
-    /// done, a `now` before an operation the grant allowed (by at most ``Broker/clockSpread``).
+    /// For a cancel or a revoke, which end a grant at `now`: the time to record the end at,
+    /// `now`, or the latest operation the grant allowed when `now` reads before it (by at most
+    /// ``Broker/clockSpread``).
     ///
     /// The caller holds the request `FOR UPDATE`, so every operation the grant allowed has
-    /// committed; but each was stamped by its own broker's clock, and one a few seconds ahead
-    /// of this one would read as done after the grant ended: the auditors' alarm query
-    /// (`access_outside_grant`, `operator_actions.within_grant`) would list it.
-    func requireNotBeforeAllowedOperations(_ request: LockedRequest, _ now: Date, on connection: PGConnection)
-        async throws
-    {
-        guard request.status == .approved else { return }
+    /// committed before the end; but each was stamped by its own broker's clock, and one a few
+    /// seconds ahead of this one, with the end dated `now`, would read as done after the grant
+    /// ended: the auditors' alarm query (`access_outside_grant`, `operator_actions.within_grant`)
+    /// would list it. The end is dated at that operation instead (an operation at the very
+    /// instant of the end reads as allowed before it). Refusing it as ambiguous, as this did,
+    /// let an operator working through a broker whose clock was a few seconds ahead keep the
+    /// customer's revoke (and their own cancel) refused for as long as they kept working: each
+    /// new operation was again ahead of the clock. The time stays before the window's end: the
+    /// operations were allowed inside it.
+    func grantEnd(_ request: LockedRequest, at now: Date, on connection: PGConnection) async throws -> Date {
+        guard request.status == .approved else { return now }
         let rows = try await connection.query(
             """
             SELECT occurred_at FROM lockbox.audit_records
@@ -584,11 +591,9 @@ extension Broker {
             ORDER BY occurred_at DESC LIMIT 1
             """)
         if let latest = try rows.first?.decode(Date.self, at: 0), Self.isAmbiguouslyBefore(now, latest) {
-            throw LockboxError(
-                .clockUnavailable,
-                "the time is ambiguous: the clock reads \(Broker.timestamp(now)), before an operation allowed under "
-                    + "request \(request.requestId.lowercased) at \(Broker.timestamp(latest)); nothing was done")
+            return latest
         }
+        return now
     }
 
     /// Refuses unless `upn` is a global administrator or lockbox approver of the request's tenant.

@@ -59,33 +59,56 @@ struct RequestFailurePathTests {
         }
     }
 
-    @Test("a revoke or cancel on a clock behind an operation the grant allowed is refused, not a false alarm")
+    @Test("a revoke or cancel on a clock behind an operation the grant allowed ends the grant, dated at that operation")
     func clockBehindAllowedOperation() async throws {
         try await World.with { world in
-            let grant = try await world.approved()
-            // The operation runs on another broker whose clock is 3 s ahead (both within the spread).
-            world.clock.advance(by: .seconds(60))
-            let ahead = Broker(pool: world.db.pool, clock: ManualClock(World.start.addingTimeInterval(63)))
-            _ = try await ahead.authorize(
-                OperationAttempt(
-                    operatorAlias: "alex", tenant: "contoso", workload: .exchange, operation: "Get-MailboxFolder",
-                    arguments: ["resource": "user@contoso.com/Inbox"], clientIP: "10.9.8.7"),
-                operation: "Get-MailboxFolder", resource: "user@contoso.com/Inbox")
-            // Ending the grant at +61 s would date the end before that operation: the alarm query
-            // (operator_actions.within_grant) would list an operation that ran inside the grant.
-            world.clock.advance(by: .seconds(1))
-            try await world.expectRefusal(.clockUnavailable, containing: "before an operation allowed") {
-                _ = try await world.broker.revoke(grant.requestId, by: "approver@contoso.com")
+            let revoked = try await world.approved()
+            let cancelled = try await world.approved(by: "blake")
+            // The operators work through another broker whose clock is 3 s ahead (both within the
+            // spread), an operation a second each.
+            let aheadClock = ManualClock(World.start.addingTimeInterval(3))
+            let ahead = Broker(pool: world.db.pool, clock: aheadClock)
+            func attempt(_ alias: String) async throws -> ContentAccess {
+                try await ahead.authorize(
+                    OperationAttempt(
+                        operatorAlias: alias, tenant: "contoso", workload: .exchange, operation: "Get-MailboxFolder",
+                        arguments: ["resource": "user@contoso.com/Inbox"], clientIP: "10.9.8.7"),
+                    operation: "Get-MailboxFolder", resource: "user@contoso.com/Inbox")
             }
-            try await world.expectRefusal(.clockUnavailable, containing: "before an operation allowed") {
-                _ = try await world.broker.decide(grant.requestId, decision: .cancel, by: "alex")
+            for _ in 0..<3 {
+                world.clock.advance(by: .seconds(1))
+                aheadClock.advance(by: .seconds(1))
+                _ = try await attempt("alex")
+                _ = try await attempt("blake")
             }
+            // Ending a grant at this broker's time would date the end before the operations it
+            // follows: the alarm query (operator_actions.within_grant) would list them. Refused as
+            // ambiguous instead, the customer's revoke (or the requester's cancel) was refused
+            // again at every try for as long as the operator kept working. The end is dated at the
+            // latest operation, which it follows.
+            let latest = try aheadClock.now()
+            let revokedNow = try await world.broker.revoke(revoked.requestId, by: "approver@contoso.com")
+            #expect(revokedNow.status == .revoked && revokedNow.endedAt == latest)
+            let cancelledNow = try await world.broker.decide(cancelled.requestId, decision: .cancel, by: "blake")
+            #expect(cancelledNow.status == .cancelled && cancelledNow.endedAt == latest)
+            let ends = try await world.broker.auditRecords(AuditFilter(tenant: "contoso")).filter {
+                $0.activity == "Revoke-AccessToCustomerDataRequest" || $0.parameters.contains("\"Cancel\"")
+            }
+            #expect(ends.count == 2 && ends.allSatisfy { $0.occurredAt == latest }, "\(ends)")
             #expect(try await RaceTests.actionsOutsideGrant(world) == [])
-            // At the operation's own instant it goes through, and nothing reads as outside the grant.
-            world.clock.set(World.start.addingTimeInterval(63))
-            let revoked = try await world.broker.revoke(grant.requestId, by: "approver@contoso.com")
-            #expect(revoked.status == .revoked)
-            #expect(try await RaceTests.actionsOutsideGrant(world) == [])
+            // The grants have ended: the next operations are refused.
+            for alias in ["alex", "blake"] {
+                let error = try await #require(throws: LockboxError.self) { _ = try await attempt(alias) }
+                #expect(error.code == .accessDenied)
+            }
+            // A record further ahead than the spread was stamped by a clock that was wrong (say,
+            // one corrected since): it does not date the end.
+            world.clock.set(latest.addingTimeInterval(1))
+            let far = try await world.approved(by: "blake")
+            aheadClock.set(try world.clock.now().addingTimeInterval(Broker.clockSpread + 1))
+            _ = try await attempt("blake")
+            let cancelledFar = try await world.broker.decide(far.requestId, decision: .cancel, by: "blake")
+            #expect(cancelledFar.endedAt == (try world.clock.now()))
         }
     }
 
