@@ -222,6 +222,36 @@ extension Broker {
         return failure
     }
 
+    /// Locks the notifications still queued for request `id`, in notification order (as the sweep
+    /// and migration 0021's trigger take them), before a decision or a cancel, which withdraws them
+    /// (migration 0013), reads its clock. One being delivered meanwhile is waited for, so the change
+    /// is dated after it was sent, and the next delivery passes over them. Locked only by the
+    /// withdrawal, a notification that a deliverer took after the change had read its clock was
+    /// marked sent after the change: a customer asked, by the records, for a decision already made.
+    func lockQueuedNotifications(ofRequest id: UUID, on connection: PGConnection) async throws {
+        try await connection.query(
+            """
+            SELECT 1 FROM lockbox.notifications
+            WHERE request_id = \(id) AND sent_at IS NULL AND withdrawn_at IS NULL
+            ORDER BY notification_id
+            FOR UPDATE
+            """)
+    }
+
+    /// The same for the notifications still queued for `recipient` in tenant `tenantId`, before the
+    /// removal of a role of theirs, which withdraws them if it was their last (migration 0018),
+    /// reads its clock: the person whose role was removed was otherwise, by the records, sent the
+    /// request's details after the removal.
+    func lockQueuedNotifications(of recipient: String, in tenantId: UUID, on connection: PGConnection) async throws {
+        try await connection.query(
+            """
+            SELECT 1 FROM lockbox.notifications
+            WHERE tenant_id = \(tenantId) AND recipient = \(recipient) AND sent_at IS NULL AND withdrawn_at IS NULL
+            ORDER BY notification_id
+            FOR UPDATE
+            """)
+    }
+
     /// Queues one notification per global administrator and lockbox approver of the request's tenant.
     func queueNotifications(for requestID: UUID, deadline: Date, now: Date, on connection: PGConnection) async throws {
         let rows = try await connection.query(

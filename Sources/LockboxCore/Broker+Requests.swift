@@ -193,9 +193,11 @@ extension Broker {
         let clientIP = try Validate.clientIP(clientIP)
         return try await transaction { connection in
             let locked = try await lockTenantThenRequest(requestID, on: connection)
-            // The time is read once the tenant and the request are ours: a decision that waited
-            // for either (behind a role change, another decision, a cancel or a sweep) is judged
-            // at the time it takes effect, so one that waited past the deadline is refused as expired.
+            try await lockQueuedNotifications(ofRequest: requestID, on: connection)
+            // The time is read once the tenant, the request and its queued notifications are ours:
+            // a decision that waited for them (behind a role change, another decision, a cancel, a
+            // sweep or a delivery) is judged at the time it takes effect, so one that waited past
+            // the deadline is refused as expired.
             let now = try await tenantTime(locked.tenantId, name: locked.tenantName, on: connection)
             try locked.requireNotBeforeLastChange(now)
             try await requireCustomerApprover(upn, of: locked, on: connection, action: "approve or deny its requests")
@@ -254,8 +256,10 @@ extension Broker {
         let clientIP = try Validate.clientIP(clientIP)
         return try await transaction { connection in
             let locked = try await lockRequest(requestID, on: connection)
-            // Read under the lock, as for a decision: the operations the grant allowed while this
-            // waited are recorded before the end recorded here (see ``revoke(_:by:comment:clientIP:)``).
+            try await lockQueuedNotifications(ofRequest: requestID, on: connection)
+            // Read under the locks, as for a decision: the operations the grant allowed while this
+            // waited are recorded before the end recorded here (see ``revoke(_:by:comment:clientIP:)``),
+            // and a notification delivered meanwhile before the cancel that withdraws the rest.
             let now = try now()
             try locked.requireNotBeforeLastChange(now)
             guard locked.requester == alias else {

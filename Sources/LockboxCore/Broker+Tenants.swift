@@ -164,6 +164,8 @@ extension Broker {
         let clientIP = try Validate.clientIP(clientIP)
         return try await transaction { connection in
             let tenant = try await lockTenant(name, on: connection)
+            // Before the clock: one being delivered is waited for, and sent before the removal.
+            try await lockQueuedNotifications(of: upn, in: tenant.tenantId, on: connection)
             let now = try await tenantTime(tenant.tenantId, name: tenant.name, on: connection)
             try await requireGlobalAdmin(admin, of: tenant, on: connection, action: "remove roles")
             if role == .globalAdministrator {

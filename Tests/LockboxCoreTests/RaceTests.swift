@@ -148,6 +148,54 @@ struct RaceTests {
         }
     }
 
+    @Test(
+        "a notification delivered while a decision or role removal is in flight is not recorded sent after it",
+        arguments: ["decision", "removal"])
+    func deliveryDuringDecisionOrRemoval(_ change: String) async throws {
+        try await World.with { world in
+            let request = try await world.pendingCustomer()
+            // Hold the role table, so that the decision or removal stops once it has read its
+            // clock, before it withdraws the request's (or the approver's) queued notifications.
+            let pin = try await world.db.connect()
+            try await pin.execute(script: "BEGIN; LOCK TABLE lockbox.tenant_roles IN ACCESS EXCLUSIVE MODE")
+            world.clock.advance(by: .seconds(60))
+            let task = Task {
+                if change == "decision" {
+                    _ = try await world.broker.decide(request.requestId, decision: .deny, by: "approver@contoso.com")
+                } else {
+                    try await world.broker.removeRole(
+                        tenant: "contoso", upn: "approver@contoso.com", role: .customerLockboxApprover,
+                        by: "admin@contoso.com")
+                }
+            }
+            try await world.waitForLockWaits(1)
+            let changedAt = try world.clock.now()
+            // A deliverer runs meanwhile, a moment later.
+            world.clock.advance(by: .seconds(1))
+            let sent = try await world.broker.deliverNotifications(using: DeliveryFailurePathTests.Recorder())
+            try await pin.execute(script: "COMMIT")
+            await pin.close()
+            try await task.value
+            let record = try #require(try await world.broker.auditRecords(AuditFilter(tenant: "contoso")).first)
+            #expect(record.occurredAt == changedAt)
+            // Each notification the change concerns is sent before it, or withdrawn by it: none
+            // reads as sent to the approver after their role was removed, or as asking for a
+            // decision already made.
+            let concerned = try await world.broker.notifications().filter {
+                change == "decision" ? $0.requestId == request.requestId : $0.recipient == "approver@contoso.com"
+            }
+            #expect(!concerned.isEmpty)
+            for notification in concerned {
+                if let sentAt = notification.sentAt {
+                    #expect(sentAt <= changedAt, "sent at \(sentAt), after the \(change) at \(changedAt)")
+                } else {
+                    #expect(notification.withdrawnAt == changedAt)
+                }
+            }
+            #expect(sent == 0 || change == "removal", "\(sent) sent")
+        }
+    }
+
     @Test("sweeps running at once record each expiry and completion exactly once")
     func concurrentSweeps() async throws {
         try await World.with { world in
