@@ -170,6 +170,35 @@ struct AuthorizeStatementTests {
         return lone
     }
 
+    @Test("each of the three paths holds the grant's queue lock shared until it commits, so a waiting revoke goes first")
+    func grantQueueLockOnEveryPath() async throws {
+        try await World.with { world in
+            let grant = try await world.approved(resource: "user@contoso.com")
+            let attempt = Attempt(operatorAlias: "alex", resource: "user@contoso.com/Inbox", now: try world.clock.now())
+            var function = Self.batch([attempt])
+            function.sql = """
+                SELECT ord, allowed, audit_id, request_id, reason, access_ends_at
+                FROM lockbox.authorize_batch($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                """
+            for (path, query) in [("one", Self.one(attempt)), ("batch", Self.batch([attempt])), ("function", function)] {
+                let connection = try await world.db.connect()
+                try await connection.execute(script: "BEGIN")
+                try await connection.query(query)
+                // A bigint advisory key is held as its high and low 32 bits, objsubid 1.
+                let held = try await connection.query(
+                    """
+                    SELECT count(*) FROM pg_locks l, lockbox.grant_lock_key(\(grant.requestId)) AS k
+                    WHERE l.locktype = 'advisory' AND l.pid = pg_backend_pid() AND l.granted
+                      AND l.mode = 'ShareLock' AND l.objsubid = 1
+                      AND l.classid::bigint = (k >> 32) & 4294967295 AND l.objid::bigint = k & 4294967295
+                    """)
+                #expect(try held.first?.decode(Int.self, at: 0) == 1, "\(path)")
+                try await connection.execute(script: "ROLLBACK")
+                await connection.close()
+            }
+        }
+    }
+
     @Test("an alias no support engineer has is refused as an unknown operator, not as one without a request")
     func unknownOperator() async throws {
         try await World.with { world in

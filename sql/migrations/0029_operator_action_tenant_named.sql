@@ -14,7 +14,7 @@
 --
 -- sql/statements/authorize_one.sql and authorize_batch.sql, which the broker
 -- prepares, change alike; this restates lockbox.authorize_batch, the function
--- SQL tools call (from 0021, whole, as a function must be; lockbox.authorize
+-- SQL tools call (from 0026, whole, as a function must be; lockbox.authorize
 -- calls it). Its privileges are unchanged (CREATE OR REPLACE keeps them).
 
 CREATE OR REPLACE FUNCTION lockbox.authorize_batch(
@@ -57,6 +57,7 @@ BEGIN
               AND r.workload = i.workload AND r.status = 'Approved'
               AND r.access_starts_at <= i.now AND i.now < r.access_ends_at
               AND (r.resource IS NULL OR i.resource = r.resource OR starts_with(i.resource, r.resource || '/'))
+              AND pg_advisory_xact_lock_shared(lockbox.grant_lock_key(r.request_id)) IS NOT NULL
             ORDER BY r.access_ends_at DESC
             LIMIT 1
             FOR KEY SHARE OF r
