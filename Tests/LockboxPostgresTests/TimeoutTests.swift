@@ -107,9 +107,15 @@ struct TimeoutTests {
         // then reads nothing more: a statement larger than the socket's buffers cannot all be
         // sent. Without a bound on the sending, the call waited until the server hung up, and
         // then failed as a lost connection, its timeout never applied.
+        //
+        // The server hangs up long after the timeout: the client's own work on the statement
+        // before it sends a byte (checking and copying 8 MB, a debug build) counts against the
+        // timeout too, and on a busy machine it took 2 to 4 s, once past 15 s: the server had
+        // hung up by then, and the statement failed as a lost connection, before any waiting.
         let large = String(repeating: "x", count: 8 << 20)
         for prepared in [false, true] {
-            let server = try StalledServer(answering: prepared ? 2 : 1, keepsReading: false, hangUpAfter: .seconds(15))
+            let server = try StalledServer(
+                answering: prepared ? 2 : 1, keepsReading: false, hangUpAfter: .seconds(120))
             defer { server.stop() }
             let connection = try await PGConnection.connect(server.conninfo, connectTimeout: 2)
             let error = try await #require(throws: PostgresError.self, "prepared: \(prepared)") {
