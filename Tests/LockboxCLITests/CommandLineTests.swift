@@ -989,14 +989,17 @@ struct RequestCommandTests {
             let pin = try await PGConnection.connect(world.db.connectionString)
             try await pin.execute(script: "BEGIN")
             try await pin.query("SELECT 1 FROM lockbox.requests WHERE request_id = \(UUID(uuidString: id)!) FOR UPDATE")
+            // The decision waits for the test's lock: the timeout only has to outlast the command's
+            // other statements on a busy machine, whose pauses between two of them the server
+            // ends the transaction for (idle-in-transaction, as long as the timeout).
             let decision = Task {
                 try await world.lockbox(
                     "request", "decide", id, "--decision", "Approve", "--as", "approver@contoso.com",
-                    "--database-timeout", "1s")
+                    "--database-timeout", "10s")
             }
-            // Released after 20 s at the latest: a decision that waits for ever would then be made.
+            // Released after 60 s at the latest: a decision that waits for ever would then be made.
             let released = Task {
-                try? await Task.sleep(for: .seconds(20))
+                try? await Task.sleep(for: .seconds(60))
                 try await pin.execute(script: "COMMIT")
             }
             let result = try await decision.value
@@ -1007,7 +1010,7 @@ struct RequestCommandTests {
             #expect(result.stderrLines.count == 1, "\(result)")
             #expect(
                 result.stderr.contains(
-                    "error: the lockbox database did not answer within 1 s, so nothing was done: the change was "
+                    "error: the lockbox database did not answer within 10 s, so nothing was done: the change was "
                         + "cancelled and rolled back"),
                 "\(result)")
             #expect(result.stdout.isEmpty, "\(result)")

@@ -17,10 +17,12 @@ struct AuthorizationTimeoutTests {
         try await World.with { world in
             let grant = try await world.approved()
             world.clock.advance(by: .seconds(60))
-            // Long enough for the next operation, on a fresh connection, on a busy machine.
+            // The held attempt waits for the test's own lock, released once it has answered: the
+            // timeout only has to outlast the next operation, on a fresh connection, on a busy
+            // machine (at 1 s a run could refuse it too).
             let broker = Broker(
                 pool: world.db.pool, clock: world.clock, groupCommit: groupCommit,
-                authorizationTimeout: .seconds(1))
+                authorizationTimeout: .seconds(10))
             let attempt = OperationAttempt(
                 operatorAlias: "alex", tenant: "contoso", workload: .exchange, operation: "Get-MailboxFolder",
                 arguments: ["resource": "user@contoso.com/Inbox"], clientIP: "10.9.8.7")
@@ -39,18 +41,23 @@ struct AuthorizationTimeoutTests {
             }
             try await world.waitForLockWaits(1)
             // Without a timeout the attempt would wait for as long as the lock is held.
-            for _ in 0..<1000 where !answered.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(10)) }
-            #expect(answered.withLock { $0 }, "the attempt was still waiting 10 s after its 1 s timeout")
+            let end = ContinuousClock.now + .seconds(60)
+            while !answered.withLock({ $0 }) && ContinuousClock.now < end {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            #expect(answered.withLock { $0 }, "the attempt was still waiting 60 s after its 10 s timeout")
             // The check was cancelled on the server (a timeout there, or a cancel request from
             // the broker), so it no longer waits and will not commit once the lock is gone.
-            for _ in 0..<1000 where try await world.lockWaits() > 0 { try await Task.sleep(for: .milliseconds(10)) }
+            while try await world.lockWaits() > 0 && ContinuousClock.now < end {
+                try await Task.sleep(for: .milliseconds(10))
+            }
             try await pin.execute(script: "COMMIT")
             await pin.close()
 
             let error = try await #require(throws: LockboxError.self) { _ = try await held.value }
             #expect(error.code == .databaseUnavailable, "\(error.debugDescription)")
             #expect(error.message.hasPrefix("access denied: "), "\(error.message)")
-            #expect(error.message.contains("within 1 s"), "\(error.message)")
+            #expect(error.message.contains("within 10 s"), "\(error.message)")
             #expect(error.message.contains("so nothing was recorded or returned"), "\(error.message)")
             #expect(try await world.auditCount() == before, "a refused caller's operation was recorded")
 

@@ -11,10 +11,20 @@ import Testing
 /// answer, maybe the change.
 @Suite("commands held up in the database")
 struct StatementTimeoutTests {
-    /// Waits (polling, up to 10 s) until `answered` holds: a command past its timeout has
+    /// How long the broker in these tests waits for the database. What it waits for is held
+    /// up by the test itself (a lock, a connection, a commit that never comes) until the
+    /// command has answered, so the timeout only has to outlast what the command does before
+    /// and after that wait on a busy machine. There the whole test process can go a few
+    /// seconds without running a task (runs under load measured pauses of 2.6 s), and the
+    /// server ends a transaction left idle for the timeout (idle-in-transaction): at 200 ms,
+    /// then 1 s, a decision was refused as a lost connection instead of naming its wait.
+    static let timeout: Duration = .seconds(10)
+
+    /// Waits (polling, up to 60 s) until `answered` holds: a command past its timeout has
     /// ended long before; one that would wait for ever is found still waiting.
     static func waitUntil(_ answered: borrowing Mutex<Bool>) async throws {
-        for _ in 0..<1000 where !answered.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(10)) }
+        let end = ContinuousClock.now + .seconds(60)
+        while !answered.withLock({ $0 }) && ContinuousClock.now < end { try await Task.sleep(for: .milliseconds(10)) }
     }
 
     @Test(
@@ -23,9 +33,7 @@ struct StatementTimeoutTests {
     func heldUpByLock(change: String) async throws {
         try await World.with { world in
             let request = change == "decide" ? try await world.pendingCustomer() : try await world.approved()
-            // Long enough that a busy machine's pauses between the change's statements do not
-            // reach it: the server ends a transaction left idle as long (idle-in-transaction).
-            let broker = Broker(pool: world.db.pool, clock: world.clock, statementTimeout: .seconds(1))
+            let broker = Broker(pool: world.db.pool, clock: world.clock, statementTimeout: Self.timeout)
             @Sendable func attempt() async throws -> AccessRequest {
                 change == "decide"
                     ? try await broker.decide(request.requestId, decision: .approve, by: "approver@contoso.com")
@@ -42,7 +50,7 @@ struct StatementTimeoutTests {
                 return try await attempt()
             }
             try await Self.waitUntil(answered)
-            #expect(answered.withLock { $0 }, "the \(change) was still waiting 10 s after its 1 s timeout")
+            #expect(answered.withLock { $0 }, "the \(change) was still waiting 60 s after its 10 s timeout")
             try await pin.execute(script: "COMMIT")
             await pin.close()
 
@@ -50,7 +58,7 @@ struct StatementTimeoutTests {
             #expect(error.code == .databaseUnavailable, "\(error.debugDescription)")
             #expect(
                 error.message
-                    == "the lockbox database did not answer within 1 s, so nothing was done: the change was "
+                    == "the lockbox database did not answer within 10 s, so nothing was done: the change was "
                     + "cancelled and rolled back",
                 "\(error.debugDescription)")
             #expect(try await world.snapshot() == before, "a refused \(change) changed something")
@@ -69,8 +77,7 @@ struct StatementTimeoutTests {
         try await StalledCommits.withCluster { cluster, admin in
             try await Migrator(migrations: TestCluster.migrationScripts).migrate(on: admin)
             let pool = PGPool(conninfo: cluster.conninfo(), maxConnections: 2)
-            // Long enough for the statements before the COMMIT on a busy machine.
-            let broker = Broker(pool: pool, clock: ManualClock(World.start), statementTimeout: .seconds(1))
+            let broker = Broker(pool: pool, clock: ManualClock(World.start), statementTimeout: Self.timeout)
             try await StalledCommits.stall(cluster, admin: admin)
             let answered = Mutex(false)
             let creation = Task {
@@ -78,7 +85,7 @@ struct StatementTimeoutTests {
                 return try await broker.createTenant(name: "contoso", admin: "admin@contoso.com")
             }
             try await Self.waitUntil(answered)
-            #expect(answered.withLock { $0 }, "the change was still waiting 10 s after its 1 s timeout")
+            #expect(answered.withLock { $0 }, "the change was still waiting 60 s after its 10 s timeout")
             if !answered.withLock({ $0 }) {
                 try await admin.query(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE wait_event = 'SyncRep'")
@@ -87,7 +94,7 @@ struct StatementTimeoutTests {
             #expect(error.code == .databaseUnavailable, "\(error.debugDescription)")
             #expect(
                 error.message
-                    == "the lockbox database did not answer the commit of the change within 1 s: it may or may not "
+                    == "the lockbox database did not answer the commit of the change within 10 s: it may or may not "
                     + "have been made; look (e.g. request show, audit search) before trying again",
                 "\(error.debugDescription)")
             // Here it was made (locally).
@@ -125,8 +132,7 @@ struct StatementTimeoutTests {
     func leaseWait() async throws {
         try await World.with { world in
             let pool = PGPool(conninfo: world.db.conninfo, database: world.db.name, maxConnections: 1)
-            // Long enough for the change made once the connection is free, on a busy machine.
-            let broker = Broker(pool: pool, clock: world.clock, statementTimeout: .seconds(1))
+            let broker = Broker(pool: pool, clock: world.clock, statementTimeout: Self.timeout)
             let before = try await world.snapshot()
             // Another task holds the pool's only connection.
             let (held, release) = AsyncStream.makeStream(of: Void.self)
@@ -144,14 +150,14 @@ struct StatementTimeoutTests {
                 return try await broker.addOperator(alias: "casey", isManager: false)
             }
             try await Self.waitUntil(answered)
-            #expect(answered.withLock { $0 }, "the command was still waiting 10 s after its 1 s timeout")
+            #expect(answered.withLock { $0 }, "the command was still waiting 60 s after its 10 s timeout")
             release.yield()
             try await holder.value
 
             let error = try await #require(throws: LockboxError.self) { _ = try await waiting.value }
             #expect(error.code == .databaseUnavailable, "\(error.debugDescription)")
             #expect(
-                error.message == "no connection to the lockbox database became free within 1 s, so nothing was done",
+                error.message == "no connection to the lockbox database became free within 10 s, so nothing was done",
                 "\(error.debugDescription)")
             #expect(try await world.snapshot() == before)
             // The pool is whole: the next command gets the connection.
