@@ -38,9 +38,11 @@ public enum StalledCommits {
         throw PostgresError(kind: .client, message: "synchronous_standby_names was never applied")
     }
 
-    /// Waits (polling, up to 10 s) until a session waits for the standby; returns its process id.
+    /// Waits (polling, up to 60 s: the commit comes from a task of the test process, which a busy
+    /// machine can hold up for seconds) until a session waits for the standby; returns its process id.
     public static func waitingCommit(admin: PGConnection) async throws -> Int32 {
-        for _ in 0..<1000 {
+        let end = ContinuousClock.now + .seconds(60)
+        while ContinuousClock.now < end {
             let rows = try await admin.query("SELECT pid FROM pg_stat_activity WHERE wait_event = 'SyncRep' LIMIT 1")
             if let pid = try rows.first?.decode(Int32.self, at: 0) { return pid }
             try await Task.sleep(for: .milliseconds(10))

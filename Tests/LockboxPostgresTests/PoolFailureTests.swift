@@ -71,8 +71,11 @@ struct PoolFailureTests {
             // Give the waiter time to queue for the connection (it must stop either way), then cancel it.
             try await Task.sleep(for: .milliseconds(100))
             waiter.cancel()
-            // Bounded poll for the waiter to give up, while the only connection is still leased.
-            for _ in 0..<500 where !finished.isSet {
+            // Bounded poll for the waiter to give up, while the only connection is still leased: it
+            // ends as soon as it has; a waiter that keeps waiting is found so after 60 s (5 s was
+            // within reach of a busy machine, where the test process can pause for seconds).
+            let end = ContinuousClock.now + .seconds(60)
+            while !finished.isSet && ContinuousClock.now < end {
                 try await Task.sleep(for: .milliseconds(10))
             }
             #expect(finished.isSet, "a cancelled waiter kept waiting for a connection")
