@@ -16,6 +16,13 @@ struct TestDatabaseTests {
                     try await TestDatabase.with(maxConnections: 1) { db in
                         counts.state.withLock { $0.now += 1; $0.most = max($0.most, $0.now) }
                         _ = try await db.pool.query("SELECT pg_sleep(0.2)")
+                        // Until two were side by side (60 s at most): their turns come as the other
+                        // suites' tests end theirs, and on a busy machine these could all come
+                        // after the one before was over.
+                        let end = ContinuousClock.now + .seconds(60)
+                        while counts.state.withLock({ $0.most }) < 2 && ContinuousClock.now < end {
+                            try await Task.sleep(for: .milliseconds(10))
+                        }
                         counts.state.withLock { $0.now -= 1 }
                     }
                 }
