@@ -649,7 +649,7 @@ extension Broker {
     /// grant wait for each other instead of both succeeding.
     ///
     /// In three steps, so that operations that come while it waits for those in flight queue
-    /// behind it (migration 0026): PostgreSQL grants a row lock that does not conflict with the
+    /// behind it (migration 0025): PostgreSQL grants a row lock that does not conflict with the
     /// row's holders at once, and operations under the grant, one overlapping the next, took
     /// `FOR KEY SHARE` ahead of a waiting `FOR UPDATE` for as long as they came. First the row
     /// `FOR NO KEY UPDATE`, which waits for other changes of the request (a sweep, a decision)

@@ -291,7 +291,7 @@ struct BenchRunner {
     /// transaction, straight through libpq, no broker code. Like the broker's
     /// statements, it locks the grant FOR KEY SHARE (so that a revoke in flight is
     /// waited for: migration 0021), after its lock in the lock manager, shared (so that
-    /// a revoke waiting for the operations in flight is not overtaken: migration 0026).
+    /// a revoke waiting for the operations in flight is not overtaken: migration 0025).
     static func rawQuery(_ grant: Grant, refused: Bool, now: Date) -> PGQuery {
         let workload = refused ? Workload("Teams").rawValue : grant.workload.rawValue
         let resource = "bench/resource"

@@ -19,7 +19,7 @@
 -- The tenant is found ignoring case (names are unique ignoring case: 0008), so
 -- that an attempt naming `CONTOSO` is recorded under contoso, where its
 -- auditors see it; only the exact name is granted (migration 0020). The
--- parameters name the tenant as the attempt gave it (`tenant`, migration 0029).
+-- parameters name the tenant as the attempt gave it (`tenant`, migration 0028).
 -- The grant's request row is locked FOR KEY SHARE until the batch commits: a
 -- revoke or cancel (which lock it FOR UPDATE first) waits for a batch that
 -- found the grant, and a batch that finds it while one is in flight waits for
@@ -29,7 +29,7 @@
 -- (they lock a pending request, which no operation locks).
 -- Before the row, the grant's lock in the lock manager is taken shared, so that
 -- an attempt that comes while a revoke or cancel waits for the attempts in
--- flight queues behind it instead of overtaking it (migration 0026).
+-- flight queues behind it instead of overtaking it (migration 0025).
 -- The same rule as lockbox.authorize_batch (the function SQL tools call), as a
 -- plain statement: a PL/pgSQL call would cost more than a one-row batch itself.
 WITH decided AS (
@@ -84,7 +84,7 @@ WITH decided AS (
               AND r.access_starts_at <= i.now AND i.now < r.access_ends_at
               AND (r.resource IS NULL OR i.resource = r.resource OR starts_with(i.resource, r.resource || '/'))
               -- Queues behind a revoke or cancel of the grant that waits for the operations
-              -- in flight, instead of overtaking it (migration 0026).
+              -- in flight, instead of overtaking it (migration 0025).
               AND pg_advisory_xact_lock_shared(lockbox.grant_lock_key(r.request_id)) IS NOT NULL
             ORDER BY r.access_ends_at DESC
             LIMIT 1

@@ -56,7 +56,7 @@ WITH decided AS (
               AND r.access_starts_at <= i.now AND i.now < r.access_ends_at
               AND (r.resource IS NULL OR $5::text = r.resource OR starts_with($5::text, r.resource || '/'))
               -- Queues behind a revoke or cancel of the grant that waits for the operations
-              -- in flight, instead of overtaking it (migration 0026).
+              -- in flight, instead of overtaking it (migration 0025).
               AND pg_advisory_xact_lock_shared(lockbox.grant_lock_key(r.request_id)) IS NOT NULL
             ORDER BY r.access_ends_at DESC
             LIMIT 1

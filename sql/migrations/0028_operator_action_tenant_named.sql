@@ -14,7 +14,7 @@
 --
 -- sql/statements/authorize_one.sql and authorize_batch.sql, which the broker
 -- prepares, change alike; this restates lockbox.authorize_batch, the function
--- SQL tools call (from 0026, whole, as a function must be; lockbox.authorize
+-- SQL tools call (from 0025, whole, as a function must be; lockbox.authorize
 -- calls it). Its privileges are unchanged (CREATE OR REPLACE keeps them).
 
 CREATE OR REPLACE FUNCTION lockbox.authorize_batch(
