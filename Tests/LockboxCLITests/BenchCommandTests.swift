@@ -1,6 +1,7 @@
 import Foundation
 import LockboxPostgres
 import LockboxTestSupport
+import Synchronization
 import Testing
 
 /// Serialized: each test looks for the `lockbox_bench_*` database of the run it started.
@@ -96,19 +97,20 @@ struct BenchCommandTests {
             // Ends every connection the raw phase runs its statement on, while it runs: its
             // operations then fail (nothing is recorded for them, so the audit count still holds).
             let killer = Task {
-                let connection = try await db.connect()
-                defer { Task { await connection.close() } }
-                var killed = 0
-                while !Task.isCancelled {
-                    let rows = try await connection.query(
-                        """
-                        SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-                        WHERE datname LIKE 'lockbox_bench_%' AND query LIKE 'WITH g AS%'
-                        """)
-                    killed += try rows.first?.decode(Int.self, at: 0) ?? 0
-                    try? await Task.sleep(for: .milliseconds(50))
+                try await Self.onThread { stop in
+                    let connection = try PGConnection.connectBlocking(db.connectionString)
+                    var killed = 0
+                    while !stop.isSet {
+                        let rows = try connection.queryBlocking(
+                            """
+                            SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                            WHERE datname LIKE 'lockbox_bench_%' AND query LIKE 'WITH g AS%'
+                            """)
+                        killed += try rows.first?.decode(Int.self, at: 0) ?? 0
+                        Thread.sleep(forTimeInterval: 0.05)
+                    }
+                    return killed
                 }
-                return killed
             }
             let result = try await CLI.run(
                 ["bench", "--database-url", db.connectionString, "--operators", "1", "--duration", "3s",
@@ -134,28 +136,36 @@ struct BenchCommandTests {
             // are told something else).
             let result = try await Self.sabotagedRun(
                 on: db,
-                """
-                CREATE FUNCTION public.double_some() RETURNS trigger LANGUAGE plpgsql AS $$
-                BEGIN
-                    IF pg_trigger_depth() = 1 AND NEW.id % 5 = 0 THEN
-                        INSERT INTO lockbox.audit_records (occurred_at, tenant_id, record_type, user_id,
-                            actor, client_ip, activity, item, request_id, workload, result, parameters)
-                        VALUES (NEW.occurred_at, NEW.tenant_id, NEW.record_type, NEW.user_id, NEW.actor,
-                            NEW.client_ip, NEW.activity, NEW.item, NEW.request_id, NEW.workload,
-                            NEW.result, NEW.parameters);
-                    END IF;
-                    RETURN NULL;
-                END $$;
-                CREATE FUNCTION public.fail_some() RETURNS trigger LANGUAGE plpgsql AS $$
-                BEGIN
-                    IF NEW.result = 'Succeeded' AND NEW.id % 7 = 0 THEN NEW.result := 'Failed'; END IF;
-                    RETURN NEW;
-                END $$;
-                CREATE TRIGGER double_some AFTER INSERT ON lockbox.audit_records
-                    FOR EACH ROW EXECUTE FUNCTION public.double_some();
-                CREATE TRIGGER fail_some BEFORE INSERT ON lockbox.audit_records
-                    FOR EACH ROW EXECUTE FUNCTION public.fail_some();
-                """)
+                [
+                    """
+                    CREATE FUNCTION public.double_some() RETURNS trigger LANGUAGE plpgsql AS $$
+                    BEGIN
+                        IF pg_trigger_depth() = 1 AND NEW.id % 5 = 0 THEN
+                            INSERT INTO lockbox.audit_records (occurred_at, tenant_id, record_type, user_id,
+                                actor, client_ip, activity, item, request_id, workload, result, parameters)
+                            VALUES (NEW.occurred_at, NEW.tenant_id, NEW.record_type, NEW.user_id, NEW.actor,
+                                NEW.client_ip, NEW.activity, NEW.item, NEW.request_id, NEW.workload,
+                                NEW.result, NEW.parameters);
+                        END IF;
+                        RETURN NULL;
+                    END $$
+                    """,
+                    """
+                    CREATE FUNCTION public.fail_some() RETURNS trigger LANGUAGE plpgsql AS $$
+                    BEGIN
+                        IF NEW.result = 'Succeeded' AND NEW.id % 7 = 0 THEN NEW.result := 'Failed'; END IF;
+                        RETURN NEW;
+                    END $$
+                    """,
+                    """
+                    CREATE TRIGGER double_some AFTER INSERT ON lockbox.audit_records
+                        FOR EACH ROW EXECUTE FUNCTION public.double_some()
+                    """,
+                    """
+                    CREATE TRIGGER fail_some BEFORE INSERT ON lockbox.audit_records
+                        FOR EACH ROW EXECUTE FUNCTION public.fail_some()
+                    """,
+                ])
             let report = try result.jsonObject()
             let level = try #require((report["levels"] as? [[String: Any]])?.first, "\(result)")
             let raw = try #require(level["raw"] as? [String: Any])
@@ -181,17 +191,21 @@ struct BenchCommandTests {
             // Once the first phase runs, every 5th record is stored as another operator's.
             let result = try await Self.sabotagedRun(
                 on: db,
-                """
-                CREATE FUNCTION public.misattribute_some() RETURNS trigger LANGUAGE plpgsql AS $$
-                BEGIN
-                    IF NEW.id % 5 = 0 THEN
-                        NEW.actor := CASE WHEN NEW.actor = 'op00001' THEN 'op00002' ELSE 'op00001' END;
-                    END IF;
-                    RETURN NEW;
-                END $$;
-                CREATE TRIGGER misattribute_some BEFORE INSERT ON lockbox.audit_records
-                    FOR EACH ROW EXECUTE FUNCTION public.misattribute_some();
-                """)
+                [
+                    """
+                    CREATE FUNCTION public.misattribute_some() RETURNS trigger LANGUAGE plpgsql AS $$
+                    BEGIN
+                        IF NEW.id % 5 = 0 THEN
+                            NEW.actor := CASE WHEN NEW.actor = 'op00001' THEN 'op00002' ELSE 'op00001' END;
+                        END IF;
+                        RETURN NEW;
+                    END $$
+                    """,
+                    """
+                    CREATE TRIGGER misattribute_some BEFORE INSERT ON lockbox.audit_records
+                        FOR EACH ROW EXECUTE FUNCTION public.misattribute_some()
+                    """,
+                ])
             let report = try result.jsonObject()
             let level = try #require((report["levels"] as? [[String: Any]])?.first, "\(result)")
             for mode in ["raw", "gateway"] {
@@ -212,20 +226,20 @@ struct BenchCommandTests {
             // window would see: every operation from then on is refused.
             let saboteur = Task { () -> String? in
                 try await Self.onceBenchRuns(on: db) { name in
-                    let bench = try await PGConnection.connect(db.conninfo, database: name)
-                    defer { Task { await bench.close() } }
-                    try await bench.execute(
-                        script: """
-                            ALTER TABLE lockbox.requests DISABLE TRIGGER USER;
+                    try Self.run(
+                        [
+                            "BEGIN", "ALTER TABLE lockbox.requests DISABLE TRIGGER USER",
+                            """
                             UPDATE lockbox.requests SET created_at = created_at - interval '1 day',
                                 reviewed_at = reviewed_at - interval '1 day', notified_at = notified_at - interval '1 day',
                                 customer_deadline = customer_deadline - interval '1 day',
                                 decided_at = decided_at - interval '1 day',
                                 access_starts_at = access_starts_at - interval '1 day',
                                 access_ends_at = access_ends_at - interval '1 day'
-                            WHERE status = 'Approved';
-                            ALTER TABLE lockbox.requests ENABLE TRIGGER USER
-                            """)
+                            WHERE status = 'Approved'
+                            """,
+                            "ALTER TABLE lockbox.requests ENABLE TRIGGER USER", "COMMIT",
+                        ], on: db, database: name)
                     return name
                 }
             }
@@ -250,10 +264,9 @@ struct BenchCommandTests {
             // Counts the benchmark's database once its first phase runs (the load is done).
             let counter = Task { () -> [Int]? in
                 try await Self.onceBenchRuns(on: db) { name in
-                    let bench = try await PGConnection.connect(db.conninfo, database: name)
-                    defer { Task { await bench.close() } }
-                    // Before the first phase wrote anything: the first raw turn runs 2 s.
-                    let rows = try await bench.query(
+                    let bench = try PGConnection.connectBlocking(db.conninfo, database: name)
+                    // While the first phase runs (the raw turn, 2 s), which records only Get-Resource.
+                    let rows = try bench.queryBlocking(
                         """
                         SELECT (SELECT count(*) FROM lockbox.tenants WHERE name LIKE 'bench-%'),
                             (SELECT count(*) FROM lockbox.operators WHERE NOT is_manager),
@@ -304,14 +317,12 @@ struct BenchCommandTests {
         }
     }
 
-    /// Runs a 2-second benchmark at 4 operators whose audit table gets `script`'s faults once
-    /// its first phase runs; requires it to fail its audit check, and returns what it printed.
-    static func sabotagedRun(on db: TestDatabase, _ script: String) async throws -> CLIResult {
+    /// Runs a 2-second benchmark at 4 operators whose audit table gets the faults of `statements`
+    /// once its first phase runs; requires it to fail its audit check, and returns what it printed.
+    static func sabotagedRun(on db: TestDatabase, _ statements: [String]) async throws -> CLIResult {
         let saboteur = Task { () -> String? in
             try await Self.onceBenchRuns(on: db) { name in
-                let bench = try await PGConnection.connect(db.conninfo, database: name)
-                defer { Task { await bench.close() } }
-                try await bench.execute(script: script)
+                try Self.run(statements, on: db, database: name)
                 return name
             }
         }
@@ -327,20 +338,55 @@ struct BenchCommandTests {
 
     /// Waits (polling, until cancelled) for a benchmark on `db`'s server to run its first
     /// phase (its load is done), then runs `body` with the benchmark's database name.
+    ///
+    /// On a thread of its own (``onThread(_:)``): `body` must act within the phase, 2 s, and
+    /// the test process can go that long without running a task on a busy machine.
     static func onceBenchRuns<T: Sendable>(
-        on db: TestDatabase, _ body: (String) async throws -> T
+        on db: TestDatabase, _ body: @escaping @Sendable (String) throws -> T
     ) async throws -> T? {
-        let connection = try await db.connect()
-        defer { Task { await connection.close() } }
-        while !Task.isCancelled {
-            let running = try await connection.query(
-                """
-                SELECT datname FROM pg_stat_activity
-                WHERE datname LIKE 'lockbox_bench_%' AND query LIKE 'WITH g AS%' LIMIT 1
-                """)
-            if let name = try running.first?.decode(String.self, at: 0) { return try await body(name) }
-            try? await Task.sleep(for: .milliseconds(20))
+        try await onThread { stop in
+            let connection = try PGConnection.connectBlocking(db.connectionString)
+            while !stop.isSet {
+                let running = try connection.queryBlocking(
+                    """
+                    SELECT datname FROM pg_stat_activity
+                    WHERE datname LIKE 'lockbox_bench_%' AND query LIKE 'WITH g AS%' LIMIT 1
+                    """)
+                if let name = try running.first?.decode(String.self, at: 0) { return try body(name) }
+                Thread.sleep(forTimeInterval: 0.02)
+            }
+            return nil
         }
-        return nil
+    }
+
+    /// Runs `statements` one after another on a new connection to `database` on `db`'s server
+    /// (blocking: for ``onThread(_:)``).
+    static func run(_ statements: [String], on db: TestDatabase, database: String) throws {
+        let connection = try PGConnection.connectBlocking(db.conninfo, database: database)
+        for statement in statements { try connection.queryBlocking(PGQuery(stringLiteral: statement)) }
+    }
+
+    /// Set when the task waiting for ``onThread(_:)`` is cancelled.
+    final class Stop: Sendable {
+        private let value = Atomic<Bool>(false)
+        func set() { value.store(true, ordering: .releasing) }
+        var isSet: Bool { value.load(ordering: .acquiring) }
+    }
+
+    /// Runs `body` on a thread of its own and returns what it returns; cancelling the calling
+    /// task sets the `Stop` that `body` is given. What watches a benchmark must act while a
+    /// phase of a second or two runs, and in full runs on a busy machine a task of the test
+    /// process sleeping 50 ms at a time was resumed up to 2.6 s late (a watcher running as
+    /// tasks could then act only once the phase was over), while a thread beside it never
+    /// overslept by more than 0.7 s.
+    static func onThread<T: Sendable>(_ body: @escaping @Sendable (Stop) throws -> T) async throws -> T {
+        let stop = Stop()
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                Thread { continuation.resume(with: Result { try body(stop) }) }.start()
+            }
+        } onCancel: {
+            stop.set()
+        }
     }
 }
