@@ -106,8 +106,11 @@ struct StatementTimeoutTests {
 
     @Test("reads on a server that stops answering end, saying the read did not complete")
     func readsOnStalledServer() async throws {
-        // The server answers each connection's session settings, then nothing more.
-        let server = try StalledServer(answering: 1, hangUpAfter: .seconds(10))
+        // The server answers each connection's session settings, then nothing more. It hangs up
+        // on a client silent for 60 s: a connection made but not yet used when the test process
+        // is held up must still be there for its read (at 10 s it was within reach of a busy
+        // machine, and the read would fail as a lost connection instead of naming its wait).
+        let server = try StalledServer(answering: 1, hangUpAfter: .seconds(60))
         defer { server.stop() }
         let pool = PGPool(conninfo: server.conninfo, maxConnections: 2)
         let broker = Broker(pool: pool, clock: ManualClock(World.start), statementTimeout: .milliseconds(200))
