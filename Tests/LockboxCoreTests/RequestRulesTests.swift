@@ -797,11 +797,16 @@ struct NotificationTests {
             let clock = CountingClock(world.clock)
             let deliverer = Broker(pool: pool, clock: clock)
             let release = Mutex(false)
+            let (leased, leasedNow) = AsyncStream.makeStream(of: Void.self)
             let holder = Task {
                 try await pool.withConnection { _ in
+                    leasedNow.yield()
                     while !release.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(5)) }
                 }
             }
+            // The holder has the connection before the delivery starts (on a busy machine the
+            // delivery's task could otherwise run first, and take it).
+            for await _ in leased { break }
             let recorder = Recorder()
             let delivery = Task { try await deliverer.deliverNotifications(using: recorder) }
             // Give it the time to read the clock before it waits, if it does (it did, without the fix;
