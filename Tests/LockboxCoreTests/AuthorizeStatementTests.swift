@@ -43,6 +43,16 @@ struct AuthorizeStatementTests {
         return query
     }
 
+    /// The same attempts through lockbox.authorize_batch, the database function SQL tools call.
+    static func viaFunction(_ attempts: [Attempt]) -> PGQuery {
+        var query = batch(attempts)
+        query.sql = """
+            SELECT ord, allowed, audit_id, request_id, reason, access_ends_at
+            FROM lockbox.authorize_batch($1, $2, $3, $4, $5, $6, $7, $8, $9)
+            """
+        return query
+    }
+
     static func batch(_ attempts: [Attempt]) -> PGQuery {
         var query = PGQuery(stringLiteral: LockboxSQL.statements["authorize_batch"]!)
         query.binds = [
@@ -109,11 +119,7 @@ struct AuthorizeStatementTests {
                 world: world)
             #expect(lone == batched)
             // The database function SQL tools call applies the same rule.
-            var function = Self.batch(attempts)
-            function.sql = """
-                SELECT ord, allowed, audit_id, request_id, reason, access_ends_at
-                FROM lockbox.authorize_batch($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                """
+            let function = Self.viaFunction(attempts)
             let viaFunction = try await Self.decisions(
                 try await world.db.pool.query(function), count: attempts.count, world: world)
             #expect(viaFunction == lone)
@@ -158,11 +164,7 @@ struct AuthorizeStatementTests {
         }
         let batched = try await Self.decisions(
             try await world.db.pool.query(Self.batch(attempts), prepared: true), count: attempts.count, world: world)
-        var function = Self.batch(attempts)
-        function.sql = """
-            SELECT ord, allowed, audit_id, request_id, reason, access_ends_at
-            FROM lockbox.authorize_batch($1, $2, $3, $4, $5, $6, $7, $8, $9)
-            """
+        let function = Self.viaFunction(attempts)
         let viaFunction = try await Self.decisions(
             try await world.db.pool.query(function), count: attempts.count, world: world)
         #expect(batched == lone, sourceLocation: sourceLocation)
@@ -175,11 +177,7 @@ struct AuthorizeStatementTests {
         try await World.with { world in
             let grant = try await world.approved(resource: "user@contoso.com")
             let attempt = Attempt(operatorAlias: "alex", resource: "user@contoso.com/Inbox", now: try world.clock.now())
-            var function = Self.batch([attempt])
-            function.sql = """
-                SELECT ord, allowed, audit_id, request_id, reason, access_ends_at
-                FROM lockbox.authorize_batch($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                """
+            let function = Self.viaFunction([attempt])
             for (path, query) in [("one", Self.one(attempt)), ("batch", Self.batch([attempt])), ("function", function)] {
                 let connection = try await world.db.connect()
                 try await connection.execute(script: "BEGIN")

@@ -14,8 +14,10 @@
 --
 -- sql/statements/authorize_one.sql and authorize_batch.sql, which the broker
 -- prepares, change alike; this restates lockbox.authorize_batch, the function
--- SQL tools call (from 0025, whole, as a function must be; lockbox.authorize
--- calls it). Its privileges are unchanged (CREATE OR REPLACE keeps them).
+-- SQL tools call (from 0021, whole, as a function must be; lockbox.authorize
+-- calls it), with the grant's queue lock 0025 added to the statements: the
+-- attempt takes it shared on the grant it finds. Its privileges are unchanged
+-- (CREATE OR REPLACE keeps them).
 
 CREATE OR REPLACE FUNCTION lockbox.authorize_batch(
     p_operators text[],
