@@ -81,7 +81,11 @@ public final class PGConnection: @unchecked Sendable {
         logger: Logger = Logger(label: "lockbox.postgres")
     ) async throws -> PGConnection {
         try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async {
+            // On a queue of its own, as every other libpq call: libpq waits for the server here (up
+            // to the connect timeout), and Dispatch's global queue is, on Linux, the pool Swift's
+            // tasks run on (as wide as the cores, grown by one thread a second while all of them
+            // are blocked): two connections waiting there held up every task of the process.
+            DispatchQueue(label: "lockbox.pg.connect").async {
                 continuation.resume(
                     with: Result {
                         try connectBlocking(conninfo, database: database, connectTimeout: connectTimeout, logger: logger)

@@ -1,6 +1,7 @@
 import Foundation
 import LockboxPostgres
 import LockboxTestSupport
+import Synchronization
 import Testing
 
 #if canImport(Glibc)
@@ -88,6 +89,39 @@ struct TimeoutTests {
         #expect(error.kind == .connection, "\(error)")
         #expect(error.message.contains("timeout"), "\(error.message)")
     }
+
+    @Test("a connection is made while Dispatch's global queue is busy: waiting for its server holds no thread of it")
+    func connectBesideABusyGlobalQueue() async throws {
+        // Dispatch's global queue is, on Linux, the pool Swift's tasks run on: as wide as the
+        // cores, grown by one thread a second while all of them are blocked. A connection that
+        // waited for its server there (up to the connect timeout) held one, and two at once held
+        // up every task of the process. Here the queue is kept busy (100 items waiting, more than
+        // it grows to in the 60 s the test waits): a connection made on it does not start in that
+        // time; one made on a queue of its own starts at once (within 30 s on the busiest machine).
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("lockbox-mute-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let listener = try StalledServer.listeningSocket(at: directory.appendingPathComponent(".s.PGSQL.5432").path)
+        defer { close(listener) }
+        let busy = DispatchSemaphore(value: 0)
+        for _ in 0..<100 { DispatchQueue.global().async { busy.wait() } }
+        // A thread, which the busy queue does not hold up, sees the connection arrive (or gives up
+        // after 60 s), then frees the queue.
+        let arrived = Arrival()
+        let start = ContinuousClock.now
+        Thread {
+            var descriptor = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
+            if poll(&descriptor, 1, 60_000) > 0 { arrived.set(ContinuousClock.now - start) }
+            for _ in 0..<100 { busy.signal() }
+        }.start()
+        // A task of high priority: the busy queue serves those of default priority.
+        let conninfo = "host=\(conninfoQuote(directory.path)) port=5432 user=nobody dbname=x"
+        let connecting = Task(priority: .high) { try? await PGConnection.connect(conninfo, connectTimeout: 2) }
+        _ = await connecting.value
+        let after = try #require(arrived.value, "the connection never reached the server while the queue was busy")
+        #expect(after < .seconds(30), "the connection reached the server after \(after)")
+    }
+
     @Test("a server that lets the client in and then never answers is given up on, set-up included")
     func stallAfterStartup() async throws {
         // Given up on after the connect timeout (2 s) and the cancel's grace (0.5 s), the call
@@ -187,4 +221,11 @@ struct TimeoutTests {
             await other.close()
         }
     }
+}
+
+/// When a connection reached the server, once it has.
+private final class Arrival: Sendable {
+    private let after = Mutex<Duration?>(nil)
+    func set(_ value: Duration) { after.withLock { $0 = value } }
+    var value: Duration? { after.withLock { $0 } }
 }
