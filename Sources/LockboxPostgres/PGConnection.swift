@@ -56,14 +56,15 @@ public final class PGConnection: @unchecked Sendable {
         self.queue = DispatchQueue(label: "lockbox.pg.connection")
     }
 
-    /// A connection dropped without ``close()`` (a pool discarding it, say) is closed on
-    /// another thread: the last reference may go on a thread of Swift's cooperative pool,
-    /// and closing sends the server a goodbye.
+    /// A connection dropped without ``close()`` (a pool discarding it, say) is closed on a
+    /// queue of its own: the last reference may go on a thread of Swift's cooperative pool,
+    /// and closing sends the server a goodbye (not on Dispatch's global queue either, which is,
+    /// on Linux, the pool Swift's tasks run on: see ``connect(_:database:connectTimeout:logger:)``).
     deinit {
         guard let handle else { return }
         PQsetNoticeReceiver(handle, { _, _ in }, nil)
         let abandoned = Abandoned(handle: handle)
-        DispatchQueue.global().async { PQfinish(abandoned.handle) }
+        DispatchQueue(label: "lockbox.pg.close").async { PQfinish(abandoned.handle) }
     }
 
     /// Opens a connection.

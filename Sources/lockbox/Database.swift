@@ -193,9 +193,10 @@ struct EmbeddedHome: Sendable {
             throw CLIError("cannot open \(home)/.lock: \(String(cString: strerror(errno)))")
         }
         defer { close(descriptor) }
-        // flock blocks: wait on a dispatch thread, never on the cooperative pool.
+        // flock blocks: wait on a queue of its own, never on the cooperative pool (nor on
+        // Dispatch's global queue, which is, on Linux, the pool Swift's tasks run on).
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            DispatchQueue.global().async {
+            DispatchQueue(label: "lockbox.home.lock").async {
                 _ = flock(descriptor, LOCK_EX)
                 continuation.resume()
             }
