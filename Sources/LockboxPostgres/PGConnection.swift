@@ -61,10 +61,7 @@ public final class PGConnection: @unchecked Sendable {
     /// and closing sends the server a goodbye (not on Dispatch's global queue either, which is,
     /// on Linux, the pool Swift's tasks run on: see ``connect(_:database:connectTimeout:logger:)``).
     deinit {
-        guard let handle else { return }
-        PQsetNoticeReceiver(handle, { _, _ in }, nil)
-        let abandoned = Abandoned(handle: handle)
-        DispatchQueue(label: "lockbox.pg.close").async { PQfinish(abandoned.handle) }
+        if let handle { Self.finishElsewhere(handle) }
     }
 
     /// Opens a connection.
@@ -687,17 +684,21 @@ public final class PGConnection: @unchecked Sendable {
     }
 
     /// Gives up on a connection whose statement got no answer, even to a cancel
-    /// request: closes it, on a thread of its own (closing may wait for the network);
+    /// request: closes it elsewhere (``finishElsewhere(_:)``);
     /// the connection is unusable from now on.
     private func abandon(_ handle: OpaquePointer) {
-        PQsetNoticeReceiver(handle, { _, _ in }, nil)
-        let abandoned = Abandoned(handle: handle)
         self.handle = nil
         preparedStatements.removeAll()
         usable.store(false, ordering: .releasing)
-        let thread = Thread { PQfinish(abandoned.handle) }
-        thread.name = "lockbox.pg.close"
-        thread.start()
+        Self.finishElsewhere(handle)
+    }
+
+    /// Closes a connection nothing uses any more on a queue of its own (closing may wait for
+    /// the network), after unhooking the notice receiver, which points at this object.
+    private static func finishElsewhere(_ handle: OpaquePointer) {
+        PQsetNoticeReceiver(handle, { _, _ in }, nil)
+        let abandoned = Abandoned(handle: handle)
+        DispatchQueue(label: "lockbox.pg.close").async { PQfinish(abandoned.handle) }
     }
 
     /// A cancel request handed to the thread that sends it.
